@@ -1,0 +1,32 @@
+# Everyday entry points. `make demo` and `make test` are the two commands README.md gives.
+PYTHON ?= python3
+OUT ?= out
+
+.PHONY: setup demo test bpf bpf-check lint bench
+
+setup:
+	bash scripts/setup.sh
+
+# Capture the built-in demo workload for a few seconds, then analyze it offline.
+demo: setup
+	mkdir -p $(OUT)
+	$(PYTHON) fixtures/demo_workload.py --seconds 6 & \
+	trace capture -q -d 5s -o $(OUT)/demo.tar.zst; \
+	wait
+	trace info $(OUT)/demo.tar.zst
+	trace analyze $(OUT)/demo.tar.zst
+
+test: setup
+	$(PYTHON) -m pytest -q -ra tests
+
+bpf:
+	$(MAKE) -C bpf
+
+bpf-check:
+	$(MAKE) -C bpf check
+
+lint:
+	ruff check .
+
+bench:
+	$(PYTHON) bench/bench_ingest.py

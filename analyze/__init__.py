@@ -1,0 +1,1 @@
+"""Offline side: open an archive, expose it to DuckDB, run the analyzers."""

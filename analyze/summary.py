@@ -1,0 +1,89 @@
+"""Summary: per-tracer counts and losses, top processes and connections by bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from uetrace.analyze.capture import Capture
+
+from uetrace.output import human_bytes
+
+NAME = "summary"
+VIEWS: tuple[str, ...] = ()
+
+
+@dataclass
+class Summary:
+    duration_s: float | None
+    complete: bool
+    tracers: list[dict] = field(default_factory=list)
+    top_processes: list[dict] = field(default_factory=list)
+    top_connections: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return self.__dict__.copy()
+
+    def to_text(self) -> str:
+        from uetrace.analyze.render import text_table
+        out = [f"capture: {self.duration_s:.2f}s" if self.duration_s is not None else "capture: duration unknown"]
+        if not self.complete:
+            out.append("warning: the capture did not finish; figures cover the segments it completed")
+        out.append(text_table("tracers", ("tracer", "attached", "records", "lost", "note"),
+                              [(t["tracer"], "yes" if t["attached"] else "no", f"{t['records']:,}",
+                                f"{t['lost']:,}", t["note"]) for t in self.tracers]))
+        if self.top_processes:
+            out.append(text_table("top processes by socket bytes", ("pid", "comm", "sent", "received",
+                                                                     "connections"),
+                                  [(p["pid"], p["comm"], human_bytes(p["bytes_sent"]),
+                                    human_bytes(p["bytes_received"]), p["connections"])
+                                   for p in self.top_processes]))
+        if self.top_connections:
+            out.append(text_table("top connections by bytes", ("pid", "local", "remote", "sent", "received"),
+                                  [(c["pid"], f"{c['laddr']}:{c['lport']}", f"{c['raddr']}:{c['rport']}",
+                                    human_bytes(c["bytes_sent"]), human_bytes(c["bytes_received"]))
+                                   for c in self.top_connections]))
+        return "\n".join(out)
+
+
+def applies(cap: Capture) -> bool:
+    return True
+
+
+def run(cap: Capture, params: dict | None = None) -> Summary:
+    limit = int((params or {}).get("top", 10))
+    m = cap.manifest
+    clock = m.get("clock", {})
+    dur = None
+    if clock.get("end") and clock.get("start"):
+        dur = (clock["end"]["monotonic_ns"] - clock["start"]["monotonic_ns"]) / 1e9
+    s = Summary(dur, bool(m.get("complete")), warnings=list(cap.warnings))
+    for name, t in m.get("tracers", {}).items():
+        records = t.get("records", 0)
+        if not m.get("complete"):
+            records = sum(cap.query(f'SELECT count(*) FROM "{k}"')[0][0] for k in t.get("kinds", {})
+                          if cap.has(k))
+        s.tracers.append({"tracer": name, "attached": bool(t.get("attached")), "records": records,
+                          "lost": t.get("lost", 0), "note": t.get("reason", "")})
+    if not m.get("complete") and not s.tracers:
+        for kind in cap.views:
+            n = cap.query(f'SELECT count(*) FROM "{kind}"')[0][0]
+            s.tracers.append({"tracer": kind, "attached": True, "records": n, "lost": 0,
+                              "note": "from segments (no final manifest)"})
+    if cap.has("sock_data"):
+        comm = ("(SELECT any_value(comm) FROM processes p WHERE p.pid = c.pid)" if cap.has("processes")
+                else "''")
+        rows = cap.query(f"""
+            SELECT pid, {comm} AS comm, sum(bytes_sent), sum(bytes_received), count(*)
+            FROM connections c GROUP BY pid ORDER BY sum(bytes_sent) + sum(bytes_received) DESC LIMIT ?""",
+                         [limit])
+        s.top_processes = [{"pid": r[0], "comm": r[1] or "", "bytes_sent": int(r[2]), "bytes_received": int(r[3]),
+                            "connections": r[4]} for r in rows]
+        rows = cap.query("""
+            SELECT pid, laddr, lport, raddr, rport, bytes_sent, bytes_received FROM connections
+            ORDER BY bytes_sent + bytes_received DESC LIMIT ?""", [limit])
+        s.top_connections = [dict(zip(("pid", "laddr", "lport", "raddr", "rport", "bytes_sent",
+                                       "bytes_received"), r)) for r in rows]
+        for c in s.top_connections:
+            c["bytes_sent"], c["bytes_received"] = int(c["bytes_sent"]), int(c["bytes_received"])
+    return s

@@ -1,0 +1,1 @@
+"""Live side: load and attach BPF programs, drain rings, write the archive."""

@@ -1,0 +1,110 @@
+"""`trace doctor`: what this machine allows, and how to fix what it does not.
+
+Each attach type is tried for real with a tiny program from bpf/doctor.bpf.c,
+loaded on its own so that one refused type does not hide the others.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from uetrace.bpf import object_path
+from uetrace.capture import libbpf
+from uetrace.capture.libbpf import BpfObject
+from uetrace.capture.perf_event import open_cpu_clock
+from uetrace.capture.privileges import missing_caps, tracefs_path
+
+from uetrace.errors import UetraceError
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    needed_by: str = ""      # tracers that need it ("" = optional extra)
+    fix: str = ""
+
+
+def _libc_path() -> str:
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            path = line.split()[-1]
+            if "/libc.so" in path or "/libc-" in path:
+                return path
+    return "/lib/x86_64-linux-gnu/libc.so.6"
+
+
+def _attach_one(prog_name: str, attach: Callable) -> tuple[bool, str]:
+    try:
+        with BpfObject(object_path("doctor")) as obj:
+            for p in obj.programs():
+                p.set_autoload(p.name == prog_name)
+            obj.load()
+            link = attach(obj.program(prog_name))
+            if link is not None:
+                link.destroy()
+        return True, "ok"
+    except UetraceError as e:
+        return False, str(e).split(" [libbpf")[0].split(": ", 1)[-1]
+
+
+def _perf(prog):
+    fd = open_cpu_clock(0, 99)
+    try:
+        return prog.attach_perf_event(fd)
+    finally:
+        os.close(fd)
+
+
+def run_checks() -> list[Check]:
+    checks: list[Check] = []
+    missing = missing_caps()
+    checks.append(Check("privileges", not missing, "root/CAP_BPF,CAP_PERFMON present" if not missing
+                        else "missing " + ", ".join(missing), "all", "run as root (sudo trace ...)"))
+    btf = os.path.exists("/sys/kernel/btf/vmlinux")
+    checks.append(Check("kernel BTF", btf, "/sys/kernel/btf/vmlinux" if btf else "absent", "all",
+                        "use a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
+    tfs = tracefs_path()
+    checks.append(Check("tracefs", bool(tfs), tfs or "not mounted (capture mounts it)", "sock, proc",
+                        "mount -t tracefs nodev /sys/kernel/tracing"))
+    bpffs = os.path.ismount("/sys/fs/bpf")
+    checks.append(Check("bpffs", bpffs, "/sys/fs/bpf" if bpffs else "not mounted (not needed by uetrace)", "",
+                        "mount -t bpf bpf /sys/fs/bpf"))
+    try:
+        major, minor = libbpf.version()
+        checks.append(Check("libbpf", (major, minor) >= (1, 1), f"{major}.{minor}", "all",
+                            "apt-get install libbpf1"))
+        tcx = libbpf.has_symbol("bpf_program__attach_tcx")
+        checks.append(Check("libbpf TCX API", tcx, "present" if tcx else f"absent in {major}.{minor} "
+                            "(net uses bpf_link_create or clsact)", "", "libbpf >= 1.3"))
+    except UetraceError as e:
+        checks.append(Check("libbpf", False, str(e), "all", "apt-get install libbpf1"))
+        return checks
+    if missing:
+        return checks
+    libc = _libc_path()
+    lo = socket.if_nametoindex("lo")
+    probes = [
+        ("tracepoint", "ue_doc_tp", lambda p: p.attach(), "sock"),
+        ("tp_btf (BTF tracepoint)", "ue_doc_tp_btf", lambda p: p.attach(), "proc"),
+        ("raw tracepoint", "ue_doc_raw_tp", lambda p: p.attach(), ""),
+        ("uprobe", "ue_doc_uprobe", lambda p: p.attach_uprobe(libc, "getpid", os.getpid()), "lock, alloc, tls"),
+        ("perf_event cpu-clock", "ue_doc_perf", _perf, "stack"),
+        ("XDP (generic, lo)", "ue_doc_xdp", lambda p: p.attach_xdp(lo), "net"),
+        ("TC program load", "ue_doc_tc", lambda p: None, "net"),
+        ("kprobe", "ue_doc_kprobe", lambda p: p.attach(), ""),
+        ("fentry", "ue_doc_fentry", lambda p: p.attach(), ""),
+    ]
+    for name, prog, fn, needed in probes:
+        ok, detail = _attach_one(prog, fn)
+        fix = "" if needed else "optional: uetrace does not need it"
+        if not ok and needed:
+            fix = "kernel lockdown or missing CONFIG option; the tracers listed cannot run"
+        checks.append(Check(name, ok, detail if not ok else "works", needed, fix))
+    ctypes.set_errno(0)
+    return checks

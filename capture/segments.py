@@ -1,0 +1,123 @@
+"""Parquet segments, written off the draining thread.
+
+The drain loop hands raw chunks to SegmentSink.put(); a worker thread decodes
+them (capture/records.py), writes one zstd Parquet file per record kind, rolls
+it by size or age, and appends each finished file to the archive at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from uetrace.capture.archive_writer import ArchiveWriter
+
+from uetrace.archive_format import segment_member, table_member
+
+
+class _OpenSegment:
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self.rows = 0
+        self.bytes = 0
+        self.opened = time.monotonic()
+
+
+class SegmentSink:
+    """Thread-safe: put() and put_table() may be called from any thread."""
+
+    def __init__(self, archive: ArchiveWriter, roll_bytes: int, roll_seconds: float,
+                 on_error: Callable[[BaseException], None] | None = None):
+        self.archive = archive
+        self.roll_bytes, self.roll_seconds = roll_bytes, roll_seconds
+        self.segments: list[dict] = []           # manifest entries
+        self.rows_written: dict[str, int] = {}
+        self.bytes_written = 0
+        self._open: dict[tuple[str, str], _OpenSegment] = {}
+        self._seq: dict[tuple[str, str], int] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="uetrace-seg-")
+        self._q: queue.Queue = queue.Queue(maxsize=4096)
+        self._on_error = on_error
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="uetrace-segments", daemon=True)
+        self._thread.start()
+
+    def put(self, job: Callable[[], dict[str, pa.Table]], area: str = "events") -> None:
+        """Queue a job that returns {kind: table}; it runs on the worker thread."""
+        self._q.put((job, area))
+
+    def put_table(self, kind: str, table: pa.Table, area: str = "events") -> None:
+        self._q.put((lambda: {kind: table}, area))
+
+    def backlog(self) -> int:
+        return self._q.qsize()
+
+    def close(self) -> None:
+        """Write everything queued, close every open segment, append it to the archive."""
+        self._q.put(None)
+        self._thread.join()
+        self._tmp.cleanup()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._q.get(timeout=0.2)
+            except queue.Empty:
+                item = False
+            try:
+                if item is None:
+                    for key in list(self._open):
+                        self._roll(key)
+                    return
+                if item:
+                    job, area = item
+                    for kind, table in job().items():
+                        if table.num_rows:
+                            self._write(area, kind, table)
+                self._roll_old()
+            except BaseException as e:  # keep draining: losing the rest would be worse
+                self.error = self.error or e
+                if self._on_error:
+                    self._on_error(e)
+
+    def _write(self, area: str, kind: str, table: pa.Table) -> None:
+        key = (area, kind)
+        seg = self._open.get(key)
+        if seg is None:
+            seq = self._seq.get(key, 0) + 1
+            self._seq[key] = seq
+            seg = _OpenSegment(Path(self._tmp.name) / f"{area}-{kind}-{seq:06d}.parquet", table.schema)
+            self._open[key] = seg
+        seg.writer.write_table(table)
+        seg.rows += table.num_rows
+        seg.bytes += table.nbytes
+        self.rows_written[kind] = self.rows_written.get(kind, 0) + table.num_rows
+        if seg.bytes >= self.roll_bytes:
+            self._roll(key)
+
+    def _roll_old(self) -> None:
+        now = time.monotonic()
+        for key, seg in list(self._open.items()):
+            if now - seg.opened >= self.roll_seconds:
+                self._roll(key)
+
+    def _roll(self, key: tuple[str, str]) -> None:
+        seg = self._open.pop(key)
+        seg.writer.close()
+        area, kind = key
+        member = (segment_member if area == "events" else table_member)(kind, self._seq[key])
+        digest = hashlib.sha256(seg.path.read_bytes()).hexdigest()
+        size = seg.path.stat().st_size
+        self.archive.add_file(member, seg.path)
+        seg.path.unlink()
+        self.bytes_written += size
+        self.segments.append({"member": member, "kind": kind, "rows": seg.rows, "bytes": size,
+                              "sha256": digest})

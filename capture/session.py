@@ -1,0 +1,293 @@
+"""One capture, from attach to a closed archive.
+
+Threads: the caller's thread runs the drain loop (and receives SIGINT/SIGTERM,
+which only set a flag); SegmentSink decodes and writes on its own thread;
+ProcessSnapshotter reads /proc on another. Whatever stops the capture
+(duration, signal, error), stop() detaches every program, drains what is left
+in the rings, and closes the archive with a final manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from uetrace.capture.archive_writer import ArchiveWriter
+from uetrace.capture.btf import Btf
+from uetrace.capture.libbpf import BpfError, BpfObject, possible_cpus
+from uetrace.capture.manifest import base_manifest, clock_anchors
+from uetrace.capture.options import CaptureOptions
+from uetrace.capture.privileges import ensure_tracefs, require_tracing_privileges
+from uetrace.capture.process_snapshot import ProcessSnapshotter
+from uetrace.capture.records import Decoder, kinds_from_btf
+from uetrace.capture.registry import TRACERS, default_tracers
+from uetrace.capture.ring import RingReader
+from uetrace.capture.tracer import NotAttached, Tracer, write_rodata
+
+from uetrace.archive_format import MANIFEST, SCHEMA_DIR
+from uetrace.errors import BadInputError, UetraceError
+
+
+@dataclass
+class TracerRun:
+    """A loaded and attached tracer and its counters."""
+
+    tracer: Tracer
+    obj: BpfObject
+    ring: RingReader
+    decoder: Decoder
+    drop_names: dict[int, str]
+    records: int = 0
+    lost_per_cpu: dict[str, list[int]] = field(default_factory=dict)
+    loss_windows: list[dict] = field(default_factory=list)
+    _last_lost: int = 0
+
+    @property
+    def lost(self) -> int:
+        return sum(sum(v) for v in self.lost_per_cpu.values())
+
+
+@dataclass
+class Progress:
+    elapsed: float
+    duration: float | None
+    tracers: dict[str, dict]      # name -> {"records", "rate", "lost"}
+    bytes_written: int
+    backlog: int
+
+
+class CaptureSession:
+    def __init__(self, opts: CaptureOptions, on_progress: Callable[[Progress], None] | None = None):
+        self.opts = opts
+        self.on_progress = on_progress
+        self.runs: list[TracerRun] = []
+        self.skipped: dict[str, str] = {}
+        self.failures: dict[str, list[dict]] = {}
+        self._stop = threading.Event()
+        self.stop_reason = "duration"
+        self.ncpu = 1
+
+    def request_stop(self, reason: str = "requested") -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+        self._stop.set()
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    def _selected(self) -> list[type[Tracer]]:
+        names = self.opts.tracers or default_tracers()
+        unknown = [n for n in names if n not in TRACERS]
+        if unknown:
+            raise BadInputError(f"unknown tracer {unknown[0]!r}; choose from {', '.join(TRACERS)}")
+        return [TRACERS[n] for n in TRACERS if n in names]  # registry order: proc first
+
+    def _start_tracer(self, cls: type[Tracer]) -> TracerRun | None:
+        tracer = cls(self.opts)
+        try:
+            tracer.check()
+        except NotAttached as e:
+            self.skipped[tracer.name] = str(e)
+            return None
+        obj = BpfObject(tracer.object_file)
+        tracer.obj = obj
+        try:
+            obj.map(tracer.ring_map).set_max_entries(self.opts.ring_size)
+            rodata: dict[str, object] = {
+                "self_tgid": os.getpid(), "filter_pids": 1 if self.opts.pids else 0,
+                "filter_comm": 1 if self.opts.comms else 0,
+                "targ_comm": self.opts.comms[0][:15] if self.opts.comms else b""}
+            tracer.configure(obj, rodata)
+            write_rodata(obj, rodata)
+            obj.load()
+            if self.opts.pids:
+                targets = obj.map("target_pids")
+                for pid in self.opts.pids:
+                    targets.update(int(pid).to_bytes(4, "little"), b"\1")
+            tracer.attach(obj)
+            btf = Btf.from_object(tracer.object_file)
+            ring_map = obj.map(tracer.ring_map)
+            run = TracerRun(tracer, obj, RingReader(ring_map.fd, ring_map.max_entries),
+                            Decoder(kinds_from_btf(btf, tracer.structs)),
+                            {v: k.removeprefix("UE_DROP_").lower() for k, v in btf.enum("ue_drop").items()
+                             if k != "UE_DROP_MAX"})
+        except BpfError as e:
+            obj.close()
+            self.failures.setdefault(tracer.name, []).extend(tracer.failures + [{"point": "load",
+                                                                                 "error": str(e)}])
+            return None
+        if tracer.failures:
+            self.failures[tracer.name] = tracer.failures
+        return run
+
+    # ---- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Capture until the duration passes or request_stop(); return the final manifest."""
+        require_tracing_privileges()
+        ensure_tracefs()
+        classes = self._selected()
+        out_dir = os.path.dirname(os.path.abspath(self.opts.output))
+        if not os.path.isdir(out_dir):
+            raise BadInputError(f"output folder {out_dir} does not exist")
+        self.archive = ArchiveWriter(self.opts.output)
+        self.manifest = base_manifest(self.opts.to_manifest(), self.opts.command_line)
+        self.archive.add_bytes(MANIFEST, json.dumps(self.manifest, indent=1).encode())
+        self.ncpu = possible_cpus()
+        self.sink = self.snap = None
+        try:
+            for cls in classes:
+                run = self._start_tracer(cls)
+                if run:
+                    self.runs.append(run)
+            if not self.runs:
+                errs = [f["error"] for fs in self.failures.values() for f in fs] + list(self.skipped.values())
+                raise UetraceError("no tracer could attach: " + (errs[0] if errs else "nothing selected"))
+            for run in self.runs:
+                for kind in run.decoder.kinds.values():
+                    self.archive.add_bytes(f"{SCHEMA_DIR}/{kind.name}.json",
+                                           json.dumps(kind.describe(), indent=1).encode())
+            self.sink = _make_sink(self)
+            self.snap = ProcessSnapshotter(lambda k, t: self.sink.put_table(k, t, area="symbols"))
+            if self.opts.pids:
+                self.snap.saw(self.opts.pids)
+            else:
+                self.snap.scan_all()
+            self._loop()
+        finally:
+            self._finish()
+        return self.manifest
+
+    def _loop(self) -> None:
+        start = time.monotonic()
+        deadline = start + self.opts.duration if self.opts.duration else None
+        next_stats = start
+        old = {s: signal.signal(s, lambda *_: self.request_stop("signal")) for s in
+               (signal.SIGINT, signal.SIGTERM)} if threading.current_thread() is threading.main_thread() else {}
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if deadline and now >= deadline:
+                    break
+                got = self._drain_once()
+                if now >= next_stats:
+                    self._update_stats(now - start)
+                    next_stats = now + 0.5
+                if self.sink.error:
+                    raise UetraceError(f"write segments: {self.sink.error}")
+                if not got:
+                    self._stop.wait(self.opts.poll_interval)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _drain_once(self) -> int:
+        total = 0
+        for run in self.runs:
+            chunk = run.ring.read()
+            if chunk is None:
+                continue
+            run.records += len(chunk)
+            total += len(chunk)
+            self.sink.put(_decode_job(run, chunk, self.snap))
+        return total
+
+    def _update_stats(self, elapsed: float) -> None:
+        for run in self.runs:
+            self._read_drops(run)
+            lost = run.lost
+            if lost > run._last_lost:
+                ts = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+                run.loss_windows.append({"until_ns": ts, "lost": lost - run._last_lost})
+                run._last_lost = lost
+        if self.on_progress:
+            self.on_progress(Progress(
+                elapsed, self.opts.duration,
+                {r.tracer.name: {"records": r.records, "lost": r.lost} for r in self.runs},
+                self.sink.bytes_written if self.sink else 0, self.sink.backlog() if self.sink else 0))
+
+    def _read_drops(self, run: TracerRun) -> None:
+        drops = run.obj.map("drops")
+        stride = (drops.value_size + 7) // 8 * 8
+        for idx, name in run.drop_names.items():
+            raw = drops.lookup(idx.to_bytes(4, "little"), stride * self.ncpu)
+            if raw is None:
+                continue
+            per_cpu = np.frombuffer(raw, dtype="<u8")[:: stride // 8][: self.ncpu]
+            if per_cpu.any() or name in run.lost_per_cpu:
+                run.lost_per_cpu[name] = [int(x) for x in per_cpu]
+
+    # ---- teardown ----------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        for run in self.runs:
+            run.tracer.stop()
+            run.obj.detach()  # no new records from here on
+        try:
+            if self.sink:
+                while self._drain_once():
+                    pass
+                self._update_stats(0)
+                for run in self.runs:
+                    run.tracer.finish(lambda k, t: self.sink.put_table(k, t, area="symbols"))
+        finally:
+            for run in self.runs:
+                run.ring.close()
+                run.obj.close()
+            if self.snap:
+                self.snap.close()
+            if self.sink:
+                self.sink.close()
+            self._write_final_manifest()
+            self.archive.close()
+
+    def _write_final_manifest(self) -> None:
+        m = self.manifest
+        m["complete"] = True
+        m["stop_reason"] = self.stop_reason
+        m["clock"]["end"] = clock_anchors()
+        rows = self.sink.rows_written if self.sink else {}
+        for run in self.runs:
+            t = run.tracer
+            m["tracers"][t.name] = {
+                "attached": True, "description": t.description, "attach_points": t.attached,
+                "attach_failures": self.failures.get(t.name, []),
+                "kinds": {k.name: {"records": rows.get(k.name, 0)} for k in run.decoder.kinds.values()},
+                "records": run.records, "lost": run.lost, "lost_per_cpu": run.lost_per_cpu,
+                "loss_windows": run.loss_windows, "discarded": run.ring.discarded,
+                "undecoded": run.decoder.unknown}
+        for name, why in self.skipped.items():
+            m["tracers"][name] = {"attached": False, "reason": why}
+        for name, fails in self.failures.items():
+            if name not in m["tracers"]:
+                m["tracers"][name] = {"attached": False, "attach_failures": fails,
+                                      "reason": fails[-1]["error"] if fails else "failed"}
+        m["segments"] = self.sink.segments if self.sink else []
+        m["snapshot"] = {"processes": self.snap.count if self.snap else 0}
+        if self.sink and self.sink.error:
+            m["errors"] = [f"write segments: {self.sink.error}"]
+        self.archive.add_bytes(MANIFEST, json.dumps(m, indent=1).encode())
+
+
+def _make_sink(session: CaptureSession):
+    from uetrace.capture.segments import SegmentSink
+    return SegmentSink(session.archive, session.opts.segment_bytes, session.opts.segment_seconds)
+
+
+def _decode_job(run: TracerRun, chunk, snap: ProcessSnapshotter):
+    def job():
+        tables = run.decoder.decode(chunk)
+        out = {}
+        for kind, table in tables.items():
+            table = run.tracer.postprocess(kind, table)
+            if "pid" in table.column_names:
+                snap.saw(np.unique(table.column("pid").to_numpy()))
+            run.tracer.observe(kind, table, snap)
+            out[kind] = table
+        return out
+    return job

@@ -1,0 +1,102 @@
+"""The contract between the capture session and one tracer.
+
+A tracer is a BPF object (bpf/<name>.bpf.c + bpf/<name>.h) plus this small
+Python description: which record structs it emits, what read-only config it
+takes before load, and how it attaches. The session owns the lifecycle:
+open -> configure -> load -> attach -> drain `events` ring -> finish -> close.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import ClassVar
+
+import pyarrow as pa
+from uetrace.bpf import object_path
+from uetrace.capture.btf import section_variables
+from uetrace.capture.libbpf import BpfError, BpfObject, Link
+from uetrace.capture.options import CaptureOptions
+
+
+class NotAttached(Exception):
+    """Raised by Tracer.check() when the tracer has nothing to do in this capture
+    (e.g. lock tracer without a target); the message lands in the manifest."""
+
+
+class Tracer:
+    name: ClassVar[str]
+    structs: ClassVar[list[str]]           # record structs, e.g. ["ue_sock_data", "ue_sock_conn"]
+    description: ClassVar[str] = ""
+    default: ClassVar[bool] = True          # part of the default tracer set
+    ring_map: ClassVar[str] = "events"
+
+    def __init__(self, opts: CaptureOptions):
+        self.opts = opts
+        self.obj: BpfObject | None = None
+        self.failures: list[dict] = []      # attach points that failed: {"point", "error"}
+        self.attached: list[str] = []
+
+    @property
+    def object_file(self) -> str:
+        return str(object_path(self.name))
+
+    def check(self) -> None:
+        """Raise NotAttached if this tracer should not run in this capture."""
+
+    def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
+        """Add tracer-specific .rodata values and resize maps before load."""
+
+    def attach(self, obj: BpfObject) -> None:
+        """Attach every program by its section name; a failed program is recorded
+        and skipped, and a tracer with no program attached fails as a whole."""
+        for prog in obj.programs():
+            self.try_attach(prog.section, prog.attach)
+        if not self.attached:
+            raise BpfError(f"attach {self.name}: no program attached", 95)
+
+    def try_attach(self, point: str, fn, *args) -> Link | None:
+        try:
+            link = self.obj.keep(fn(*args))
+        except BpfError as e:
+            self.failures.append({"point": point, "error": str(e)})
+            return None
+        self.attached.append(point)
+        return link
+
+    def postprocess(self, kind: str, table: pa.Table) -> pa.Table:
+        """Turn raw columns into friendlier ones (e.g. addresses to text) before writing."""
+        return table
+
+    def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
+        """See each decoded table on the writer thread (e.g. proc asks for exec snapshots)."""
+
+    def stop(self) -> None:
+        """Called before the session detaches the programs: stop any thread that
+        attaches new points (e.g. the uprobe tracers' --comm watcher)."""
+
+    def finish(self, write_table) -> None:
+        """Called once after the last drain, with the programs detached: dump map
+        snapshots with write_table(kind, table)."""
+
+
+def write_rodata(obj: BpfObject, values: dict[str, object]) -> None:
+    """Set `const volatile` globals before load; names not in this object are ignored
+    (every tracer gets the common filters, whichever of them it declares)."""
+    vars_ = section_variables(obj.path, ".rodata")
+    if not vars_:
+        return
+    image = obj.map(".rodata").initial_value()
+    for name, value in values.items():
+        if name not in vars_:
+            continue
+        off, size = vars_[name]
+        if isinstance(value, (bytes, str)):
+            raw = value.encode() if isinstance(value, str) else value
+            raw = raw[:size].ljust(size, b"\0")
+        else:
+            raw = int(value).to_bytes(size, "little", signed=int(value) < 0)
+        image[off:off + size] = raw
+
+
+def pack_u32(v: int) -> bytes:
+    return struct.pack("<I", v)

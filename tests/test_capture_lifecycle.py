@@ -1,0 +1,114 @@
+"""Stopping a capture every way a user can, and what is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import FIXTURES, trace_cmd
+from uetrace.analyze.capture import open_capture
+
+
+def our_bpf_programs() -> list[str]:
+    """Names of loaded BPF programs that belong to uetrace (all are named ue_*)."""
+    bpftool = shutil.which("bpftool")
+    assert bpftool, "bpftool is needed to check for leftover programs (apt-get install bpftool)"
+    out = subprocess.run([bpftool, "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    return [p.get("name", "") for p in json.loads(out) if p.get("name", "").startswith("ue_")]
+
+
+def busy_traffic(seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(FIXTURES / "tcp_exchange.py"), "--delay", "0", "--rounds",
+                             str(int(seconds * 200)), "--size", "100"], stdout=subprocess.DEVNULL)
+
+
+def test_sigint_leaves_complete_archive(kernel, tmp_path, capture_run):
+    out = tmp_path / "int.tar.zst"
+    run = capture_run(out, "--tracers", "sock,proc", "--segment-seconds", "1s")
+    run.wait_attached()
+    load = busy_traffic(2)
+    time.sleep(2)
+    run.signal(signal.SIGINT)
+    rc, _, err = run.wait()
+    load.wait()
+    assert rc == 0, err
+    with open_capture(out) as cap:
+        assert cap.warnings == []
+        assert cap.manifest["complete"] and cap.manifest["stop_reason"] == "signal"
+        assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
+    assert our_bpf_programs() == []
+
+
+def test_sigterm_stops_like_sigint(kernel, tmp_path, capture_run):
+    out = tmp_path / "term.tar.zst"
+    run = capture_run(out, "--tracers", "proc")
+    run.wait_attached()
+    run.signal(signal.SIGTERM)
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    res = trace_cmd("info", str(out), check=True)
+    assert "proc" in res.stdout and "warning" not in res.stderr
+    assert our_bpf_programs() == []
+
+
+def test_sigkill_keeps_finished_segments(kernel, tmp_path, capture_run):
+    out = tmp_path / "kill.tar.zst"
+    run = capture_run(out, "--tracers", "sock,proc", "--segment-seconds", "500ms")
+    run.wait_attached()
+    load = busy_traffic(3)
+    time.sleep(3)
+    run.kill()
+    load.wait()
+    res = trace_cmd("info", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "warning" in res.stderr and "sock_data" in res.stdout
+    res = trace_cmd("analyze", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "warning" in res.stderr and "did not finish" in res.stdout
+    with open_capture(out) as cap:
+        assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
+    # The kernel detaches bpf_links when the last fd closes, i.e. when the process dies.
+    deadline = time.monotonic() + 5
+    while our_bpf_programs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert our_bpf_programs() == []
+
+
+def test_duration_exit_detaches_everything(kernel, tmp_path):
+    res = trace_cmd("capture", "-q", "-d", "1s", "-o", str(tmp_path / "d.tar.zst"), check=True)
+    assert "wrote" in res.stderr
+    assert our_bpf_programs() == []
+
+
+def test_without_privileges_one_line(kernel, tmp_path):
+    """uid 0 stripped of every capability stands in for an unprivileged user: the
+    interpreter lives under /root here, which other users cannot read."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv
+    res = subprocess.run([setpriv, "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-m", "uetrace",
+                          "capture", "-d", "1s", "-o", str(tmp_path / "x.tar.zst")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 77, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CAP_BPF" in lines[0] and "not permitted" in lines[0]
+    assert not (tmp_path / "x.tar.zst").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_non_root_user_one_line(tmp_path):
+    nobody_can_run = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                     sys.executable, "-c", "import uetrace.cli"], capture_output=True).returncode == 0
+    if not nobody_can_run:
+        pytest.skip("the Python installation is not readable by other users here")
+    tmp_path.chmod(0o777)
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                          "uetrace", "capture", "-d", "1s", "-o", str(tmp_path / "x.tar.zst")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 77
+    assert len(res.stderr.strip().splitlines()) == 1 and "CAP_BPF" in res.stderr

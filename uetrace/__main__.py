@@ -1,0 +1,3 @@
+from uetrace.cli import main
+
+main(prog_name="trace")

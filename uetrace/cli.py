@@ -1,0 +1,51 @@
+"""The `trace` command line: parses and prints; the work lives in capture/ and analyze/.
+
+Exit codes: 0 success; 1 failure while working; 2 bad input (unreadable archive,
+bad option, bad SQL); 77 not permitted (needs root or CAP_BPF/CAP_PERFMON).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from uetrace import __version__
+from uetrace.errors import UetraceError
+
+# Each command lives in its own module; adding a command is one line here.
+COMMANDS = (
+    "uetrace.cmd_capture",
+    "uetrace.cmd_info",
+    "uetrace.cmd_doctor",
+    "uetrace.cmd_analyze",
+    "uetrace.cmd_query",
+)
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UetraceError as e:
+            click.echo(f"trace: error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except BrokenPipeError:
+            sys.exit(1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="uetrace")
+def main() -> None:
+    """uetrace: record with eBPF now, analyze anywhere later.
+
+    \b
+      sudo trace capture -d 60s -o run.tar.zst    record (root)
+      trace analyze run.tar.zst                    summary of everything recorded
+      trace query run.tar.zst "SELECT ..."          SQL over the recorded tables
+    """
+
+
+for _name in COMMANDS:
+    main.add_command(importlib.import_module(_name).command)
