@@ -90,12 +90,15 @@ class Decoder:
         self._dtypes = {k.kind_id: k.dtype() for k in kinds}
         self._schemas = {k.kind_id: k.arrow_schema() for k in kinds}
         self.unknown = 0
+        self._needs_pad = any(k.layout.size % 8 for k in kinds)
 
     def decode(self, chunk: Chunk) -> dict[str, pa.Table]:
         if not len(chunk):
             return {}
-        # Pad so that gathering a whole 8-byte word past the last record stays in bounds.
-        raw = np.frombuffer(chunk.data + b"\0" * 512, dtype=np.uint8)
+        data = chunk.data
+        if self._needs_pad:  # a struct size not a multiple of 8 would read past the last record
+            data = data + b"\0" * 8
+        raw = np.frombuffer(data, dtype=np.uint8)
         words = raw[: len(raw) // 8 * 8].view("<u8")
         word_idx = chunk.offsets // 8
         kind_ids = (words[word_idx] & 0xFFFFFFFF).astype(np.uint32)
@@ -131,19 +134,19 @@ class Decoder:
 
 def _tail(raw: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pa.Array:
     """The variable parts [start, start+len) as one binary column, without a
-    Python step per record: mark the covered bytes with a cumulative sum of
-    +1/-1 edges, then compress; records do not overlap, so order is kept."""
+    Python step per record: one gather over the tail bytes only, whose index is
+    each byte's position within its tail plus that tail's start."""
     n = len(starts)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    if offsets[-1] == 0:
+    total = int(offsets[-1])
+    if total == 0:
         data = b""
     else:
-        edges = np.zeros(len(raw) + 1, dtype=np.int32)
-        edges[starts] += 1  # starts are distinct, and so are ends: plain indexing is enough
-        edges[starts + lengths] -= 1
-        data = raw[np.cumsum(edges[:-1]) > 0].tobytes()
-    large = offsets[-1] >= 2**31
+        idx = np.arange(total, dtype=np.int64)
+        idx += np.repeat(starts - offsets[:-1], lengths)
+        data = raw[idx].tobytes()
+    large = total >= 2**31
     typ = pa.large_binary() if large else pa.binary()
     arr = pa.Array.from_buffers(typ, n, [None, pa.py_buffer(offsets if large else offsets.astype(np.int32)),
                                          pa.py_buffer(data)])

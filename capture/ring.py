@@ -39,6 +39,17 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.offsets)
 
+    @staticmethod
+    def concat(chunks: list[Chunk]) -> Chunk:
+        """One chunk from several (decoding has a fixed cost per call, so batch).
+        Every chunk's length is a multiple of 8, so offsets stay 8-byte aligned."""
+        if len(chunks) == 1:
+            return chunks[0]
+        bases = np.cumsum([0] + [len(c.data) for c in chunks[:-1]])
+        return Chunk(b"".join(c.data for c in chunks),
+                     np.concatenate([c.offsets + base for c, base in zip(chunks, bases)]),
+                     np.concatenate([c.lengths for c in chunks]))
+
 
 class RingReader:
     """Reads committed records from one BPF_MAP_TYPE_RINGBUF map."""

@@ -23,12 +23,37 @@ from uetrace.archive_format import segment_member, table_member
 
 
 class _OpenSegment:
+    """One Parquet file being written. Small decoded tables are buffered and
+    written as one row group: a write per drained chunk costs more than the
+    decoding itself."""
+
+    ROW_GROUP_ROWS = 128 * 1024
+
     def __init__(self, path: Path, schema: pa.Schema):
         self.path = path
         self.writer = pq.ParquetWriter(path, schema, compression="zstd")
         self.rows = 0
         self.bytes = 0
         self.opened = time.monotonic()
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        self.bytes += table.nbytes
+        if self._pending_rows >= self.ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.writer.write_table(pa.concat_tables(self._pending), row_group_size=self._pending_rows)
+            self._pending, self._pending_rows = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
 
 
 class SegmentSink:
@@ -96,9 +121,7 @@ class SegmentSink:
             self._seq[key] = seq
             seg = _OpenSegment(Path(self._tmp.name) / f"{area}-{kind}-{seq:06d}.parquet", table.schema)
             self._open[key] = seg
-        seg.writer.write_table(table)
-        seg.rows += table.num_rows
-        seg.bytes += table.nbytes
+        seg.add(table)
         self.rows_written[kind] = self.rows_written.get(kind, 0) + table.num_rows
         if seg.bytes >= self.roll_bytes:
             self._roll(key)
@@ -111,7 +134,7 @@ class SegmentSink:
 
     def _roll(self, key: tuple[str, str]) -> None:
         seg = self._open.pop(key)
-        seg.writer.close()
+        seg.close()
         area, kind = key
         member = (segment_member if area == "events" else table_member)(kind, self._seq[key])
         digest = hashlib.sha256(seg.path.read_bytes()).hexdigest()

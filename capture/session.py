@@ -27,7 +27,7 @@ from uetrace.capture.privileges import ensure_tracefs, require_tracing_privilege
 from uetrace.capture.process_snapshot import ProcessSnapshotter
 from uetrace.capture.records import Decoder, kinds_from_btf
 from uetrace.capture.registry import TRACERS, default_tracers
-from uetrace.capture.ring import RingReader
+from uetrace.capture.ring import Chunk, RingReader
 from uetrace.capture.tracer import NotAttached, Tracer, write_rodata
 
 from uetrace.archive_format import MANIFEST, SCHEMA_DIR
@@ -44,6 +44,9 @@ class TracerRun:
     decoder: Decoder
     drop_names: dict[int, str]
     records: int = 0
+    pending: list = field(default_factory=list)   # chunks drained but not yet handed to the sink
+    pending_records: int = 0
+    pending_since: float = 0.0
     lost_per_cpu: dict[str, list[int]] = field(default_factory=dict)
     loss_windows: list[dict] = field(default_factory=list)
     _last_lost: int = 0
@@ -186,15 +189,25 @@ class CaptureSession:
             for s, h in old.items():
                 signal.signal(s, h)
 
-    def _drain_once(self) -> int:
+    BATCH_RECORDS = 32 * 1024   # decode in batches: each decode call has a fixed cost of ~1 ms
+    BATCH_SECONDS = 0.25
+
+    def _drain_once(self, flush: bool = False) -> int:
         total = 0
+        now = time.monotonic()
         for run in self.runs:
             chunk = run.ring.read()
-            if chunk is None:
-                continue
-            run.records += len(chunk)
-            total += len(chunk)
-            self.sink.put(_decode_job(run, chunk, self.snap))
+            if chunk is not None:
+                if not run.pending:
+                    run.pending_since = now
+                run.pending.append(chunk)
+                run.pending_records += len(chunk)
+                run.records += len(chunk)
+                total += len(chunk)
+            if run.pending and (flush or run.pending_records >= self.BATCH_RECORDS
+                                or now - run.pending_since >= self.BATCH_SECONDS):
+                self.sink.put(_decode_job(run, Chunk.concat(run.pending), self.snap))
+                run.pending, run.pending_records = [], 0
         return total
 
     def _update_stats(self, elapsed: float) -> None:
@@ -225,14 +238,22 @@ class CaptureSession:
     # ---- teardown ----------------------------------------------------------------------------
 
     def _finish(self) -> None:
+        # Recording stops here (detaching uprobes takes ~0.1 s per link, and clock.end comes after
+        # the symbol snapshots): ages "at the end of the capture" (leaks, waits of deadlocked
+        # threads) are measured to this instant.
+        self.manifest["clock"]["detached"] = clock_anchors()
         for run in self.runs:
             run.tracer.stop()
             run.obj.detach()  # no new records from here on
         try:
             if self.sink:
-                while self._drain_once():
+                while self._drain_once(flush=True):
                     pass
                 self._update_stats(0)
+                # finish() may rely on observe() having seen every record: wait for the writer.
+                written = threading.Event()
+                self.sink.put(lambda: written.set() or {})
+                written.wait()
                 for run in self.runs:
                     run.tracer.finish(lambda k, t: self.sink.put_table(k, t, area="symbols"))
         finally:
@@ -260,7 +281,7 @@ class CaptureSession:
                 "kinds": {k.name: {"records": rows.get(k.name, 0)} for k in run.decoder.kinds.values()},
                 "records": run.records, "lost": run.lost, "lost_per_cpu": run.lost_per_cpu,
                 "loss_windows": run.loss_windows, "discarded": run.ring.discarded,
-                "undecoded": run.decoder.unknown}
+                "undecoded": run.decoder.unknown, "stats": t.stats}
         for name, why in self.skipped.items():
             m["tracers"][name] = {"attached": False, "reason": why}
         for name, fails in self.failures.items():

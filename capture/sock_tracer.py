@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from uetrace.capture.libbpf import BpfObject
 from uetrace.capture.tracer import Tracer
 
@@ -33,20 +34,20 @@ class SockTracer(Tracer):
 
 
 def addresses_to_text(col: pa.ChunkedArray | pa.Array, family: np.ndarray) -> pa.Array:
-    """16-byte address fields to text, formatting each distinct address once."""
+    """16-byte address fields to text. Addresses repeat a lot, so each distinct one
+    is formatted once: dictionary-encode (hashing in Arrow), format the
+    dictionary, then take(); IPv4 and IPv6 rows are encoded apart because an IPv4
+    address is only the first 4 of the 16 bytes."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
-    n = len(col)
-    raw = np.frombuffer(col.buffers()[1], dtype=np.uint8, count=n * 16).reshape(n, 16)
-    v4 = (family == 2)[:, None]
-    keyed = np.where(v4, np.concatenate([raw[:, :4], np.zeros((n, 12), np.uint8)], axis=1), raw)
-    keys = np.ascontiguousarray(keyed).view("V16").reshape(n)
-    fam_key = np.where(family == 2, 4, 6).astype(np.uint64)  # keep the stack uint64, not float
-    uniq, inverse = np.unique(np.stack([keys.view("<u8").reshape(n, 2)[:, 0],
-                                        keys.view("<u8").reshape(n, 2)[:, 1], fam_key], axis=1),
-                              axis=0, return_inverse=True)
-    texts = []
-    for lo, hi, fk in uniq:
-        b = int(lo).to_bytes(8, "little") + int(hi).to_bytes(8, "little")
-        texts.append(str(ipaddress.IPv4Address(b[:4])) if fk == 4 else str(ipaddress.IPv6Address(b)))
-    return pa.array(np.array(texts, dtype=object)[inverse.reshape(-1)], type=pa.string())
+    out = np.empty(len(col), dtype=object)
+    for fam, fmt in ((2, lambda b: str(ipaddress.IPv4Address(b[:4]))), (10, lambda b: str(ipaddress.IPv6Address(b)))):
+        rows = np.flatnonzero(family == fam)
+        if not len(rows):
+            continue
+        enc = pc.dictionary_encode(col.take(pa.array(rows)))
+        texts = np.array([fmt(b) for b in enc.dictionary.to_pylist()], dtype=object)
+        out[rows] = texts[enc.indices.to_numpy()]
+    other = np.flatnonzero((family != 2) & (family != 10))
+    out[other] = ""
+    return pa.array(out, type=pa.string())
