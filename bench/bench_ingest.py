@@ -42,10 +42,10 @@ def run_generator(exe: Path, seconds: float, payload: int) -> dict:
 
 
 def raw_drain(exe: Path, seconds: float, payload: int) -> dict:
+    from uetrace.bpf import object_path
     from uetrace.capture.libbpf import BpfObject
     from uetrace.capture.ring import RingReader
     from uetrace.capture.tracer import write_rodata
-    from uetrace.bpf import object_path
 
     obj = BpfObject(object_path("sock"))
     obj.map("events").set_max_entries(32 << 20)
