@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-from uetrace.analyze.archive import ExtractedArchive, extract
 
+from uetrace.analyze.archive import ExtractedArchive, extract
 from uetrace.archive_format import EVENTS_DIR, SYMBOLS_DIR
 
 

@@ -16,6 +16,11 @@ from types import ModuleType
 
 ANALYZERS = (
     "uetrace.analyze.summary",
+    "uetrace.analyze.http",
+    "uetrace.analyze.flows",
+    "uetrace.analyze.profile",
+    "uetrace.analyze.deadlock",
+    "uetrace.analyze.leaks",
 )
 
 

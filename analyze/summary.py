@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from uetrace.analyze.capture import Capture
-
 from uetrace.output import human_bytes
 
 NAME = "summary"

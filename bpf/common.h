@@ -18,6 +18,7 @@ enum ue_drop {
 enum ue_kind {
 	UE_KIND_SOCK_DATA = 1,
 	UE_KIND_SOCK_CONN = 2,
+	UE_KIND_TLS_DATA = 3,   /* tls.h: same layout as ue_sock_data, plaintext payload */
 	UE_KIND_PROC = 10,
 	UE_KIND_NET_PACKET = 20,
 	UE_KIND_STACK_SAMPLE = 30,

@@ -3,8 +3,7 @@
  * per thread; exit emits one record with the bytes moved and a payload prefix.
  * Sockets opened before the capture are covered because the socket is found
  * from the fd at every call, not from accept/connect. */
-#include "common.bpf.h"
-#include <bpf/bpf_endian.h>
+#include "sockfd.bpf.h"
 #include "sock.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -17,10 +16,6 @@ struct {
 	__uint(max_entries, 1 << 24); /* resized by the loader */
 } events SEC(".maps");
 
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
-#define AF_INET 2
-#define AF_INET6 10
 #define MAX_IOV 8
 
 struct inflight {
@@ -57,49 +52,6 @@ struct {
 /* Keep the record structs in BTF for the Python decoder. */
 struct ue_sock_data *unused_sock_data __attribute__((unused));
 struct ue_sock_conn *unused_sock_conn __attribute__((unused));
-
-static __always_inline struct sock *fd_to_sock(int fd)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
-	struct file *f = NULL;
-
-	if (fd < 0 || !fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
-		return NULL;
-	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
-		return NULL;
-	struct socket *sock = BPF_CORE_READ(f, private_data);
-	struct sock *sk = BPF_CORE_READ(sock, sk);
-	if (!sk)
-		return NULL;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
-		return NULL;
-	return sk;
-}
-
-/* Fill family, protocol, addresses and ports; both record kinds share the
- * same field names, so one macro serves both. */
-#define FILL_TUPLE(ev, sk)                                                              \
-	do {                                                                            \
-		(ev)->family = BPF_CORE_READ(sk, __sk_common.skc_family);               \
-		(ev)->protocol = BPF_CORE_READ(sk, sk_protocol);                        \
-		(ev)->lport = BPF_CORE_READ(sk, __sk_common.skc_num);                   \
-		(ev)->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));      \
-		__builtin_memset((ev)->laddr, 0, 16);                                   \
-		__builtin_memset((ev)->raddr, 0, 16);                                   \
-		if ((ev)->family == AF_INET) {                                          \
-			bpf_core_read((ev)->laddr, 4, &(sk)->__sk_common.skc_rcv_saddr); \
-			bpf_core_read((ev)->raddr, 4, &(sk)->__sk_common.skc_daddr);    \
-		} else {                                                                \
-			bpf_core_read((ev)->laddr, 16, &(sk)->__sk_common.skc_v6_rcv_saddr); \
-			bpf_core_read((ev)->raddr, 16, &(sk)->__sk_common.skc_v6_daddr); \
-		}                                                                       \
-	} while (0)
 
 static __always_inline int enter(int fd, __u64 buf, __u32 iovcnt, __u16 sc, __u8 dir)
 {

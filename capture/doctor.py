@@ -17,7 +17,6 @@ from uetrace.capture import libbpf
 from uetrace.capture.libbpf import BpfObject
 from uetrace.capture.perf_event import open_cpu_clock
 from uetrace.capture.privileges import missing_caps, tracefs_path
-
 from uetrace.errors import UetraceError
 
 
@@ -97,6 +96,7 @@ def run_checks() -> list[Check]:
         ("perf_event cpu-clock", "ue_doc_perf", _perf, "stack"),
         ("XDP (generic, lo)", "ue_doc_xdp", lambda p: p.attach_xdp(lo), "net"),
         ("TC program load", "ue_doc_tc", lambda p: None, "net"),
+        ("TCX link (lo egress)", "ue_doc_tc", lambda p: p.attach_tcx(lo, egress=True), ""),
         ("kprobe", "ue_doc_kprobe", lambda p: p.attach(), ""),
         ("fentry", "ue_doc_fentry", lambda p: p.attach(), ""),
     ]
@@ -106,5 +106,9 @@ def run_checks() -> list[Check]:
         if not ok and needed:
             fix = "kernel lockdown or missing CONFIG option; the tracers listed cannot run"
         checks.append(Check(name, ok, detail if not ok else "works", needed, fix))
+    from uetrace.capture.netlink_cleanup import leftover_filters
+    left = leftover_filters()
+    checks.append(Check("leftover clsact filters", not left, ", ".join(f"{f[1]} prog {f[4]}" for f in left) or
+                        "none", "", "sudo trace doctor --cleanup (a capture crashed while attached)"))
     ctypes.set_errno(0)
     return checks

@@ -125,6 +125,9 @@ _PROTOTYPES = {
     "bpf_tc_detach": (c_int, [c_void_p, c_void_p]),
     "bpf_tc_query": (c_int, [c_void_p, c_void_p]),
     "bpf_prog_get_fd_by_id": (c_int, [c_uint32]),
+    "bpf_xdp_query_id": (c_int, [c_int, c_int, ctypes.POINTER(c_uint32)]),
+    "bpf_prog_query": (c_int, [c_int, c_int, c_uint32, ctypes.POINTER(c_uint32), ctypes.POINTER(c_uint32),
+                               ctypes.POINTER(c_uint32)]),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, ctypes.POINTER(c_uint32)]),
     "libbpf_num_possible_cpus": (c_int, []),
 }
@@ -288,6 +291,21 @@ def tc_query(ifindex: int, egress: bool, handle: int, priority: int) -> int | No
 def tc_detach(ifindex: int, egress: bool, handle: int, priority: int) -> bool:
     opts = TcOpts(sz=ctypes.sizeof(TcOpts), handle=handle, priority=priority)
     return lib().bpf_tc_detach(ctypes.byref(_tc_hook(ifindex, egress)), ctypes.byref(opts)) == 0
+
+
+def xdp_prog_id(ifindex: int) -> int:
+    """Id of the XDP program attached to an interface in any mode, 0 when none."""
+    prog_id = c_uint32(0)
+    _check_int(lib().bpf_xdp_query_id(ifindex, 0, ctypes.byref(prog_id)), f"query XDP on ifindex {ifindex}")
+    return prog_id.value
+
+
+def tcx_prog_ids(ifindex: int, egress: bool) -> list[int]:
+    """Ids of the programs on an interface's TCX hook ([] when the kernel has no TCX)."""
+    ids, count = (c_uint32 * 64)(), c_uint32(64)
+    rc = lib().bpf_prog_query(ifindex, BPF_TCX_EGRESS if egress else BPF_TCX_INGRESS, 0, None, ids,
+                              ctypes.byref(count))
+    return list(ids[:count.value]) if rc == 0 else []
 
 
 def prog_name(prog_id: int) -> str | None:

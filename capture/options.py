@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,9 @@ class CaptureOptions:
     progress: bool = True
     command_line: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # tracer-specific options (freq, iface, ...)
+    # Key that hides kernel socket addresses in sock_id; one per capture so that the sock and tls
+    # tracers give one socket the same id. Never written to the manifest.
+    sock_id_key: int = field(default_factory=lambda: int.from_bytes(os.urandom(8), "little") >> 1)
 
     def to_manifest(self) -> dict:
         return {"duration": self.duration, "tracers": self.tracers, "pids": self.pids, "comms": self.comms,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from uetrace.capture.libbpf import BpfObject
 from uetrace.capture.tracer import Tracer
 

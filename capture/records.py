@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+
 from uetrace.capture.btf import Btf, Field, StructLayout
 from uetrace.capture.ring import Chunk
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from uetrace.capture.archive_writer import ArchiveWriter
 
 from uetrace.archive_format import segment_member, table_member
+from uetrace.capture.archive_writer import ArchiveWriter
 
 
 class _OpenSegment:

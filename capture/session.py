@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from uetrace.archive_format import MANIFEST, SCHEMA_DIR
 from uetrace.capture.archive_writer import ArchiveWriter
 from uetrace.capture.btf import Btf
 from uetrace.capture.libbpf import BpfError, BpfObject, possible_cpus
@@ -29,8 +31,6 @@ from uetrace.capture.records import Decoder, kinds_from_btf
 from uetrace.capture.registry import TRACERS, default_tracers
 from uetrace.capture.ring import Chunk, RingReader
 from uetrace.capture.tracer import NotAttached, Tracer, write_rodata
-
-from uetrace.archive_format import MANIFEST, SCHEMA_DIR
 from uetrace.errors import BadInputError, UetraceError
 
 
@@ -90,15 +90,18 @@ class CaptureSession:
             raise BadInputError(f"unknown tracer {unknown[0]!r}; choose from {', '.join(TRACERS)}")
         return [TRACERS[n] for n in TRACERS if n in names]  # registry order: proc first
 
-    def _start_tracer(self, cls: type[Tracer]) -> TracerRun | None:
+    def _start_tracer(self, cls: type[Tracer]) -> None:
+        """Load and attach one tracer. Its ring is drained between attachments: under
+        load, attaching 20 tracepoints takes long enough to fill a ring."""
         tracer = cls(self.opts)
         try:
             tracer.check()
         except NotAttached as e:
             self.skipped[tracer.name] = str(e)
-            return None
+            return
         obj = BpfObject(tracer.object_file)
         tracer.obj = obj
+        run = None
         try:
             obj.map(tracer.ring_map).set_max_entries(self.opts.ring_size)
             rodata: dict[str, object] = {
@@ -112,21 +115,27 @@ class CaptureSession:
                 targets = obj.map("target_pids")
                 for pid in self.opts.pids:
                     targets.update(int(pid).to_bytes(4, "little"), b"\1")
-            tracer.attach(obj)
             btf = Btf.from_object(tracer.object_file)
             ring_map = obj.map(tracer.ring_map)
             run = TracerRun(tracer, obj, RingReader(ring_map.fd, ring_map.max_entries),
                             Decoder(kinds_from_btf(btf, tracer.structs)),
                             {v: k.removeprefix("UE_DROP_").lower() for k, v in btf.enum("ue_drop").items()
                              if k != "UE_DROP_MAX"})
+            self.runs.append(run)
+            tracer.after_attach = self._drain_once
+            tracer.attach(obj)
         except BpfError as e:
+            if run is not None:
+                self.runs.remove(run)
+                run.ring.close()
             obj.close()
             self.failures.setdefault(tracer.name, []).extend(tracer.failures + [{"point": "load",
                                                                                  "error": str(e)}])
-            return None
+            return
+        for kind in run.decoder.kinds.values():
+            self.archive.add_bytes(f"{SCHEMA_DIR}/{kind.name}.json", json.dumps(kind.describe(), indent=1).encode())
         if tracer.failures:
             self.failures[tracer.name] = tracer.failures
-        return run
 
     # ---- main loop ---------------------------------------------------------------------------
 
@@ -142,27 +151,26 @@ class CaptureSession:
         self.manifest = base_manifest(self.opts.to_manifest(), self.opts.command_line)
         self.archive.add_bytes(MANIFEST, json.dumps(self.manifest, indent=1).encode())
         self.ncpu = possible_cpus()
-        self.sink = self.snap = None
+        self.sink = _make_sink(self)
+        self.snap = ProcessSnapshotter(lambda k, t: self.sink.put_table(k, t, area="symbols"))
+        main = threading.current_thread() is threading.main_thread()
+        old = {s: signal.signal(s, lambda *_: self.request_stop("signal"))
+               for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         try:
             for cls in classes:
-                run = self._start_tracer(cls)
-                if run:
-                    self.runs.append(run)
-            if not self.runs:
+                if not self._stop.is_set():
+                    self._start_tracer(cls)
+            if not self.runs and not self._stop.is_set():
                 errs = [f["error"] for fs in self.failures.values() for f in fs] + list(self.skipped.values())
                 raise UetraceError("no tracer could attach: " + (errs[0] if errs else "nothing selected"))
-            for run in self.runs:
-                for kind in run.decoder.kinds.values():
-                    self.archive.add_bytes(f"{SCHEMA_DIR}/{kind.name}.json",
-                                           json.dumps(kind.describe(), indent=1).encode())
-            self.sink = _make_sink(self)
-            self.snap = ProcessSnapshotter(lambda k, t: self.sink.put_table(k, t, area="symbols"))
             if self.opts.pids:
                 self.snap.saw(self.opts.pids)
             else:
                 self.snap.scan_all()
             self._loop()
         finally:
+            for s, h in old.items():
+                signal.signal(s, h)
             self._finish()
         return self.manifest
 
@@ -170,24 +178,18 @@ class CaptureSession:
         start = time.monotonic()
         deadline = start + self.opts.duration if self.opts.duration else None
         next_stats = start
-        old = {s: signal.signal(s, lambda *_: self.request_stop("signal")) for s in
-               (signal.SIGINT, signal.SIGTERM)} if threading.current_thread() is threading.main_thread() else {}
-        try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                if deadline and now >= deadline:
-                    break
-                got = self._drain_once()
-                if now >= next_stats:
-                    self._update_stats(now - start)
-                    next_stats = now + 0.5
-                if self.sink.error:
-                    raise UetraceError(f"write segments: {self.sink.error}")
-                if not got:
-                    self._stop.wait(self.opts.poll_interval)
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if deadline and now >= deadline:
+                break
+            got = self._drain_once()
+            if now >= next_stats:
+                self._update_stats(now - start)
+                next_stats = now + 0.5
+            if self.sink.error:
+                raise UetraceError(f"write segments: {self.sink.error}")
+            if not got:
+                self._stop.wait(self.opts.poll_interval)
 
     BATCH_RECORDS = 32 * 1024   # decode in batches: each decode call has a fixed cost of ~1 ms
     BATCH_SECONDS = 0.25

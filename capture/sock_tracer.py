@@ -4,11 +4,11 @@ connect and close, with a payload prefix of --snaplen bytes (bpf/sock.bpf.c)."""
 from __future__ import annotations
 
 import ipaddress
-import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from uetrace.capture.libbpf import BpfObject
 from uetrace.capture.tracer import Tracer
 
@@ -23,7 +23,7 @@ class SockTracer(Tracer):
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         rodata["snaplen"] = min(self.opts.snaplen, MAX_SNAPLEN)
         # Socket identity without writing kernel addresses into a file that may be shared.
-        rodata["sock_id_key"] = int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
+        rodata["sock_id_key"] = self.opts.sock_id_key
 
     def postprocess(self, kind: str, table: pa.Table) -> pa.Table:
         fam = table.column("family").to_numpy()

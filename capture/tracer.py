@@ -12,6 +12,7 @@ import struct
 from typing import ClassVar
 
 import pyarrow as pa
+
 from uetrace.bpf import object_path
 from uetrace.capture.btf import section_variables
 from uetrace.capture.libbpf import BpfError, BpfObject, Link
@@ -35,6 +36,8 @@ class Tracer:
         self.obj: BpfObject | None = None
         self.failures: list[dict] = []      # attach points that failed: {"point", "error"}
         self.attached: list[str] = []
+        self.after_attach = lambda: None    # the session drains the ring between attachments
+        self.stats: dict[str, int] = {}     # tracer-specific counters for the manifest (set by finish)
 
     @property
     def object_file(self) -> str:
@@ -61,6 +64,7 @@ class Tracer:
             self.failures.append({"point": point, "error": str(e)})
             return None
         self.attached.append(point)
+        self.after_attach()
         return link
 
     def postprocess(self, kind: str, table: pa.Table) -> pa.Table:

@@ -10,10 +10,10 @@ import tarfile
 import pytest
 import zstandard
 from conftest import trace_cmd
-from uetrace.analyze.archive import extract
-from uetrace.capture.archive_writer import ArchiveWriter
 
+from uetrace.analyze.archive import extract
 from uetrace.archive_format import FORMAT_VERSION
+from uetrace.capture.archive_writer import ArchiveWriter
 
 
 def manifest(**kw) -> bytes:

@@ -12,15 +12,39 @@ import time
 
 import pytest
 from conftest import FIXTURES, trace_cmd
+
 from uetrace.analyze.capture import open_capture
 
 
-def our_bpf_programs() -> list[str]:
-    """Names of loaded BPF programs that belong to uetrace (all are named ue_*)."""
+def prog_holders() -> dict[int, set[int]]:
+    """prog id -> pids holding an fd on it (a program fd or a bpf_link fd)."""
+    held: dict[int, set[int]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fdinfo")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as fh:
+                    for line in fh:
+                        if line.startswith("prog_id:"):
+                            held.setdefault(int(line.split()[1]), set()).add(int(pid))
+            except OSError:
+                continue
+    return held
+
+
+def our_bpf_programs(pid: int | None = None) -> list[str]:
+    """uetrace programs (all named ue_*) still loaded and either held by the capture
+    process `pid` or by no process at all (kept alive only by an attachment: a
+    leak). Programs of other live uetrace processes do not count."""
     bpftool = shutil.which("bpftool")
     assert bpftool, "bpftool is needed to check for leftover programs (apt-get install bpftool)"
     out = subprocess.run([bpftool, "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
-    return [p.get("name", "") for p in json.loads(out) if p.get("name", "").startswith("ue_")]
+    holders = prog_holders()
+    return [p["name"] for p in json.loads(out) if p.get("name", "").startswith("ue_")
+            and (not holders.get(p["id"]) or pid in holders[p["id"]])]
 
 
 def busy_traffic(seconds: float) -> subprocess.Popen:
@@ -42,7 +66,7 @@ def test_sigint_leaves_complete_archive(kernel, tmp_path, capture_run):
         assert cap.warnings == []
         assert cap.manifest["complete"] and cap.manifest["stop_reason"] == "signal"
         assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
-    assert our_bpf_programs() == []
+    assert our_bpf_programs(run.proc.pid) == []
 
 
 def test_sigterm_stops_like_sigint(kernel, tmp_path, capture_run):
@@ -54,7 +78,7 @@ def test_sigterm_stops_like_sigint(kernel, tmp_path, capture_run):
     assert rc == 0, err
     res = trace_cmd("info", str(out), check=True)
     assert "proc" in res.stdout and "warning" not in res.stderr
-    assert our_bpf_programs() == []
+    assert our_bpf_programs(run.proc.pid) == []
 
 
 def test_sigkill_keeps_finished_segments(kernel, tmp_path, capture_run):
@@ -75,9 +99,9 @@ def test_sigkill_keeps_finished_segments(kernel, tmp_path, capture_run):
         assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
     # The kernel detaches bpf_links when the last fd closes, i.e. when the process dies.
     deadline = time.monotonic() + 5
-    while our_bpf_programs() and time.monotonic() < deadline:
+    while our_bpf_programs(run.proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert our_bpf_programs() == []
+    assert our_bpf_programs(run.proc.pid) == []
 
 
 def test_duration_exit_detaches_everything(kernel, tmp_path):

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from conftest import run_fixture, trace_cmd
+
 from uetrace.analyze.capture import open_capture
 
 

@@ -21,6 +21,12 @@ COMMANDS = (
     "uetrace.cmd_doctor",
     "uetrace.cmd_analyze",
     "uetrace.cmd_query",
+    "uetrace.cmd_requests",
+    "uetrace.cmd_flows",
+    "uetrace.cmd_export",
+    "uetrace.cmd_flamegraph",
+    "uetrace.cmd_deadlocks",
+    "uetrace.cmd_leaks",
 )
 
 

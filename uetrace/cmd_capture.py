@@ -77,9 +77,20 @@ def _title(p) -> str:
               help="alloc tracer: keep 1 in N heap blocks (by address hash; leak figures are scaled back).")
 @click.option("--all-processes", is_flag=True,
               help="lock/alloc tracers: probe every process, not only --pid/--comm (slows the whole system).")
+@click.option("--iface", "ifaces", multiple=True, metavar="NAME",
+              help="net tracer: interface to attach to (repeatable; default: every interface that is up).")
+@click.option("--xdp-mode", type=click.Choice(["generic", "native"]), default="generic", show_default=True,
+              help="net tracer: XDP mode; native may make some NIC drivers reset the link.")
+@click.option("--net-snaplen", type=click.IntRange(0, 4096), default=128, show_default=True,
+              help="net tracer: bytes kept of each packet (headers included).")
+@click.option("--tc-attach", type=click.Choice(["auto", "tcx", "clsact"]), default="auto", show_default=True,
+              help="net tracer: egress hook; auto uses a TCX link where the kernel has it (>= 6.6).")
+@click.option("--freq", type=click.IntRange(1, 10000), default=99, show_default=True, metavar="HZ",
+              help="stack tracer: samples per second on each CPU.")
+@click.option("--offcpu", is_flag=True, help="stack tracer: also record off-CPU intervals (sched_switch).")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
 def command(duration, output, tracers, pids, comms, snaplen, ring_size, segment_seconds, alloc_sample,
-            all_processes, quiet):
+            all_processes, ifaces, xdp_mode, net_snaplen, tc_attach, freq, offcpu, quiet):
     """Record what the tracers see into one archive (needs root).
 
     Ctrl-C or SIGTERM stops early and still writes a complete archive.
@@ -103,6 +114,9 @@ def command(duration, output, tracers, pids, comms, snaplen, ring_size, segment_
                           comms=list(comms), snaplen=snaplen, ring_size=ring_size << 20,
                           segment_seconds=segment_seconds, command_line=sys.argv[:])
     opts.extra.update(alloc_sample=alloc_sample, all_processes=all_processes)
+    opts.extra.update(net_ifaces=list(ifaces), net_xdp_mode=xdp_mode, net_snaplen=net_snaplen,
+                      net_tc_attach=tc_attach)
+    opts.extra.update(freq=freq, offcpu=offcpu)
     err = Console(stderr=True)
     if all_processes:
         err.print("[yellow]warning:[/] --all-processes: every malloc, free and pthread_mutex call of every "

@@ -8,16 +8,23 @@ from rich.table import Table
 
 
 @click.command("doctor")
-def command():
+@click.option("--cleanup", is_flag=True,
+              help="Remove clsact filters left by a crashed capture (net tracer on kernels without TCX).")
+def command(cleanup: bool):
     """Check privileges, BTF, tracefs, libbpf and each attach type the tracers need.
 
     Exit code 0 when every tracer can run, 1 when something a tracer needs is missing.
 
     \b
-    Example:
+    Examples:
       sudo trace doctor
+      sudo trace doctor --cleanup
     """
     from uetrace.capture.doctor import run_checks
+
+    if cleanup:
+        _cleanup()
+        return
 
     checks = run_checks()
     t = Table(header_style="bold")
@@ -34,3 +41,14 @@ def command():
         t.add_row(c.name, status, c.detail, c.needed_by or "(optional)", "" if c.ok else c.fix)
     Console().print(t)
     raise SystemExit(1 if bad else 0)
+
+
+def _cleanup() -> None:
+    from uetrace.capture.netlink_cleanup import remove_leftovers
+    from uetrace.capture.privileges import require_tracing_privileges
+
+    require_tracing_privileges()
+    removed = remove_leftovers()
+    for line in removed:
+        click.echo(f"removed {line}")
+    click.echo(f"{len(removed)} leftover filter(s) removed" if removed else "nothing to clean up")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 FORMATS = ("table", "csv", "json")
@@ -45,7 +46,8 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence], title: str | 
     for c in columns:
         t.add_column(str(c), overflow="fold")
     for r in rows:
-        t.add_row(*("" if v is None else str(_jsonable(v)) for v in r))
+        # Cells are data, not markup: "[truncated]" or "[k]" must print as written.
+        t.add_row(*("" if v is None else escape(str(_jsonable(v))) for v in r))
     return t
 
 

@@ -1,0 +1,272 @@
+"""Deadlock: the lock-order graph of each process, its cycles (potential
+deadlocks), and the threads really deadlocked when the capture ended.
+
+Lock order: when a thread asks for mutex M (a blocking pthread_mutex_lock or
+timedlock) while it holds H, the graph gets the edge H -> M, with the evidence:
+thread, when H was taken and from which stack, when M was asked for and from
+which stack. A trylock never waits, so it adds no edge into its mutex (but what
+it takes counts as held). A cycle is reported when its edges can come from
+different threads without one lock that all of them held (a "gate" lock that
+serializes them): then the threads can each take one edge and wait forever.
+
+Hangs: a thread whose last blocking request has no return by the end of the
+capture waits for the mutex's holder (the thread that last took it and did not
+release it); a cycle in that wait-for relation is a real deadlock.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+
+from uetrace.analyze.capture import Capture
+from uetrace.analyze.cycles import simple_cycles
+from uetrace.analyze.data_address import DataNamer
+from uetrace.analyze.stack_text import StackNamer
+
+NAME = "deadlock"
+VIEWS: tuple[str, ...] = ()
+
+OP_REQUEST, OP_ACQUIRE, OP_TRYLOCK, OP_UNLOCK = 1, 2, 3, 4  # enum ue_lock_op (bpf/lock.h)
+ACQUIRED = (0, errno.EOWNERDEAD)  # return values after which the caller holds the mutex
+
+
+Site = tuple[int, int]  # (ustack_id, caller return address) of a lock call
+
+
+@dataclass
+class Hold:
+    ts: int           # when it was taken
+    site: Site        # the call that took it
+    depth: int = 1    # recursive mutexes
+
+
+@dataclass
+class Evidence:
+    """One thread taking the edge held -> wanted."""
+
+    pid: int
+    tid: int
+    held_ts: int
+    held_site: Site
+    wanted_ts: int
+    wanted_site: Site
+    gates: frozenset   # other mutexes the thread held meanwhile
+
+
+@dataclass
+class Edge:
+    held: int
+    wanted: int
+    count: int = 0
+    by_thread: dict[int, Evidence] = field(default_factory=dict)  # first evidence per tid
+
+
+@dataclass
+class ProcessLocks:
+    """Replay of one process's lock records, thread by thread."""
+
+    pid: int
+    edges: dict[tuple[int, int], Edge] = field(default_factory=dict)
+    held: dict[int, dict[int, Hold]] = field(default_factory=dict)        # tid -> mutex -> hold, at the end
+    waiting: dict[int, tuple[int, int, Site]] = field(default_factory=dict)  # tid -> (mutex, since, site)
+    mutexes: set[int] = field(default_factory=set)
+    first_use: dict[int, int] = field(default_factory=dict)
+
+    def replay(self, tid: int, rows: list[tuple]) -> None:
+        held: dict[int, Hold] = {}
+        waiting = None
+        for ts, op, mutex, ret, stack, caller in rows:
+            site = (stack, caller)
+            self.mutexes.add(mutex)
+            self.first_use.setdefault(mutex, ts)
+            if op == OP_REQUEST:
+                waiting = (mutex, ts, site)
+                if mutex in held:
+                    continue  # recursive (or self-deadlock: reported as a hang below)
+                for h, hold in held.items():
+                    edge = self.edges.setdefault((h, mutex), Edge(h, mutex))
+                    edge.count += 1
+                    edge.by_thread.setdefault(tid, Evidence(self.pid, tid, hold.ts, hold.site, ts, site,
+                                                            frozenset(held) - {h}))
+            elif op in (OP_ACQUIRE, OP_TRYLOCK):
+                waiting = None
+                if ret in ACQUIRED:
+                    if mutex in held:
+                        held[mutex].depth += 1
+                    else:
+                        held[mutex] = Hold(ts, site)
+            elif op == OP_UNLOCK and mutex in held:  # else: taken before the capture started
+                held[mutex].depth -= 1
+                if held[mutex].depth <= 0:
+                    del held[mutex]
+        self.held[tid] = held
+        if waiting:
+            self.waiting[tid] = waiting
+
+    def graph(self) -> dict[int, list[int]]:
+        g: dict[int, list[int]] = {}
+        for held, wanted in self.edges:
+            g.setdefault(held, []).append(wanted)
+        return g
+
+    def holder(self, mutex: int) -> int | None:
+        return next((tid for tid, held in self.held.items() if mutex in held), None)
+
+
+def feasible(edges: list[Edge]) -> list[Evidence] | None:
+    """One evidence per edge, from pairwise different threads, with no gate lock
+    common to all of them; None if the cycle cannot deadlock."""
+    chosen: list[Evidence] = []
+
+    def search(i: int, used: set[int]) -> bool:
+        if i == len(edges):
+            gates = frozenset.intersection(*(e.gates for e in chosen))
+            return not gates
+        for tid, ev in edges[i].by_thread.items():
+            if tid not in used:
+                chosen.append(ev)
+                if search(i + 1, used | {tid}):
+                    return True
+                chosen.pop()
+        return False
+
+    return list(chosen) if search(0, set()) else None
+
+
+@dataclass
+class DeadlockReport:
+    processes: int = 0
+    mutexes: int = 0
+    edges: int = 0
+    potential: list[dict] = field(default_factory=list)   # cycles of the lock-order graph
+    deadlocks: list[dict] = field(default_factory=list)   # threads deadlocked at the end
+    blocked: list[dict] = field(default_factory=list)     # threads still waiting at the end, not in a cycle
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return self.__dict__.copy()
+
+    def to_text(self) -> str:
+        out = [f"{self.processes} processes, {self.mutexes} mutexes, {self.edges} lock-order edges: "
+               f"{len(self.potential)} potential deadlocks, {len(self.deadlocks)} actual deadlocks"]
+        out += [f"note: {n}" for n in self.notes]
+        for d in self.deadlocks:
+            out.append(f"\nDEADLOCK in pid {d['pid']} ({d['comm']}): threads "
+                       + ", ".join(str(w["tid"]) for w in d["threads"]) + " wait for each other")
+            for w in d["threads"]:
+                out.append(f"  thread {w['tid']} waits {w['waited_s']:.3f}s for {w['wants']} "
+                           f"held by thread {w['holder']}")
+                out.append("    holds " + ", ".join(h["mutex"] for h in w["holds"]))
+                out += _frames("    asked at", w["wait_stack"])
+                for h in w["holds"]:
+                    out += _frames(f"    took {h['mutex']} at", h["stack"])
+        for c in self.potential:
+            out.append(f"\npotential deadlock in pid {c['pid']} ({c['comm']}): "
+                       + " -> ".join(c["cycle"] + [c["cycle"][0]]))
+            for e in c["edges"]:
+                out.append(f"  thread {e['tid']}: holds {e['held']} (taken at +{e['held_s']:.6f}s), "
+                           f"asks for {e['wanted']} at +{e['wanted_s']:.6f}s")
+                out += _frames(f"    took {e['held']} at", e["held_stack"])
+                out += _frames(f"    asked for {e['wanted']} at", e["wanted_stack"])
+        for b in self.blocked:
+            out.append(f"\nthread {b['tid']} of pid {b['pid']} ({b['comm']}) still waiting for {b['wants']} "
+                       f"after {b['waited_s']:.3f}s (holder: {b['holder'] or 'unknown'})")
+        return "\n".join(out)
+
+
+def _frames(title: str, frames: list[str]) -> list[str]:
+    return [title + ":"] + [f"      {f}" for f in frames[:12]] if frames else [title + ": (no stack)"]
+
+
+def applies(cap: Capture) -> bool:
+    return cap.has("lock")
+
+
+def run(cap: Capture, params: dict | None = None) -> DeadlockReport:
+    params = params or {}
+    limit = int(params.get("max_cycles", 50))
+    start_ns = cap.manifest.get("clock", {}).get("start", {}).get("monotonic_ns", 0)
+    clock = cap.manifest.get("clock", {})
+    # When recording stopped (programs detached), not when the archive was closed.
+    end = (clock.get("detached") or clock.get("end") or {}).get("monotonic_ns") or cap.query(
+        "SELECT max(ts) FROM lock")[0][0]
+    report = DeadlockReport()
+    procs = _replay(cap)
+    names = DataNamer(cap)
+    stacks = StackNamer(cap, "lock")
+    comms = _comms(cap)
+    report.processes = len(procs)
+    for p in procs.values():
+        report.mutexes += len(p.mutexes)
+        report.edges += len(p.edges)
+
+        def mutex_name(m: int, p: ProcessLocks = p) -> str:
+            return names.name(p.pid, m, p.first_use.get(m)).text
+
+        for cycle in simple_cycles(p.graph(), limit=limit):
+            edges = [p.edges[(cycle[i], cycle[(i + 1) % len(cycle)])] for i in range(len(cycle))]
+            evidence = feasible(edges)
+            if evidence is None:
+                continue
+            report.potential.append({
+                "pid": p.pid, "comm": comms.get(p.pid, ""), "cycle": [mutex_name(m) for m in cycle],
+                "addresses": [hex(m) for m in cycle],
+                "edges": [{"held": mutex_name(e.held), "wanted": mutex_name(e.wanted), "tid": ev.tid,
+                           "count": e.count, "held_s": (ev.held_ts - start_ns) / 1e9,
+                           "wanted_s": (ev.wanted_ts - start_ns) / 1e9,
+                           "held_stack": stacks.frames(p.pid, *ev.held_site),
+                           "wanted_stack": stacks.frames(p.pid, *ev.wanted_site)}
+                          for e, ev in zip(edges, evidence)]})
+        _hangs(p, report, end, mutex_name, stacks, comms.get(p.pid, ""))
+    return report
+
+
+def _hangs(p: ProcessLocks, report: DeadlockReport, end: int, mutex_name, stacks, comm: str) -> None:
+    """Wait-for cycles among the threads still waiting at the end (each waits for one holder)."""
+    waits_for = {tid: p.holder(m) for tid, (m, _, _) in p.waiting.items()}
+    in_cycle: set[int] = set()
+    for start in sorted(waits_for):
+        path, tid = [], start
+        while tid is not None and tid not in path and tid not in in_cycle:
+            path.append(tid)
+            tid = waits_for.get(tid)
+        if tid is not None and tid in path:
+            ring = path[path.index(tid):]
+            in_cycle.update(ring)
+            report.deadlocks.append({"pid": p.pid, "comm": comm, "threads": [
+                _waiter(p, t, end, mutex_name, stacks) for t in ring]})
+    for tid in sorted(set(waits_for) - in_cycle):
+        report.blocked.append({"pid": p.pid, "comm": comm, **_waiter(p, tid, end, mutex_name, stacks)})
+
+
+def _waiter(p: ProcessLocks, tid: int, end: int, mutex_name, stacks) -> dict:
+    mutex, since, site = p.waiting[tid]
+    return {"tid": tid, "wants": mutex_name(mutex), "holder": p.holder(mutex), "waited_s": (end - since) / 1e9,
+            "wait_stack": stacks.frames(p.pid, *site),
+            "holds": [{"mutex": mutex_name(m), "since_s": (end - h.ts) / 1e9, "stack": stacks.frames(p.pid, *h.site)}
+                      for m, h in p.held.get(tid, {}).items()]}
+
+
+def _replay(cap: Capture) -> dict[int, ProcessLocks]:
+    """Every thread's records in time order (a thread's own records never tie)."""
+    cur = cap.con.execute("""
+        SELECT pid, tid, ts, op, mutex, ret, ustack_id, caller FROM lock ORDER BY pid, tid, ts, op""")
+    procs: dict[int, ProcessLocks] = {}
+    key, rows = None, []
+    while batch := cur.fetchmany(65536):
+        for pid, tid, *rest in batch:
+            if (pid, tid) != key:
+                if rows:
+                    procs.setdefault(key[0], ProcessLocks(key[0])).replay(key[1], rows)
+                key, rows = (pid, tid), []
+            rows.append(rest)
+    if rows:
+        procs.setdefault(key[0], ProcessLocks(key[0])).replay(key[1], rows)
+    return procs
+
+
+def _comms(cap: Capture) -> dict[int, str]:
+    if not cap.has("processes"):
+        return {}
+    return dict(cap.query("SELECT pid, arg_max(comm, ts) FROM processes GROUP BY pid"))

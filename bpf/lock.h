@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Record layout of the lock tracer (read by the Python decoder from BTF). */
+#ifndef UETRACE_LOCK_H
+#define UETRACE_LOCK_H
+
+/* What a record says happened. A blocking call gives REQUEST at entry and
+ * ACQUIRE at return (ret 0 or EOWNERDEAD: the caller holds the mutex); a
+ * trylock gives one TRYLOCK record at return, since it never waits. */
+enum ue_lock_op { LOCK_OP_REQUEST = 1, LOCK_OP_ACQUIRE = 2, LOCK_OP_TRYLOCK = 3, LOCK_OP_UNLOCK = 4 };
+
+/* Which C library function was called. */
+enum ue_lock_fn { LOCK_FN_LOCK = 1, LOCK_FN_TIMEDLOCK = 2, LOCK_FN_TRYLOCK = 3, LOCK_FN_UNLOCK = 4 };
+
+struct ue_lock {
+	__u32 kind;          /* UE_KIND_LOCK */
+	__u32 cpu;
+	__u64 ts;            /* CLOCK_MONOTONIC ns: entry for request/unlock, return for acquire/trylock */
+	__u64 mutex;         /* pthread_mutex_t address in the process */
+	__u64 wait_ns;       /* acquire/trylock: ns from the call's entry to its return */
+	__u64 caller;        /* return address of the call (read at entry from the stack): the stack
+	                      * walk at a function's first instruction starts at the caller's caller
+	                      * unless the function begins with push %rbp or endbr64 (glibc's do not) */
+	__u32 pid;           /* tgid */
+	__u32 tid;
+	__s32 ustack_id;     /* user stack at the call (taken at entry); < 0: not available */
+	__s32 ret;           /* acquire/trylock: the function's return value (0, EBUSY, ETIMEDOUT...) */
+	__u16 op;            /* enum ue_lock_op */
+	__u16 fn;            /* enum ue_lock_fn */
+	__u32 _pad0;
+};
+
+_Static_assert(sizeof(struct ue_lock) == 64, "ue_lock layout changed: update the schema history");
+
+#endif

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Record layouts of the stack tracer (read by the Python decoder from BTF). */
+#ifndef UETRACE_STACK_H
+#define UETRACE_STACK_H
+
+/* Bits of `flags`, so that a missing stack is never mistaken for an empty one. */
+enum ue_stack_flag {
+	UE_STACK_NO_KSTACK = 1,  /* kstack_id < 0 (expected when UE_STACK_USER_MODE) */
+	UE_STACK_NO_USTACK = 2,  /* ustack_id < 0 (expected when UE_STACK_KTHREAD) */
+	UE_STACK_USER_MODE = 4,  /* the sample interrupted user code */
+	UE_STACK_KTHREAD = 8,    /* a kernel thread (or the idle task): no user stack */
+	UE_STACK_PREEMPT = 16,   /* off-CPU: the task was preempted, not blocked */
+};
+
+/* One cpu-clock sample: who ran, where, at what time. Never aggregated. */
+struct ue_stack_sample {
+	__u32 kind;          /* UE_KIND_STACK_SAMPLE */
+	__u32 cpu;
+	__u64 ts;            /* CLOCK_MONOTONIC ns */
+	__u32 pid;           /* tgid; 0 for the idle task */
+	__u32 tid;
+	__s32 kstack_id;     /* key in the `stacks` map, or -errno */
+	__s32 ustack_id;     /* key in the `stacks` map, or -errno */
+	__u32 flags;         /* enum ue_stack_flag bits */
+	__u32 _pad0;
+	char comm[16];       /* thread name at sample time */
+};
+_Static_assert(sizeof(struct ue_stack_sample) == 56, "ue_stack_sample layout");
+
+/* One off-CPU interval of a thread (--offcpu), with the stacks it blocked in. */
+struct ue_offcpu {
+	__u32 kind;          /* UE_KIND_OFFCPU */
+	__u32 cpu;           /* CPU it was switched back in on */
+	__u64 ts;            /* CLOCK_MONOTONIC ns when it was switched out */
+	__u64 dur_ns;        /* how long it stayed off the CPU */
+	__u32 pid;
+	__u32 tid;
+	__s32 kstack_id;     /* stacks at switch-out, or -errno */
+	__s32 ustack_id;
+	__u32 flags;         /* enum ue_stack_flag bits */
+	__u32 _pad0;
+	char comm[16];
+};
+_Static_assert(sizeof(struct ue_offcpu) == 64, "ue_offcpu layout");
+
+#endif

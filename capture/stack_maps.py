@@ -1,0 +1,76 @@
+"""Stack maps (bpf/stackmap.bpf.h), shared by every tracer that records stack ids.
+
+Records carry only stack ids; the frames live in the tracer's BPF_MAP_TYPE_STACK_TRACE
+map `stacks`, which is read once at the end of the capture (the programs are
+detached by then, so it no longer changes) into the `stacks` table:
+
+    tracer    which tracer's map the id belongs to (ids are per map)
+    stack_id  the id stored in kstack_id / ustack_id of that tracer's records
+    frames    instruction addresses, innermost first (leaf, then its callers)
+
+A stack that fills every slot of the map value was cut at the kernel's maximum
+depth; those are counted (`truncated_at_max_depth`) and land in the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from uetrace.capture.libbpf import BpfObject
+
+STACK_MAP = "stacks"
+DEFAULT_STACK_ENTRIES = 16384  # x 1016 bytes per entry, preallocated by the kernel
+
+STACKS_SCHEMA = pa.schema([
+    pa.field("tracer", pa.string()),
+    pa.field("stack_id", pa.int32()),
+    pa.field("frames", pa.list_(pa.uint64())),
+])
+
+
+@dataclass
+class StackDump:
+    table: pa.Table
+    max_depth: int                 # frames per map value (kernel.perf_event_max_stack)
+    truncated_at_max_depth: int    # stacks that used every slot
+
+    def stats(self) -> dict:
+        return {"stacks": self.table.num_rows, "stack_max_depth": self.max_depth,
+                "stacks_truncated_at_max_depth": self.truncated_at_max_depth}
+
+
+def size_stack_map(obj: BpfObject, entries: int) -> None:
+    """Set the number of stack slots before load (a power of two is what the kernel uses)."""
+    obj.map(STACK_MAP).set_max_entries(max(1, int(entries)))
+
+
+def dump_stacks(obj: BpfObject, tracer: str) -> StackDump:
+    """Every stack in the tracer's map, as one Arrow table."""
+    m = obj.map(STACK_MAP)
+    value_size = m.value_size
+    depth = value_size // 8
+    ids: list[int] = []
+    values: list[bytes] = []
+    for key in m.keys():
+        raw = m.lookup(key, value_size)
+        if raw is not None:
+            ids.append(int.from_bytes(key, "little", signed=True))
+            values.append(raw)
+    if not ids:
+        return StackDump(STACKS_SCHEMA.empty_table(), depth, 0)
+    frames = np.frombuffer(b"".join(values), dtype="<u8").reshape(len(ids), depth)
+    # The kernel zero-fills the slots after the last frame.
+    nonzero = frames != 0
+    lengths = np.where(nonzero.all(axis=1), depth, np.argmin(nonzero, axis=1)).astype(np.int32)
+    offsets = np.zeros(len(ids) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = frames[np.arange(depth)[None, :] < lengths[:, None]]
+    table = pa.Table.from_arrays([
+        pa.array([tracer] * len(ids), pa.string()),
+        pa.array(ids, pa.int32()),
+        pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.uint64())),
+    ], schema=STACKS_SCHEMA)
+    return StackDump(table, depth, int((lengths == depth).sum()))

@@ -1,0 +1,91 @@
+"""Stack tracer: cpu-clock sampling on every online CPU (bpf/stack.bpf.c), and
+off-CPU intervals from sched_switch with --offcpu.
+
+Options (CaptureOptions.extra): freq (Hz per CPU, default 99), offcpu (bool),
+min_offcpu_us (default 1), stack_entries (stack map slots, default 16384).
+
+At finish the stack map is dumped to the `stacks` table (capture/stack_maps.py)
+and the objects mapped by every sampled process are snapshotted
+(capture/symbol_snapshot.py), so the archive alone names every frame.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+
+from uetrace.capture.libbpf import BpfError, BpfObject, Link
+from uetrace.capture.perf_event import online_cpus, open_cpu_clock
+from uetrace.capture.stack_maps import DEFAULT_STACK_ENTRIES, dump_stacks, size_stack_map
+from uetrace.capture.symbol_snapshot import SymbolSnapshot
+from uetrace.capture.tracer import Tracer
+
+DEFAULT_FREQ = 99  # Hz: not a divisor of common timer periods, so sampling does not lock step with them
+
+
+class StackTracer(Tracer):
+    name = "stack"
+    structs = ["ue_stack_sample", "ue_offcpu"]
+    description = "cpu-clock stack samples on every CPU (and off-CPU intervals with --offcpu)"
+    # Opt-in (-t stack) for now: closing the capture costs seconds of symbol snapshot
+    # (an ELF read per mapped object, DWARF line tables within a budget).
+    default = False
+
+    def __init__(self, opts):
+        super().__init__(opts)
+        self.freq = int(opts.extra.get("freq") or DEFAULT_FREQ)
+        self.offcpu = bool(opts.extra.get("offcpu"))
+        self.perf_fds: list[int] = []  # ours; each link holds a dup, which libbpf closes on detach
+        self.symbols = SymbolSnapshot.for_capture(opts)
+
+    def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
+        if self.freq <= 0:
+            raise BpfError(f"stack sampling at {self.freq} Hz", 22)
+        obj.map("events").set_max_entries(min(self.opts.ring_size, 8 << 20))
+        size_stack_map(obj, int(self.opts.extra.get("stack_entries") or DEFAULT_STACK_ENTRIES))
+        rodata["min_offcpu_ns"] = int(float(self.opts.extra.get("min_offcpu_us", 1)) * 1000)
+        obj.program("ue_offcpu").set_autoload(self.offcpu)
+
+    def attach(self, obj: BpfObject) -> None:
+        prog = obj.program("ue_stack_sample")
+        for cpu in online_cpus():
+            point = f"perf_event cpu-clock {self.freq} Hz cpu {cpu}"
+            try:
+                fd = open_cpu_clock(cpu, self.freq)
+            except BpfError as e:
+                self.failures.append({"point": point, "error": str(e)})
+                continue
+            self.perf_fds.append(fd)
+            self.try_attach(point, _attach_dup, prog, fd)
+        if self.offcpu:
+            self.try_attach("tp_btf/sched_switch", obj.program("ue_offcpu").attach)
+        if not self.attached:
+            raise BpfError(f"attach {self.name}: no perf event attached", 95)
+
+    def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
+        pairs = table.select(["pid", "comm"]).group_by(["pid", "comm"]).aggregate([])
+        self.symbols.saw(pairs.column("pid").to_numpy(), pairs.column("comm").to_numpy(zero_copy_only=False))
+
+    def finish(self, write_table) -> None:
+        try:
+            dump = dump_stacks(self.obj, self.name)
+            self.stats.update(dump.stats())
+            if dump.table.num_rows:
+                write_table("stacks", dump.table)
+        finally:
+            for fd in self.perf_fds:
+                os.close(fd)
+            self.perf_fds = []
+        self.symbols.write(write_table)
+        self.stats.update({f"symbols_{k}": v for k, v in self.symbols.stats.items()})
+
+
+def _attach_dup(prog, fd: int) -> Link:
+    """Attach to a dup of fd: the link owns (and on detach closes) the dup, we keep fd."""
+    dup = os.dup(fd)
+    try:
+        return prog.attach_perf_event(dup)
+    except BpfError:
+        os.close(dup)
+        raise

@@ -1,0 +1,148 @@
+"""TLS tracer: the plaintext of OpenSSL's SSL_read/SSL_write(_ex) calls (bpf/tls.bpf.c).
+
+Records land in `tls_data`, whose columns are those of `sock_data` (the kernel
+side checks the struct copy; tests compare the BTF), so the HTTP analyzer
+decodes HTTPS from it exactly like plain HTTP. The socket of each call comes
+from the syscalls made inside it, with the same sock_id as the socket tracer's.
+
+Uprobes are attached to each libssl file system-wide (pid -1): SSL calls are
+rare next to malloc or mutex calls, so one link per library file is cheap and
+also catches processes that start during the capture. --pid/--comm are
+honored in the kernel by wanted().
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import pyarrow as pa
+
+from uetrace.capture.libbpf import BpfError, BpfObject
+from uetrace.capture.sock_tracer import MAX_SNAPLEN, addresses_to_text
+from uetrace.capture.tracer import NotAttached, Tracer
+from uetrace.capture.uprobe_offsets import function_offsets
+from uetrace.errors import UetraceError
+
+# OpenSSL 3 and 1.1 (1.0 is long dead and has no _ex functions). Not NSS's libssl3.so.
+_LIBSSL_RE = re.compile(r"/libssl\.so\.(3|1\.1)$")
+_LIB_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/local/lib64")
+
+# (BPF program, libssl function, is a return probe), in attach order: return
+# probes after their entry probes, so no return is seen without its entry.
+# Handshake functions only teach the program the socket; SSL_free forgets it.
+PROBES: list[tuple[str, str, bool]] = [
+    ("ssl_free_enter", "SSL_free", False),
+    ("ssl_handshake_enter", "SSL_do_handshake", False),
+    ("ssl_return", "SSL_do_handshake", True),
+    ("ssl_handshake_enter", "SSL_connect", False),
+    ("ssl_return", "SSL_connect", True),
+    ("ssl_handshake_enter", "SSL_accept", False),
+    ("ssl_return", "SSL_accept", True),
+    ("ssl_read_enter", "SSL_read", False),
+    ("ssl_return", "SSL_read", True),
+    ("ssl_write_enter", "SSL_write", False),
+    ("ssl_return", "SSL_write", True),
+    ("ssl_read_ex_enter", "SSL_read_ex", False),
+    ("ssl_return", "SSL_read_ex", True),
+    ("ssl_write_ex_enter", "SSL_write_ex", False),
+    ("ssl_return", "SSL_write_ex", True),
+]
+# Without these the tracer records nothing; the others only improve attribution.
+_DATA_FUNCS = {"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex"}
+
+
+class TlsTracer(Tracer):
+    name = "tls"
+    structs = ["ue_tls_data"]
+    description = "plaintext of OpenSSL SSL_read/SSL_write(_ex) with the socket they use (uprobes on libssl)"
+
+    def __init__(self, opts):
+        super().__init__(opts)
+        self.libraries: list[str] = []
+
+    def check(self) -> None:
+        self.libraries = find_libssl(exclude=os.getpid())
+        if not self.libraries:
+            raise NotAttached("no libssl found")
+
+    def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
+        rodata["snaplen"] = min(self.opts.snaplen, MAX_SNAPLEN)
+        rodata["sock_id_key"] = self.opts.sock_id_key
+
+    def attach(self, obj: BpfObject) -> None:
+        # Syscall tracepoints first: an SSL call that starts before them would not learn its socket.
+        for prog in obj.programs():
+            if prog.section.startswith("tp/"):
+                self.try_attach(prog.section, prog.attach)
+        data_probes = 0
+        for lib in self.libraries:
+            data_probes += self._attach_library(obj, lib)
+        if not data_probes:
+            raise BpfError(f"attach {self.name}: no SSL_read/SSL_write probe attached", 95)
+
+    def _attach_library(self, obj: BpfObject, lib: str) -> int:
+        """Attach every probe to one libssl file; return how many data probes attached."""
+        try:
+            offsets = function_offsets(lib)
+        except (OSError, UetraceError) as e:
+            self.failures.append({"point": lib, "error": str(e)})
+            return 0
+        attached = 0
+        for prog, func, ret in PROBES:
+            point = f"{'uretprobe' if ret else 'uprobe'} {lib}:{func}"
+            if func not in offsets:
+                # SSL_read_ex and SSL_write_ex exist since 1.1.1 only.
+                self.failures.append({"point": point, "error": f"find function {func}: not in {lib}"})
+                continue
+            # By offset, like the other uprobe tracers (capture/uprobe_offsets.py).
+            link = self.try_attach(point, obj.program(prog).attach_uprobe, lib, "", -1, ret, offsets[func])
+            attached += link is not None and func in _DATA_FUNCS
+        return attached
+
+    def postprocess(self, kind: str, table: pa.Table) -> pa.Table:
+        fam = table.column("family").to_numpy()
+        for col in ("laddr", "raddr"):
+            table = table.set_column(table.schema.get_field_index(col), col,
+                                     addresses_to_text(table.column(col), fam))
+        return table
+
+    def finish(self, write_table) -> None:
+        self.stats["libraries"] = list(self.libraries)
+
+
+def find_libssl(exclude: int = 0) -> list[str]:
+    """Every distinct OpenSSL libssl file: those in the usual library folders and
+    those mapped by live processes (a bundled or container copy is another file,
+    with its own uprobes). One path per file: /lib is often /usr/lib."""
+    candidates: list[str] = []
+    for d in _LIB_DIRS:
+        candidates += sorted(glob.glob(f"{d}/libssl.so.*")) + sorted(glob.glob(f"{d}/*/libssl.so.*"))
+    candidates += _mapped_libssl(exclude)
+    seen: dict[tuple[int, int], str] = {}
+    for path in candidates:
+        if not _LIBSSL_RE.search(path):
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        seen.setdefault((st.st_dev, st.st_ino), path)
+    return list(seen.values())
+
+
+def _mapped_libssl(exclude: int) -> list[str]:
+    out = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != exclude):
+        try:
+            with open(f"/proc/{pid}/maps") as fh:
+                maps = fh.read()
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and "x" in parts[1] and _LIBSSL_RE.search(parts[5]):
+                # Through /proc/<pid>/root: the path is in that process's mount namespace.
+                out.append(f"/proc/{pid}/root{parts[5].removesuffix(' (deleted)')}")
+    return out

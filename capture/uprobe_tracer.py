@@ -1,0 +1,127 @@
+"""What the lock and alloc tracers share: uprobes on C library functions,
+attached per target process (capture/targets.py), never system-wide unless
+the user passed --all-processes.
+
+Each uprobe link is bound to one process (perf_event_open with its pid), so
+the breakpoints are only written into that process's memory: other processes
+calling malloc or pthread_mutex_lock pay nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from uetrace.capture import targets as tg
+from uetrace.capture.libbpf import BpfError, BpfObject
+from uetrace.capture.stack_maps import dump_stacks
+from uetrace.capture.symbol_snapshot import SymbolSnapshot
+from uetrace.capture.tracer import NotAttached, Tracer
+from uetrace.capture.uprobe_offsets import function_offsets
+from uetrace.errors import UetraceError
+
+ALL_PROCESSES = "all_processes"   # opts.extra key set by --all-processes
+UPROBE_COST = "uprobes trap on every call (~0.6 us malloc, ~10 us free and pthread_mutex_*)"
+
+
+class UprobeTracer(Tracer):
+    # (BPF program, C library function, is a return probe), in attach order:
+    # return probes after their entry probes, so no return is seen without its entry.
+    probes: ClassVar[list[tuple[str, str, bool]]]
+
+    def __init__(self, opts):
+        super().__init__(opts)
+        self.targets: list[tg.Target] = []
+        self.libraries: list[str] = []       # --all-processes: one attachment per library file
+        self._watcher: tg.CommWatcher | None = None
+        self._attach_lock = threading.Lock()
+        self._stopped = False
+        self.symbols = SymbolSnapshot.for_capture(opts)
+
+    @property
+    def all_processes(self) -> bool:
+        return bool(self.opts.extra.get(ALL_PROCESSES))
+
+    def check(self) -> None:
+        if not (self.opts.pids or self.opts.comms or self.all_processes):
+            raise NotAttached(f"no target process: pass --pid or --comm (or --all-processes; {UPROBE_COST})")
+
+    def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
+        # Each link is bound to its target process already; the kernel-side comm
+        # filter would compare thread names, which threads may rename.
+        rodata["filter_pids"] = 0
+        rodata["filter_comm"] = 0
+
+    def attach(self, obj: BpfObject) -> None:
+        me = os.getpid()
+        if self.all_processes:
+            self.libraries = tg.system_libraries(exclude=me)
+            for lib in self.libraries:
+                self._attach_binary(obj, lib, -1)
+            if not self.attached:
+                raise BpfError(f"attach {self.name}: no C library found to probe", 2)
+            return
+        found, problems = tg.resolve(self.opts.pids, self.opts.comms, exclude=me)
+        self.failures.extend(problems)
+        for target in found:
+            self._attach_target(obj, target)
+        if self.opts.comms:
+            # Processes started later are attached as they appear; none now is fine.
+            self._watcher = tg.CommWatcher(self.opts.comms, [t.pid for t in found], self._attach_new,
+                                           exclude=me)
+            self._watcher.start()
+        elif not self.attached:
+            raise BpfError(f"attach {self.name}: " + (problems[0]["error"] if problems else "no target"), 3)
+
+    def _attach_target(self, obj: BpfObject, target: tg.Target) -> None:
+        before = len(self.attached)
+        self._attach_binary(obj, target.library, target.pid)
+        if len(self.attached) > before:
+            self.targets.append(target)
+
+    def _attach_binary(self, obj: BpfObject, binary: str, pid: int) -> None:
+        try:
+            offsets = function_offsets(binary)
+        except (OSError, UetraceError) as e:
+            self.failures.append({"point": f"{binary} pid {pid}", "error": str(e)})
+            return
+        for prog, func, ret in self.probes:
+            point = f"{'uretprobe' if ret else 'uprobe'} {binary}:{func} pid {pid}"
+            if func not in offsets:
+                self.failures.append({"point": point, "error": f"find function {func}: not in {binary}"})
+                continue
+            # By offset: libbpf 1.1 rejects names with two versions (see capture/uprobe_offsets.py).
+            self.try_attach(point, obj.program(prog).attach_uprobe, binary, "", pid, ret, offsets[func])
+
+    def _attach_new(self, pid: int) -> None:
+        target, problem = tg.describe(pid)
+        with self._attach_lock:
+            if self._stopped:
+                return
+            if target is None:
+                self.failures.append({"point": f"pid {pid}", "error": problem})
+            else:
+                self._attach_target(self.obj, target)
+
+    def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
+        self.symbols.saw(pc.unique(table.column("pid")).to_numpy())
+
+    def finish(self, write_table) -> None:
+        """The user stacks that the records' ustack_id point to, and the symbols to name them."""
+        dump = dump_stacks(self.obj, self.name)
+        self.stats.update(dump.stats())
+        self.stats["targets"] = [{"pid": t.pid, "comm": t.comm, "library": t.library} for t in self.targets]
+        if dump.table.num_rows:
+            write_table("stacks", dump.table)
+        self.symbols.write(write_table)
+
+    def stop(self) -> None:
+        """Stop attaching new processes: the session detaches everything next."""
+        with self._attach_lock:
+            self._stopped = True
+        if self._watcher:
+            self._watcher.stop()
