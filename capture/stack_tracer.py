@@ -30,7 +30,7 @@ class StackTracer(Tracer):
     description = "cpu-clock stack samples on every CPU (and off-CPU intervals with --offcpu)"
     # Opt-in (-t stack) for now: closing the capture costs seconds of symbol snapshot
     # (an ELF read per mapped object, DWARF line tables within a budget).
-    default = False
+    default = True
 
     def __init__(self, opts):
         super().__init__(opts)
