@@ -25,7 +25,6 @@ DISCARD = 1 << 30
 LEN_MASK = (1 << 30) - 1
 HDR_SIZE = 8
 _u32 = struct.Struct("<I").unpack_from
-_u64 = struct.Struct("<Q").unpack_from
 
 
 @dataclass
@@ -62,15 +61,21 @@ class RingReader:
         self._cons = mmap.mmap(map_fd, self.page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._data = mmap.mmap(map_fd, self.page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
                                offset=self.page)
+        # The positions are shared with the kernel and must be read and written as
+        # single aligned 8-byte accesses: struct.pack/unpack go byte by byte, and a
+        # torn consumer_pos made the producer see a full ring (records dropped) while
+        # a torn producer_pos could walk into records of the previous lap.
+        self._cons_pos = np.frombuffer(self._cons, dtype=np.uint64, count=1)
+        self._prod_pos = np.frombuffer(self._data, dtype=np.uint64, count=1)
         self.discarded = 0
 
     def pending_bytes(self) -> int:
-        return _u64(self._data, 0)[0] - _u64(self._cons, 0)[0]
+        return int(self._prod_pos[0]) - int(self._cons_pos[0])
 
     def read(self) -> Chunk | None:
         """Copy out the committed records (up to max_chunk bytes) and release them."""
-        cons = _u64(self._cons, 0)[0]
-        prod = _u64(self._data, 0)[0]
+        cons = int(self._cons_pos[0])
+        prod = int(self._prod_pos[0])
         if cons == prod:
             return None
         page, mask, data = self.page, self.mask, self._data
@@ -94,9 +99,10 @@ class RingReader:
             return None
         start = page + (cons & mask)
         chunk = data[start:start + (pos - cons)]  # contiguous thanks to the double mapping
-        struct.pack_into("<Q", self._cons, 0, pos)  # release the space to the producer
+        self._cons_pos[0] = pos  # release the space to the producer (one 8-byte store)
         return Chunk(chunk, np.array(offsets, dtype=np.int64), np.array(lengths, dtype=np.int64))
 
     def close(self) -> None:
+        del self._cons_pos, self._prod_pos  # release the buffer exports before unmapping
         self._cons.close()
         self._data.close()
