@@ -44,10 +44,11 @@ class Chunk:
         Every chunk's length is a multiple of 8, so offsets stay 8-byte aligned."""
         if len(chunks) == 1:
             return chunks[0]
-        bases = np.cumsum([0] + [len(c.data) for c in chunks[:-1]])
-        return Chunk(b"".join(c.data for c in chunks),
-                     np.concatenate([c.offsets + base for c, base in zip(chunks, bases)]),
-                     np.concatenate([c.lengths for c in chunks]))
+        sizes = np.fromiter((len(c.data) for c in chunks), dtype=np.int64, count=len(chunks))
+        counts = np.fromiter((len(c.offsets) for c in chunks), dtype=np.int64, count=len(chunks))
+        bases = np.cumsum(sizes) - sizes
+        offsets = np.concatenate([c.offsets for c in chunks]) + np.repeat(bases, counts)
+        return Chunk(b"".join([c.data for c in chunks]), offsets, np.concatenate([c.lengths for c in chunks]))
 
 
 class RingReader:

@@ -36,18 +36,17 @@ class SockTracer(Tracer):
 def addresses_to_text(col: pa.ChunkedArray | pa.Array, family: np.ndarray) -> pa.Array:
     """16-byte address fields to text. Addresses repeat a lot, so each distinct one
     is formatted once: dictionary-encode (hashing in Arrow), format the
-    dictionary, then take(); IPv4 and IPv6 rows are encoded apart because an IPv4
-    address is only the first 4 of the 16 bytes."""
+    dictionary, and let Arrow expand it. IPv4 and IPv6 rows are encoded apart
+    because an IPv4 address is only the first 4 of the 16 bytes."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
-    out = np.empty(len(col), dtype=object)
+    indices = np.zeros(len(col), dtype=np.int32)
+    texts = [""]  # index 0: neither IPv4 nor IPv6
     for fam, fmt in ((2, lambda b: str(ipaddress.IPv4Address(b[:4]))), (10, lambda b: str(ipaddress.IPv6Address(b)))):
         rows = np.flatnonzero(family == fam)
         if not len(rows):
             continue
         enc = pc.dictionary_encode(col.take(pa.array(rows)))
-        texts = np.array([fmt(b) for b in enc.dictionary.to_pylist()], dtype=object)
-        out[rows] = texts[enc.indices.to_numpy()]
-    other = np.flatnonzero((family != 2) & (family != 10))
-    out[other] = ""
-    return pa.array(out, type=pa.string())
+        indices[rows] = enc.indices.to_numpy() + len(texts)
+        texts.extend(fmt(b) for b in enc.dictionary.to_pylist())
+    return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(texts, pa.string())).cast(pa.string())
