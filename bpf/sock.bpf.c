@@ -107,6 +107,8 @@ static __always_inline int exit_(long ret)
 	__u32 want = snaplen < SOCK_MAX_SNAPLEN ? snaplen : SOCK_MAX_SNAPLEN;
 	if ((__u64)ret < want)
 		want = ret;
+	if (!call.buf)
+		want = 0; /* sendfile: the bytes come from a file, not user memory */
 	__u32 got = 0;
 	if (call.iovcnt == 0) {
 		if (want && bpf_probe_read_user(payload, want & (SOCK_MAX_SNAPLEN * 2 - 1),
@@ -185,6 +187,8 @@ DATA_PROBES(recvfrom, SYS_RECVFROM, DIR_INGRESS, ctx->args[1], 0)
 DATA_PROBES(sendto, SYS_SENDTO, DIR_EGRESS, ctx->args[1], 0)
 DATA_PROBES(readv, SYS_READV, DIR_INGRESS, ctx->args[1], (__u32)ctx->args[2])
 DATA_PROBES(writev, SYS_WRITEV, DIR_EGRESS, ctx->args[1], (__u32)ctx->args[2])
+/* sendfile(out_fd, in_fd, ...): bytes sent on the socket, no payload to copy */
+DATA_PROBES(sendfile64, SYS_SENDFILE, DIR_EGRESS, 0, 0)
 
 /* recvmsg/sendmsg: the iovec array sits inside the user's msghdr. */
 static __always_inline int enter_msg(struct trace_event_raw_sys_enter *ctx, __u16 sc, __u8 dir)

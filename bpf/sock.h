@@ -10,7 +10,7 @@
 enum ue_sock_syscall {
 	SYS_READ = 1, SYS_WRITE = 2, SYS_RECVFROM = 3, SYS_SENDTO = 4, SYS_READV = 5,
 	SYS_WRITEV = 6, SYS_RECVMSG = 7, SYS_SENDMSG = 8, SYS_ACCEPT = 9, SYS_ACCEPT4 = 10,
-	SYS_CONNECT = 11, SYS_CLOSE = 12,
+	SYS_CONNECT = 11, SYS_CLOSE = 12, SYS_SENDFILE = 13, /* 21-24: tls.h */
 };
 
 enum ue_sock_direction { DIR_EGRESS = 0, DIR_INGRESS = 1 };

@@ -175,7 +175,7 @@ class CaptureSession:
         return self.manifest
 
     def _loop(self) -> None:
-        start = time.monotonic()
+        start = self._started = time.monotonic()
         deadline = start + self.opts.duration if self.opts.duration else None
         next_stats = start
         while not self._stop.is_set():
@@ -251,7 +251,7 @@ class CaptureSession:
             if self.sink:
                 while self._drain_once(flush=True):
                     pass
-                self._update_stats(0)
+                self._update_stats(time.monotonic() - getattr(self, "_started", time.monotonic()))
                 # finish() may rely on observe() having seen every record: wait for the writer.
                 written = threading.Event()
                 self.sink.put(lambda: written.set() or {})

@@ -71,3 +71,17 @@ def test_analyze_and_query_read_the_capture(kernel, tmp_path, capture_run):
     assert res.stdout.strip().splitlines()[-1] == str(total)
     res = trace_cmd("info", str(out), check=True)
     assert "sock" in res.stdout and "proc" in res.stdout
+
+
+def test_sendfile_bytes_are_counted(kernel, tmp_path, capture_run):
+    """A server sending a file with sendfile(2) (as nginx does): the bytes count, no payload."""
+    out = tmp_path / "sf.tar.zst"
+    run = capture_run(out, "-d", "5s", "--tracers", "sock")
+    run.wait_attached()
+    fx = run_fixture("tcp_exchange.py", "--delay", "0", "--rounds", "1", "--sendfile", "5000")
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    with open_capture(out) as cap:
+        rows = cap.query("SELECT bytes, captured FROM sock_data WHERE pid = ? AND syscall = 13", [fx["pid"]])
+        assert sum(r[0] for r in rows) == 5000 and all(r[1] == 0 for r in rows)
+        assert cap.manifest["tracers"]["sock"]["lost"] == 0

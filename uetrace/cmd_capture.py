@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from uetrace.durations import Duration
 from uetrace.output import human_bytes
@@ -40,7 +41,7 @@ class ProgressView:
     def update(self, p) -> None:
         if not self.live:
             return
-        t = Table(title=_title(p), title_justify="left", header_style="bold")
+        t = Table(header_style="bold")
         for col in ("tracer", "records", "records/s", "lost"):
             t.add_column(col, justify="right" if col != "tracer" else "left")
         now = time.monotonic()
@@ -50,7 +51,7 @@ class ProgressView:
             self._last[name] = (now, st["records"])
             t.add_row(name, f"{st['records']:,}", f"{rate:,.0f}", f"{st['lost']:,}",
                       style="red" if st["lost"] else None)
-        self.live.update(t)
+        self.live.update(Group(Text(_title(p), style="bold"), t))
 
 
 def _title(p) -> str:
