@@ -35,14 +35,14 @@ class Profile:
         return self.__dict__.copy()
 
     def to_text(self) -> str:
-        from rich.markup import escape  # frame names hold [brackets], which rich reads as markup
+        from rich.markup import escape  # titles are markup; cells are escaped by render_table
 
         from uetrace.analyze.render import text_table
         if not self.total:
             return "no stack samples in this capture (record with --tracers stack)"
         out = [f"{self.total:,} {self.unit} from {self.processes} processes"]
         out.append(text_table("top functions", ("function", "module", "self", "self %", "total", "total %"),
-                              [(escape(f["function"] + (" [k]" if f["kernel"] else "")), escape(f["module"]),
+                              [(f["function"] + (" [k]" if f["kernel"] else ""), f["module"],
                                 f"{f['self']:,}",
                                 f"{f['self_pct']:.1f}", f"{f['total']:,}", f"{f['total_pct']:.1f}")
                                for f in self.top_functions]))
@@ -52,7 +52,7 @@ class Profile:
             out.append(text_table(escape(f"pid {p['pid']} {p['comm']}: {p['samples']:,} {self.unit} "
                                          f"({p['pct']:.1f}%)"),
                                   ("stack (root … leaf)", self.unit, "%"),
-                                  [(escape(r), f"{s['samples']:,}", f"{s['pct']:.1f}") for r, s in
+                                  [(r, f"{s['samples']:,}", f"{s['pct']:.1f}") for r, s in
                                    zip(rows, p["top_stacks"])]))
         out.extend(f"note: {n}" for n in self.notes)
         return "\n".join(out)
@@ -65,8 +65,11 @@ def applies(cap: Capture) -> bool:
 def run(cap: Capture, params: dict | None = None) -> Profile:
     params = params or {}
     limit = int(params.get("top", 10))
-    flt = params.get("filter") or SampleFilter()
+    # The idle task is most samples of a quiet machine and hides the work: leave it out
+    # unless asked, and say how much it was.
+    flt = params.get("filter") or SampleFilter(idle=False)
     st = stack_samples.load(cap, flt)
+    idle = 0 if flt.idle else _idle_samples(cap, flt.kind)
     prof = Profile(st.unit, st.total, len(set(st.pids)))
     prof.lost_stacks = _lost_stacks(cap)
     if not st.total:
@@ -80,6 +83,8 @@ def run(cap: Capture, params: dict | None = None) -> Profile:
         prof.notes.append(f"{t['pct']:.1f}% of {st.unit} with a user stack have it truncated (walk stopped in: "
                           f"{where}); their callers are missing: build those modules with "
                           "-fno-omit-frame-pointer, or read them as partial")
+    if idle:
+        prof.notes.append(f"{idle:,} samples of the idle task (pid 0) are not shown")
     if prof.lost_stacks:
         prof.notes.append(f"{prof.lost_stacks:,} stacks were lost in the kernel (stack map collisions or full); "
                           "their samples show a [... stack lost] frame")
@@ -143,6 +148,11 @@ def truncation(st: StackSet) -> dict:
     return {"samples": truncated, "pct": 100.0 * truncated / base, "with_user_stack": with_user,
             "by_module": [{"module": m, "samples": w, "pct": 100.0 * w / base}
                           for m, w in sorted(by_module.items(), key=lambda kv: (-kv[1], kv[0]))]}
+
+
+def _idle_samples(cap: Capture, kind: str) -> int:
+    table = "stack_sample" if kind == "cpu" else "offcpu"
+    return cap.query(f'SELECT count(*) FROM "{table}" WHERE pid = 0')[0][0] if cap.has(table) else 0
 
 
 def _lost_stacks(cap: Capture) -> int:

@@ -68,6 +68,7 @@ class SampleFilter:
     start_s: float | None = None
     end_s: float | None = None
     kind: str = "cpu"      # "cpu": on-CPU samples; "offcpu": off-CPU intervals weighted by ns
+    idle: bool = True      # False: leave out the idle task (pid 0), which dominates a quiet machine
 
 
 @dataclass
@@ -155,6 +156,8 @@ def _where(cap: Capture, flt: SampleFilter) -> tuple[str, list]:
         if values:
             conds.append(f"{col} IN ({', '.join('?' * len(values))})")
             params.extend(values)
+    if not flt.idle:
+        conds.append("pid <> 0")
     start_ns = cap.manifest.get("clock", {}).get("start", {}).get("monotonic_ns")
     if (flt.start_s is not None or flt.end_s is not None) and start_ns is None:
         from uetrace.errors import BadInputError
