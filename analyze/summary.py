@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from uetrace.analyze.capture import Capture
+from uetrace.archive_format import recording_seconds
 from uetrace.output import human_bytes
 
 NAME = "summary"
@@ -25,7 +26,7 @@ class Summary:
 
     def to_text(self) -> str:
         from uetrace.analyze.render import text_table
-        out = [f"capture: {self.duration_s:.2f}s" if self.duration_s is not None else "capture: duration unknown"]
+        out = [f"recorded {self.duration_s:.2f}s" if self.duration_s is not None else "recording time unknown"]
         if not self.complete:
             out.append("warning: the capture did not finish; figures cover the segments it completed")
         out.append(text_table("tracers", ("tracer", "attached", "records", "lost", "note"),
@@ -52,10 +53,7 @@ def applies(cap: Capture) -> bool:
 def run(cap: Capture, params: dict | None = None) -> Summary:
     limit = int((params or {}).get("top", 10))
     m = cap.manifest
-    clock = m.get("clock", {})
-    dur = None
-    if clock.get("end") and clock.get("start"):
-        dur = (clock["end"]["monotonic_ns"] - clock["start"]["monotonic_ns"]) / 1e9
+    dur = recording_seconds(m)
     s = Summary(dur, bool(m.get("complete")), warnings=list(cap.warnings))
     for name, t in m.get("tracers", {}).items():
         records = t.get("records", 0)

@@ -167,6 +167,7 @@ class CaptureSession:
                 self.snap.saw(self.opts.pids)
             else:
                 self.snap.scan_all()
+            self.manifest["clock"]["attached"] = clock_anchors()  # every tracer is recording from here
             self._loop()
         finally:
             for s, h in old.items():

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from uetrace.archive_format import recording_seconds
 from uetrace.output import human_bytes, print_rows
 
 
@@ -33,14 +34,12 @@ def command(archive: Path, as_json: bool):
             click.echo(json.dumps(m, indent=1))
             return
         host = m.get("host", {})
-        clock = m.get("clock", {})
-        start, end = clock.get("start", {}), clock.get("end")
-        dur = (end["monotonic_ns"] - start["monotonic_ns"]) / 1e9 if end and start else None
+        dur = recording_seconds(m)
         console = Console()
         console.print(f"[bold]{archive}[/]: uetrace {m.get('tool_version')} format {m.get('format_version')}")
         console.print(f"host {host.get('hostname')} kernel {host.get('kernel')} {host.get('arch')} "
                       f"{host.get('cpus')} CPUs")
-        console.print(f"duration {dur:.2f}s" if dur is not None else "duration unknown (capture did not finish)")
+        console.print(f"recorded {dur:.2f}s" if dur is not None else "duration unknown (capture did not finish)")
         console.print("command: " + " ".join(m.get("command_line", [])))
         rows = []
         for name, t in m.get("tracers", {}).items():
