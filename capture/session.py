@@ -170,9 +170,13 @@ class CaptureSession:
             self.manifest["clock"]["attached"] = clock_anchors()  # every tracer is recording from here
             self._loop()
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-            self._finish()
+            # Signals keep only setting the flag while the archive is finished: a second
+            # Ctrl-C must not cut the final manifest or the symbol snapshot.
+            try:
+                self._finish()
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
         return self.manifest
 
     def _loop(self) -> None:
