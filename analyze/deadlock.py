@@ -1,17 +1,25 @@
 """Deadlock: the lock-order graph of each process, its cycles (potential
 deadlocks), and the threads really deadlocked when the capture ended.
 
-Lock order: when a thread asks for mutex M (a blocking pthread_mutex_lock or
-timedlock) while it holds H, the graph gets the edge H -> M, with the evidence:
-thread, when H was taken and from which stack, when M was asked for and from
-which stack. A trylock never waits, so it adds no edge into its mutex (but what
-it takes counts as held). A cycle is reported when its edges can come from
-different threads without one lock that all of them held (a "gate" lock that
-serializes them): then the threads can each take one edge and wait forever.
+Locks are mutexes and rwlocks; an rwlock is held shared (read) or exclusive
+(write), a mutex always exclusive. Lock order: when a thread asks for lock M (a
+blocking lock, timedlock, rdlock or wrlock) while it holds H, the graph gets the
+edge H -> M, with the evidence: thread, modes, when H was taken and from which
+stack, when M was asked for and from which stack. A trylock never waits, so it
+adds no edge into its lock (but what it takes counts as held). A condition wait
+releases its mutex at entry and takes it again before it returns: a blocking
+acquisition, so it adds edges like a lock call. A cycle is reported when its edges can
+come from different threads without one lock that all of them held (a "gate"
+lock that serializes them, unless all of them only read it), and when at every
+lock of the cycle the waiting thread and the holding thread conflict (a read
+request is not blocked by a reader: glibc's default rwlocks prefer readers).
+So a cycle made only of read acquisitions is never reported.
 
 Hangs: a thread whose last blocking request has no return by the end of the
-capture waits for the mutex's holder (the thread that last took it and did not
-release it); a cycle in that wait-for relation is a real deadlock.
+capture waits for the lock's holders that conflict with it (those that took it
+and did not release it); a cycle in that wait-for relation is a real deadlock.
+A thread inside a condition wait at the end holds nothing there and is no hang:
+it is listed apart (cond_waits), as lost wakeups are found there.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import errno
 from dataclasses import dataclass, field
 
 from uetrace.analyze.capture import Capture
-from uetrace.analyze.cycles import simple_cycles
+from uetrace.analyze.cycles import simple_cycles, strongly_connected
 from uetrace.analyze.data_address import DataNamer
 from uetrace.analyze.stack_text import StackNamer
 
@@ -28,7 +36,12 @@ NAME = "deadlock"
 VIEWS: tuple[str, ...] = ()
 
 OP_REQUEST, OP_ACQUIRE, OP_TRYLOCK, OP_UNLOCK = 1, 2, 3, 4  # enum ue_lock_op (bpf/lock.h)
-ACQUIRED = (0, errno.EOWNERDEAD)  # return values after which the caller holds the mutex
+# enum ue_lock_fn (bpf/lock.h): condition waits, and rwlock functions taking the lock shared
+FN_COND = frozenset((5, 6, 7))        # LOCK_FN_COND_WAIT, _COND_TIMEDWAIT, _COND_CLOCKWAIT
+FN_SHARED = frozenset((8, 10, 12))    # LOCK_FN_RDLOCK, _TIMEDRDLOCK, _TRYRDLOCK
+ACQUIRED = (0, errno.EOWNERDEAD)  # return values after which the caller holds the lock
+# A condition wait returns with its mutex held, timed out or not; EPERM: the caller did not own it.
+COND_NOT_HELD = (errno.EPERM,)
 
 
 Site = tuple[int, int]  # (ustack_id, caller return address) of a lock call
@@ -38,7 +51,8 @@ Site = tuple[int, int]  # (ustack_id, caller return address) of a lock call
 class Hold:
     ts: int           # when it was taken
     site: Site        # the call that took it
-    depth: int = 1    # recursive mutexes
+    depth: int = 1    # recursive mutexes, read locks taken again
+    shared: bool = False  # an rwlock taken for reading
 
 
 @dataclass
@@ -51,7 +65,10 @@ class Evidence:
     held_site: Site
     wanted_ts: int
     wanted_site: Site
-    gates: frozenset   # other mutexes the thread held meanwhile
+    gates: frozenset   # other locks the thread held meanwhile
+    shared_gates: frozenset = frozenset()  # those of them it held for reading only
+    held_shared: bool = False    # held was an rwlock taken for reading
+    wanted_shared: bool = False  # wanted is an rwlock asked for reading
 
 
 @dataclass
@@ -59,7 +76,7 @@ class Edge:
     held: int
     wanted: int
     count: int = 0
-    by_thread: dict[int, Evidence] = field(default_factory=dict)  # first evidence per tid
+    by_thread: dict[tuple, Evidence] = field(default_factory=dict)  # first evidence per (tid, modes)
 
 
 @dataclass
@@ -68,41 +85,60 @@ class ProcessLocks:
 
     pid: int
     edges: dict[tuple[int, int], Edge] = field(default_factory=dict)
-    held: dict[int, dict[int, Hold]] = field(default_factory=dict)        # tid -> mutex -> hold, at the end
-    waiting: dict[int, tuple[int, int, Site]] = field(default_factory=dict)  # tid -> (mutex, since, site)
+    held: dict[int, dict[int, Hold]] = field(default_factory=dict)        # tid -> lock -> hold, at the end
+    waiting: dict[int, tuple[int, int, Site, bool]] = field(default_factory=dict)  # tid -> (lock, since,
+    #                                                                                site, shared)
+    cond_waits: dict[int, tuple[int, int, Site]] = field(default_factory=dict)  # tid -> (mutex, since, site)
     mutexes: set[int] = field(default_factory=set)
     first_use: dict[int, int] = field(default_factory=dict)
 
     def replay(self, tid: int, rows: list[tuple]) -> None:
+        """rows: (ts, op, lock, ret, ustack_id, caller, fn) of one thread, in time order."""
         held: dict[int, Hold] = {}
         waiting = None
-        for ts, op, mutex, ret, stack, caller in rows:
+        for ts, op, mutex, ret, stack, caller, fn in rows:
             site = (stack, caller)
+            shared = fn in FN_SHARED
             self.mutexes.add(mutex)
             self.first_use.setdefault(mutex, ts)
             if op == OP_REQUEST:
-                waiting = (mutex, ts, site)
-                if mutex in held:
-                    continue  # recursive (or self-deadlock: reported as a hang below)
-                for h, hold in held.items():
-                    edge = self.edges.setdefault((h, mutex), Edge(h, mutex))
-                    edge.count += 1
-                    edge.by_thread.setdefault(tid, Evidence(self.pid, tid, hold.ts, hold.site, ts, site,
-                                                            frozenset(held) - {h}))
+                waiting = (mutex, ts, site, shared)
+                if mutex not in held:  # else recursive (or self-deadlock: reported as a hang below)
+                    self._order(tid, held, mutex, ts, site, shared)
+            elif op == OP_ACQUIRE and fn in FN_COND:
+                self.cond_waits.pop(tid, None)
+                if ret not in COND_NOT_HELD and mutex in held:  # a recursive mutex taken twice stays held
+                    held[mutex].depth += 1
+                elif ret not in COND_NOT_HELD:
+                    self._order(tid, held, mutex, ts, site, False)  # taken again, waiting if need be
+                    held[mutex] = Hold(ts, site)
             elif op in (OP_ACQUIRE, OP_TRYLOCK):
                 waiting = None
                 if ret in ACQUIRED:
                     if mutex in held:
                         held[mutex].depth += 1
                     else:
-                        held[mutex] = Hold(ts, site)
-            elif op == OP_UNLOCK and mutex in held:  # else: taken before the capture started
-                held[mutex].depth -= 1
-                if held[mutex].depth <= 0:
-                    del held[mutex]
+                        held[mutex] = Hold(ts, site, shared=shared)
+            elif op == OP_UNLOCK:
+                if fn in FN_COND:  # the wait releases one level of its mutex, as an unlock would
+                    self.cond_waits[tid] = (mutex, ts, site)
+                if mutex in held:  # else: taken before the capture started
+                    held[mutex].depth -= 1
+                    if held[mutex].depth <= 0:
+                        del held[mutex]
         self.held[tid] = held
         if waiting:
             self.waiting[tid] = waiting
+
+    def _order(self, tid: int, held: dict[int, Hold], mutex: int, ts: int, site: Site, shared: bool) -> None:
+        """Edges held -> mutex: the thread waits for mutex while it holds the others."""
+        reading = frozenset(m for m, h in held.items() if h.shared)
+        for h, hold in held.items():
+            edge = self.edges.setdefault((h, mutex), Edge(h, mutex))
+            edge.count += 1
+            edge.by_thread.setdefault((tid, hold.shared, shared), Evidence(
+                self.pid, tid, hold.ts, hold.site, ts, site, frozenset(held) - {h}, reading - {h},
+                hold.shared, shared))
 
     def graph(self) -> dict[int, list[int]]:
         g: dict[int, list[int]] = {}
@@ -110,23 +146,30 @@ class ProcessLocks:
             g.setdefault(held, []).append(wanted)
         return g
 
-    def holder(self, mutex: int) -> int | None:
-        return next((tid for tid, held in self.held.items() if mutex in held), None)
+    def holders(self, mutex: int, shared: bool = False) -> list[int]:
+        """Threads holding the lock in a mode that blocks a request (shared: for reading)."""
+        return [tid for tid, held in self.held.items()
+                if mutex in held and not (shared and held[mutex].shared)]
 
 
 def feasible(edges: list[Edge]) -> list[Evidence] | None:
     """One evidence per edge, from pairwise different threads, with no gate lock
-    common to all of them; None if the cycle cannot deadlock."""
+    common to all of them (one they all only read is none), each waiting for a
+    lock that the next one holds in a conflicting mode; None if the cycle cannot
+    deadlock."""
     chosen: list[Evidence] = []
 
     def search(i: int, used: set[int]) -> bool:
         if i == len(edges):
             gates = frozenset.intersection(*(e.gates for e in chosen))
-            return not gates
-        for tid, ev in edges[i].by_thread.items():
-            if tid not in used:
+            gates -= frozenset.intersection(*(e.shared_gates for e in chosen))
+            blocks = all(not (ev.wanted_shared and chosen[(k + 1) % len(chosen)].held_shared)
+                         for k, ev in enumerate(chosen))
+            return blocks and not gates
+        for ev in edges[i].by_thread.values():
+            if ev.tid not in used:
                 chosen.append(ev)
-                if search(i + 1, used | {tid}):
+                if search(i + 1, used | {ev.tid}):
                     return True
                 chosen.pop()
         return False
@@ -142,13 +185,14 @@ class DeadlockReport:
     potential: list[dict] = field(default_factory=list)   # cycles of the lock-order graph
     deadlocks: list[dict] = field(default_factory=list)   # threads deadlocked at the end
     blocked: list[dict] = field(default_factory=list)     # threads still waiting at the end, not in a cycle
+    cond_waits: list[dict] = field(default_factory=list)  # threads in a condition wait at the end (no hang)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
 
     def to_text(self) -> str:
-        out = [f"{self.processes} processes, {self.mutexes} mutexes, {self.edges} lock-order edges: "
+        out = [f"{self.processes} processes, {self.mutexes} locks, {self.edges} lock-order edges: "
                f"{len(self.potential)} potential deadlocks, {len(self.deadlocks)} actual deadlocks"]
         out += [f"note: {n}" for n in self.notes]
         for d in self.deadlocks:
@@ -165,14 +209,23 @@ class DeadlockReport:
             out.append(f"\npotential deadlock in pid {c['pid']} ({c['comm']}): "
                        + " -> ".join(c["cycle"] + [c["cycle"][0]]))
             for e in c["edges"]:
+                modes = "" if e["held_mode"] == e["wanted_mode"] == "exclusive" else \
+                    f" ({e['held_mode']} -> {e['wanted_mode']})"
                 out.append(f"  thread {e['tid']}: holds {e['held']} (taken at +{e['held_s']:.6f}s), "
-                           f"asks for {e['wanted']} at +{e['wanted_s']:.6f}s")
+                           f"asks for {e['wanted']} at +{e['wanted_s']:.6f}s{modes}")
                 out += _frames(f"    took {e['held']} at", e["held_stack"])
                 out += _frames(f"    asked for {e['wanted']} at", e["wanted_stack"])
         for b in self.blocked:
             out.append(f"\nthread {b['tid']} of pid {b['pid']} ({b['comm']}) still waiting for {b['wants']} "
                        f"after {b['waited_s']:.3f}s (holder: {b['holder'] or 'unknown'})")
+        for w in self.cond_waits:
+            out.append(f"\nthread {w['tid']} of pid {w['pid']} ({w['comm']}) in a condition wait with "
+                       f"{w['mutex']} for {w['waited_s']:.3f}s at the end (released while it waits)")
         return "\n".join(out)
+
+
+def _mode(shared: bool) -> str:
+    return "read" if shared else "exclusive"
 
 
 def _frames(title: str, frames: list[str]) -> list[str]:
@@ -213,36 +266,41 @@ def run(cap: Capture, params: dict | None = None) -> DeadlockReport:
                 "pid": p.pid, "comm": comms.get(p.pid, ""), "cycle": [mutex_name(m) for m in cycle],
                 "addresses": [hex(m) for m in cycle],
                 "edges": [{"held": mutex_name(e.held), "wanted": mutex_name(e.wanted), "tid": ev.tid,
+                           "held_mode": _mode(ev.held_shared), "wanted_mode": _mode(ev.wanted_shared),
                            "count": e.count, "held_s": (ev.held_ts - start_ns) / 1e9,
                            "wanted_s": (ev.wanted_ts - start_ns) / 1e9,
                            "held_stack": stacks.frames(p.pid, *ev.held_site),
                            "wanted_stack": stacks.frames(p.pid, *ev.wanted_site)}
                           for e, ev in zip(edges, evidence)]})
         _hangs(p, report, end, mutex_name, stacks, comms.get(p.pid, ""))
+        for tid, (m, since, site) in sorted(p.cond_waits.items()):
+            report.cond_waits.append({"pid": p.pid, "comm": comms.get(p.pid, ""), "tid": tid,
+                                      "mutex": mutex_name(m), "waited_s": (end - since) / 1e9,
+                                      "stack": stacks.frames(p.pid, *site)})
     return report
 
 
 def _hangs(p: ProcessLocks, report: DeadlockReport, end: int, mutex_name, stacks, comm: str) -> None:
-    """Wait-for cycles among the threads still waiting at the end (each waits for one holder)."""
-    waits_for = {tid: p.holder(m) for tid, (m, _, _) in p.waiting.items()}
+    """Wait-for cycles among the threads still waiting at the end (a thread waits for
+    every holder of its lock in a conflicting mode: several readers of an rwlock)."""
+    waits_for = {tid: p.holders(m, shared) for tid, (m, _, _, shared) in p.waiting.items()}
     in_cycle: set[int] = set()
-    for start in sorted(waits_for):
-        path, tid = [], start
-        while tid is not None and tid not in path and tid not in in_cycle:
-            path.append(tid)
-            tid = waits_for.get(tid)
-        if tid is not None and tid in path:
-            ring = path[path.index(tid):]
+    for comp in strongly_connected(waits_for):
+        if len(comp) > 1 or comp[0] in waits_for.get(comp[0], ()):  # one thread: waits for itself
+            ring = sorted(comp)
             in_cycle.update(ring)
             report.deadlocks.append({"pid": p.pid, "comm": comm, "threads": [
-                _waiter(p, t, end, mutex_name, stacks) for t in ring]})
+                _waiter(p, t, end, mutex_name, stacks, ring) for t in ring]})
     for tid in sorted(set(waits_for) - in_cycle):
         report.blocked.append({"pid": p.pid, "comm": comm, **_waiter(p, tid, end, mutex_name, stacks)})
 
 
-def _waiter(p: ProcessLocks, tid: int, end: int, mutex_name, stacks) -> dict:
-    mutex, since, site = p.waiting[tid]
-    return {"tid": tid, "wants": mutex_name(mutex), "holder": p.holder(mutex), "waited_s": (end - since) / 1e9,
+def _waiter(p: ProcessLocks, tid: int, end: int, mutex_name, stacks, ring: list[int] = ()) -> dict:
+    mutex, since, site, shared = p.waiting[tid]
+    holders = p.holders(mutex, shared)
+    holder = next((t for t in holders if t in ring), holders[0] if holders else None)
+    return {"tid": tid, "wants": mutex_name(mutex), "mode": _mode(shared),
+            "holder": holder, "holders": holders, "waited_s": (end - since) / 1e9,
             "wait_stack": stacks.frames(p.pid, *site),
             "holds": [{"mutex": mutex_name(m), "since_s": (end - h.ts) / 1e9, "stack": stacks.frames(p.pid, *h.site)}
                       for m, h in p.held.get(tid, {}).items()]}
@@ -251,7 +309,7 @@ def _waiter(p: ProcessLocks, tid: int, end: int, mutex_name, stacks) -> dict:
 def _replay(cap: Capture) -> dict[int, ProcessLocks]:
     """Every thread's records in time order (a thread's own records never tie)."""
     cur = cap.con.execute("""
-        SELECT pid, tid, ts, op, mutex, ret, ustack_id, caller FROM lock ORDER BY pid, tid, ts, op""")
+        SELECT pid, tid, ts, op, mutex, ret, ustack_id, caller, fn FROM lock ORDER BY pid, tid, ts, op""")
     procs: dict[int, ProcessLocks] = {}
     key, rows = None, []
     while batch := cur.fetchmany(65536):

@@ -9,6 +9,7 @@ A user frame (pid, addr, ts) goes:
     mapping of pid containing addr (the snapshot closest before ts, else the first after)
     -> file offset -> ELF virtual address (via the object's PT_LOAD segments)
     -> function (symbol containing it) and file:line (DWARF line table), by build id.
+C++ names are demangled (analyze/demangle.py); the archive keeps them mangled.
 A kernel frame goes through kallsyms. Return addresses (every frame but the
 leaf) are looked up at addr - 1, so that a call that is the last instruction of
 a function is attributed to that function and to the line of the call.
@@ -28,6 +29,7 @@ import posixpath
 import pyarrow as pa
 
 from uetrace.analyze.capture import Capture
+from uetrace.analyze.demangle import demangle
 
 # Beyond this distance from the nearest kallsyms entry an address is not inside
 # that symbol (no kernel function is this large); it stays unnamed.
@@ -178,7 +180,7 @@ def _user_rows(t: pa.Table) -> pa.Table:
         inside = name is not None and a >= sym_addr and (
             a < sym_addr + sym_size if sym_size else a - sym_addr < MAX_UNSIZED_SYMBOL_SPAN)
         if inside:
-            fn.append(name)
+            fn.append(demangle(name))
             off.append(vaddr - sym_addr)
             ok.append(True)
         else:

@@ -14,8 +14,7 @@
  * verifier can prune the disabled branches. */
 const volatile __u32 self_tgid = 0;        /* the capture process itself: never traced */
 const volatile __u8 filter_pids = 0;       /* 1: only tgids present in target_pids */
-const volatile __u8 filter_comm = 0;       /* 1: only tasks whose comm equals targ_comm */
-const volatile char targ_comm[16] = {};
+const volatile __u8 filter_comm = 0;       /* 1: only tasks whose comm is a key of target_comms */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -23,6 +22,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } target_pids SEC(".maps");
+
+/* --comm values (repeatable), NUL-padded to 16 bytes as bpf_get_current_comm writes them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, char[16]);
+	__type(value, __u8);
+} target_comms SEC(".maps");
 
 /* Loss counters, indexed by enum ue_drop (common.h); one slot per CPU. */
 struct {
@@ -46,16 +53,9 @@ static __always_inline void count_drop(__u32 reason)
 
 static __always_inline bool comm_matches(void)
 {
-	char comm[16];
-	bpf_get_current_comm(comm, sizeof(comm));
-#pragma unroll
-	for (int i = 0; i < 16; i++) {
-		if (comm[i] != targ_comm[i])
-			return false;
-		if (comm[i] == 0)
-			return true;
-	}
-	return true;
+	char comm[16] = {};
+	bpf_get_current_comm(comm, sizeof(comm)); /* NUL-padded: usable as a hash key */
+	return bpf_map_lookup_elem(&target_comms, comm) != NULL;
 }
 
 /* Whether the current task is one the user asked to trace. */

@@ -1,7 +1,11 @@
-"""Lock tracer: pthread mutex calls of the target processes (bpf/lock.bpf.c).
+"""Lock tracer: pthread mutex, rwlock and condition wait calls of the target
+processes (bpf/lock.bpf.c).
 
 Every call is recorded, none sampled: the deadlock analyzer needs every
-acquisition to see the lock order. Records carry the user stack id of the
+acquisition to see the lock order. Condition waits are probed because they
+release and re-take their mutex inside the C library, past the mutex probes.
+Names resolve to the default symbol version (capture/uprobe_offsets.py):
+pthread_cond_wait@@GLIBC_2.3.2, not the old-ABI @GLIBC_2.2.5 one. Records carry the user stack id of the
 call; the `stacks` map is dumped at the end like the stack tracer's, and the
 targets' data symbols (capture/data_symbols.py) are added to name mutexes.
 """
@@ -15,7 +19,8 @@ from uetrace.capture.uprobe_tracer import UprobeTracer
 class LockTracer(UprobeTracer):
     name = "lock"
     structs = ["ue_lock"]
-    description = "pthread mutex lock/trylock/timedlock/unlock of the target processes (uprobes)"
+    description = ("pthread mutex and rwlock lock/trylock/timedlock/unlock and condition waits "
+                   "of the target processes (uprobes)")
     probes = [
         ("lock_enter", "pthread_mutex_lock", False),
         ("lock_return", "pthread_mutex_lock", True),
@@ -24,6 +29,13 @@ class LockTracer(UprobeTracer):
         ("trylock_enter", "pthread_mutex_trylock", False),
         ("lock_return", "pthread_mutex_trylock", True),
         ("unlock_enter", "pthread_mutex_unlock", False),
+        *[probe for prog, func in (("cond_wait", "cond_wait"), ("cond_timedwait", "cond_timedwait"),
+                                   ("cond_clockwait", "cond_clockwait"), ("rdlock", "rwlock_rdlock"),
+                                   ("wrlock", "rwlock_wrlock"), ("timedrdlock", "rwlock_timedrdlock"),
+                                   ("timedwrlock", "rwlock_timedwrlock"), ("tryrdlock", "rwlock_tryrdlock"),
+                                   ("trywrlock", "rwlock_trywrlock"))
+          for probe in ((f"{prog}_enter", f"pthread_{func}", False), ("lock_return", f"pthread_{func}", True))],
+        ("rwunlock_enter", "pthread_rwlock_unlock", False),
     ]
 
     def finish(self, write_table) -> None:

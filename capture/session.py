@@ -106,8 +106,7 @@ class CaptureSession:
             obj.map(tracer.ring_map).set_max_entries(self.opts.ring_size)
             rodata: dict[str, object] = {
                 "self_tgid": os.getpid(), "filter_pids": 1 if self.opts.pids else 0,
-                "filter_comm": 1 if self.opts.comms else 0,
-                "targ_comm": self.opts.comms[0][:15] if self.opts.comms else b""}
+                "filter_comm": 1 if self.opts.comms else 0}
             tracer.configure(obj, rodata)
             write_rodata(obj, rodata)
             obj.load()
@@ -115,6 +114,10 @@ class CaptureSession:
                 targets = obj.map("target_pids")
                 for pid in self.opts.pids:
                     targets.update(int(pid).to_bytes(4, "little"), b"\1")
+            if self.opts.comms:
+                comms = obj.map("target_comms")
+                for comm in self.opts.comms:  # the kernel keeps 15 bytes of a name
+                    comms.update(comm.encode()[:15].ljust(16, b"\0"), b"\1")
             btf = Btf.from_object(tracer.object_file)
             ring_map = obj.map(tracer.ring_map)
             run = TracerRun(tracer, obj, RingReader(ring_map.fd, ring_map.max_entries),

@@ -4,7 +4,8 @@ libc (build id "cc..") with aliases, and a few kernel symbols.
 
 app's layout: file offset 0x1000 is loaded at vaddr 0x401000 and mapped at
 0x555500001000; functions main [0x401100, +0x100), caller_a [0x401200, +0x40),
-spin_a [0x401300, +0x80). libc: write/__write/__libc_write alias at 0x2000.
+spin_a [0x401300, +0x80), and the C++ ns::Worker<int>::spin() [0x401400, +0x40),
+stored mangled as in a symbol table. libc: write/__write/__libc_write alias at 0x2000.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def build(root: Path, samples: list[dict], stacks: dict[int, list[int]], max_dep
         {"build_id": APP, "name": "main", "addr": 0x401100, "size": 0x100, "bind": "global"},
         {"build_id": APP, "name": "caller_a", "addr": 0x401200, "size": 0x40, "bind": "global"},
         {"build_id": APP, "name": "spin_a", "addr": 0x401300, "size": 0x80, "bind": "global"},
+        {"build_id": APP, "name": "_ZN2ns6WorkerIiE4spinEv", "addr": 0x401400, "size": 0x40, "bind": "weak"},
         {"build_id": LIBC, "name": "__libc_write", "addr": 0x2000, "size": 0x30, "bind": "global"},
         {"build_id": LIBC, "name": "write", "addr": 0x2000, "size": 0x30, "bind": "weak"},
         {"build_id": LIBC, "name": "__write", "addr": 0x2000, "size": 0x30, "bind": "global"},

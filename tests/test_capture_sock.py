@@ -89,13 +89,13 @@ def test_sendfile_bytes_are_counted(kernel, tmp_path, capture_run):
 
 
 def test_comm_filter_in_kernel(kernel, tmp_path, capture_run):
-    """--comm keeps the named process's traffic and drops another's, in the kernel."""
+    """--comm (repeatable) keeps the named processes' traffic and drops another's, in the kernel."""
     out = tmp_path / "comm.tar.zst"
-    run = capture_run(out, "-d", "6s", "--tracers", "sock", "--comm", "uewanted")
+    run = capture_run(out, "-d", "6s", "--tracers", "sock", "--comm", "uewanted", "--comm", "uealso")
     run.wait_attached()
     results: dict = {}
     threads = [threading.Thread(target=lambda n=n: results.update({n: run_fixture(
-        "tcp_exchange.py", "--delay", "0", "--name", n)})) for n in ("uewanted", "ueother")]
+        "tcp_exchange.py", "--delay", "0", "--name", n)})) for n in ("uewanted", "uealso", "ueother")]
     for t in threads:
         t.start()
     for t in threads:
@@ -104,5 +104,5 @@ def test_comm_filter_in_kernel(kernel, tmp_path, capture_run):
     assert rc == 0, err
     with open_capture(out) as cap:
         pids = {r[0] for r in cap.query("SELECT DISTINCT pid FROM sock_data")}
-        assert results["uewanted"]["pid"] in pids
+        assert results["uewanted"]["pid"] in pids and results["uealso"]["pid"] in pids
         assert results["ueother"]["pid"] not in pids

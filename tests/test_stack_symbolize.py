@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from stack_archive import APP_BASE, KBASE, LIBC_BASE, START_NS, app, build
 
-from uetrace.analyze import profile, stack_samples
+from uetrace.analyze import demangle, profile, stack_samples
 from uetrace.analyze.symbolize import symbolize
 
 SPIN_A, CALLER_A, MAIN, START_MAIN = app(0x401310), app(0x401240), app(0x401130), LIBC_BASE + 0x3010
@@ -42,6 +42,26 @@ def test_return_address_at_function_end_belongs_to_the_caller(cap):
 
 def test_aliases_get_one_stable_name(cap):
     assert symbolize(cap, 100, LIBC_BASE + 0x2010)["function"] == "write"
+
+
+def test_cxx_names_are_demangled(cap):
+    f = symbolize(cap, 100, app(0x401410))
+    assert (f["function"], f["offset"], f["resolved"]) == ("ns::Worker<int>::spin()", 0x10, True)
+
+
+@pytest.mark.parametrize("mangled, readable", [
+    ("_ZN3geo4GridIlE5relaxEl", "geo::Grid<long>::relax(long)"),
+    ("_ZN3app6detail7phase_aEv", "app::detail::phase_a()"),
+    ("_ZN2ns4spinILi3EEEvv", "void ns::spin<3>()"),
+    ("_ZN2ns4spinEv.cold", "ns::spin() [clone .cold]"),
+    ("_ZZ4mainENKUlvE_clEv", "main::{lambda()#1}::operator()() const"),
+    ("main", "main"),                  # C names pass through
+    ("_Znot_a_name", "_Znot_a_name"),  # so do names the demangler rejects
+    ("app+0x401800", "app+0x401800"),
+])
+def test_demangle_matches_cxxfilt(mangled, readable):
+    assert demangle.available(), "libstdc++'s demangler is not usable (pip install cxxfilt)"
+    assert demangle.demangle(mangled) == readable
 
 
 def test_unresolved_frames_keep_a_stable_module_offset_name(cap):

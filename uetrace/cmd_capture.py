@@ -67,7 +67,7 @@ def _title(p) -> str:
 @click.option("-t", "--tracers", default=None, metavar="LIST",
               help="Comma-separated tracers to attach (default: all default tracers).")
 @click.option("-p", "--pid", "pids", type=int, multiple=True, help="Only record these processes (repeatable).")
-@click.option("-c", "--comm", "comms", multiple=True, help="Only record tasks with this command name.")
+@click.option("-c", "--comm", "comms", multiple=True, help="Only record tasks with this command name (repeatable).")
 @click.option("--snaplen", type=click.IntRange(0, 4096), default=512, show_default=True,
               help="Payload bytes kept per socket read/write.")
 @click.option("--ring-size", type=click.IntRange(1, 1024), default=32, show_default=True, metavar="MIB",
