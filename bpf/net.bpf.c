@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Network tracer: XDP on ingress and TC (TCX link or clsact) on egress.
- * Each program parses the Ethernet / VLAN / IPv4 / IPv6 / TCP / UDP headers,
- * copies the first `snaplen` bytes of the frame, counts the flow in an LRU
- * table, and always passes the packet on unchanged: XDP_PASS, and TC_ACT_UNSPEC
+ * Each program parses the Ethernet / VLAN / IPv4 / IPv6 (with its extension
+ * headers) / TCP / UDP headers, copies the first `snaplen` bytes of the frame,
+ * counts the flow in an LRU table, and always passes the packet on unchanged: XDP_PASS, and TC_ACT_UNSPEC
  * (TCX_NEXT), which lets any later TC program decide as if we were absent. */
 #include "common.bpf.h"
 #include <bpf/bpf_endian.h>
@@ -18,6 +18,15 @@ const volatile __u32 snaplen = 128;
 #define ETH_P_8021Q 0x8100
 #define ETH_P_8021AD 0x88A8
 #define IP_FRAG_OFFSET 0x1fff
+#define IP6_FRAG_OFFSET 0xfff8
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+/* IPv6 extension headers walked before giving up on reaching TCP/UDP
+ * (the kernel's own parsers and xdp-tools stop at the same order of depth). */
+#define IPV6_EXT_MAX 6
 #define TC_ACT_UNSPEC (-1)
 
 struct {
@@ -100,6 +109,53 @@ static __always_inline void parse_l4(struct ue_net_packet *ev, void *data, void 
 	}
 }
 
+/* Walk the IPv6 extension headers that start at p with next-header *proto:
+ * hop-by-hop, routing, destination options, fragment and AH. Returns the
+ * upper-layer header with its protocol in *proto, or NULL when there is no
+ * upper-layer header in this packet (a fragment other than the first, more
+ * than IPV6_EXT_MAX headers, or a truncated chain); *proto is then the last
+ * next-header value read (for a later fragment: the fragmented protocol). */
+static __always_inline void *skip_ipv6_ext(void *p, void *end, __u8 *proto)
+{
+	__u8 nh = *proto;
+
+	for (int i = 0; i <= IPV6_EXT_MAX; i++) {
+		struct ipv6_opt_hdr *h = p;
+		struct frag_hdr *fh = p;
+
+		switch (nh) {
+		case NEXTHDR_HOP:
+		case NEXTHDR_ROUTING:
+		case NEXTHDR_DEST:
+			if ((void *)(h + 1) > end || i == IPV6_EXT_MAX)
+				return NULL;
+			nh = h->nexthdr;
+			p += (h->hdrlen + 1) * 8;
+			break;
+		case NEXTHDR_AUTH:
+			if ((void *)(h + 1) > end || i == IPV6_EXT_MAX)
+				return NULL;
+			nh = h->nexthdr;
+			p += (h->hdrlen + 2) * 4;
+			break;
+		case NEXTHDR_FRAGMENT:
+			if ((void *)(fh + 1) > end || i == IPV6_EXT_MAX)
+				return NULL;
+			*proto = fh->nexthdr;
+			if (fh->frag_off & bpf_htons(IP6_FRAG_OFFSET))
+				return NULL; /* a later fragment: no L4 header here */
+			nh = fh->nexthdr;
+			p = fh + 1;
+			break;
+		default:
+			*proto = nh;
+			return p;
+		}
+		*proto = nh;
+	}
+	return NULL;
+}
+
 /* Fill the parsed header fields of ev from the linear part of the frame.
  * Stops quietly at the first header that is not there: the record still
  * carries the length and the captured bytes. */
@@ -152,12 +208,17 @@ static __always_inline void parse(struct ue_net_packet *ev, void *data, void *en
 			return;
 		__u32 plen = bpf_ntohs(ip6->payload_len);
 		ev->ip_version = 6;
-		ev->protocol = ip6->nexthdr; /* extension headers are not walked */
 		ev->ttl = ip6->hop_limit;
 		ev->ip_len = plen + sizeof(*ip6);
 		__builtin_memcpy(ev->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(ev->daddr, &ip6->daddr, 16);
-		parse_l4(ev, data, ip6 + 1, end, plen);
+		__u8 nh = ip6->nexthdr;
+		void *l4 = skip_ipv6_ext(ip6 + 1, end, &nh);
+		ev->protocol = nh;
+		if (!l4)
+			return;
+		__u32 ext = l4 - (void *)(ip6 + 1);
+		parse_l4(ev, data, l4, end, plen > ext ? plen - ext : 0);
 	}
 }
 

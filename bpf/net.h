@@ -27,7 +27,8 @@ struct ue_net_packet {
 	__u32 captured;      /* frame bytes that follow in payload[] (<= snaplen) */
 	__u8 direction;      /* enum ue_net_direction */
 	__u8 ip_version;     /* 4, 6, or 0 when the frame is not IP */
-	__u8 protocol;       /* IP protocol (6 TCP, 17 UDP, 1/58 ICMP...), 0 when not IP */
+	__u8 protocol;       /* upper-layer protocol (6 TCP, 17 UDP, 1/58 ICMP...) after any IPv6
+	                      * extension headers, 0 when not IP; see skip_ipv6_ext() */
 	__u8 tcp_flags;      /* FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 URG 0x20 ECE 0x40 CWR 0x80 */
 	__u16 eth_proto;     /* ethertype after at most one VLAN tag, host byte order */
 	__u16 vlan;          /* 802.1Q VLAN id, 0 when untagged */

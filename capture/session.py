@@ -193,6 +193,8 @@ class CaptureSession:
             got = self._drain_once()
             if now >= next_stats:
                 self._update_stats(now - start)
+                for run in self.runs:
+                    run.tracer.tick(lambda k, t: self.sink.put_table(k, t, area="symbols"))
                 next_stats = now + 0.5
             if self.sink.error:
                 raise UetraceError(f"write segments: {self.sink.error}")

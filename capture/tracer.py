@@ -71,6 +71,11 @@ class Tracer:
         """Turn raw columns into friendlier ones (e.g. addresses to text) before writing."""
         return table
 
+    def tick(self, write_table) -> None:
+        """Called from the capture loop at every stats interval (about 0.5 s) while
+        recording: write periodic snapshots of map state, so a killed capture keeps
+        them. write_table(kind, table) queues a table under symbols/. Keep it cheap."""
+
     def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
         """See each decoded table on the writer thread (e.g. proc asks for exec snapshots)."""
 

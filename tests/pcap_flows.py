@@ -27,6 +27,20 @@ def read_pcap(path: str | Path) -> list[tuple[int, bytes]]:
     return out
 
 
+def skip_ipv6_ext(frame: bytes, nh: int, off: int) -> tuple[int, int]:
+    """(upper-layer protocol, its offset) after the IPv6 extension headers at off;
+    offset 0 for a fragment other than the first, which carries no L4 header."""
+    while nh in (0, 43, 44, 51, 60):
+        if nh == 44:
+            nh, frag_off = frame[off], struct.unpack_from("!H", frame, off + 2)[0]
+            if frag_off & 0xFFF8:
+                return nh, 0
+            off += 8
+        else:
+            nh, off = frame[off], off + ((frame[off + 1] + 2) * 4 if nh == 51 else (frame[off + 1] + 1) * 8)
+    return nh, off
+
+
 def count_flows(path: str | Path) -> Counter:
     counts: Counter = Counter()
     for _len, frame in read_pcap(path):
@@ -36,11 +50,11 @@ def count_flows(path: str | Path) -> Counter:
             src, dst = str(ipaddress.IPv4Address(frame[off + 12: off + 16])), \
                 str(ipaddress.IPv4Address(frame[off + 16: off + 20]))
         elif ethertype == 0x86DD:
-            proto, l4 = frame[off + 6], off + 40
+            proto, l4 = skip_ipv6_ext(frame, frame[off + 6], off + 40)
             src, dst = str(ipaddress.IPv6Address(frame[off + 8: off + 24])), \
                 str(ipaddress.IPv6Address(frame[off + 24: off + 40]))
         else:
             continue
-        sport, dport = struct.unpack_from("!HH", frame, l4) if proto in (6, 17) else (0, 0)
+        sport, dport = struct.unpack_from("!HH", frame, l4) if proto in (6, 17) and l4 else (0, 0)
         counts[flow_key(proto, src, sport, dst, dport)] += 1
     return counts

@@ -107,7 +107,7 @@ def _flow(res: dict, proto: str, init_port: int, iface: str | None = None) -> di
 
 def test_traffic_went_through_unchanged(kernel, recorded):
     assert recorded["client"]["tcp_received"] == nt.RESP and recorded["served"]["tcp_received"] == nt.REQ
-    assert recorded["served"]["udp_received"] == nt.UDP_N + nt.UDP6_N
+    assert recorded["served"]["udp_received"] == nt.UDP_N + nt.UDP6_N + nt.UDP6X_N + 1
     assert recorded["client"]["refused"]
     assert recorded["during"]["xdp"] and recorded["during"]["tcx_egress"], recorded["during"]
 
@@ -132,6 +132,31 @@ def test_tcp_exchange_handshake_and_close(kernel, recorded):
     assert f["fins"] == 2
 
 
+def _query(res: dict, sql: str) -> list[dict]:
+    return json.loads(trace_cmd("query", str(res["archive"]), sql, "--format", "json", check=True).stdout)
+
+
+def test_ipv6_extension_headers_walked(kernel, recorded):
+    """IPv6 UDP behind a destination-options header, and a fragmented datagram
+    (fragment, destination options, UDP): ports and protocol come from the UDP
+    header; the second fragment is UDP without ports."""
+    port, opt = recorded["client"]["udp6x_port"], nt.DSTOPTS_LEN
+    rows = _query(recorded, f"""SELECT protocol, sport, dport, l4_offset, payload_len FROM net_packet
+        WHERE direction = 1 AND ip_version = 6 AND sport = {port} ORDER BY ts""")
+    assert rows[:nt.UDP6X_N] == [{"protocol": 17, "sport": port, "dport": nt.UDP_PORT,
+                                  "l4_offset": ETH + IP6 + opt, "payload_len": nt.UDP_SIZE}] * nt.UDP6X_N
+    assert rows[nt.UDP6X_N:] == [{"protocol": 17, "sport": port, "dport": nt.UDP_PORT,
+                                  "l4_offset": ETH + IP6 + 8 + opt, "payload_len": nt.BIG_SIZE}]
+    later = _query(recorded, f"""SELECT protocol, sport, dport, l4_offset FROM net_packet
+        WHERE direction = 1 AND ip_version = 6 AND protocol = 17 AND sport = 0 AND daddr = '{ADDR6_B}'""")
+    assert later == [{"protocol": 17, "sport": 0, "dport": 0, "l4_offset": 0}]
+    f = _flow(recorded, "udp", port)
+    assert (f["init_packets"], f["init_payload"]) == (nt.UDP6X_N + 1, nt.UDP6X_N * nt.UDP_SIZE + nt.BIG_SIZE)
+    table = _query(recorded, f"""SELECT sum(packets) AS n FROM net_flows WHERE protocol = 17 AND sport = {port}
+        AND snapshot_ts = (SELECT max(snapshot_ts) FROM net_flows)""")  # the final snapshot
+    assert table[0]["n"] == nt.UDP6X_N + 1
+
+
 def test_refused_connection_reset(kernel, recorded):
     f = _flow(recorded, "tcp", recorded["client"]["rst_port"])
     assert (f["init_packets"], f["resp_packets"]) == (1, 1)
@@ -142,12 +167,13 @@ def test_refused_connection_reset(kernel, recorded):
 def test_packet_counts_equal_tcpdump(kernel, recorded):
     dumped = count_flows(recorded["pcap"])
     c = recorded["client"]
-    wanted = {(6, c["tcp_port"]), (17, c["udp_port"]), (17, c["udp6_port"]), (6, c["rst_port"])}
+    wanted = {(6, c["tcp_port"]), (17, c["udp_port"]), (17, c["udp6_port"]), (17, c["udp6x_port"]),
+              (6, c["rst_port"])}
     ours = {flow_key(6 if f["proto"] == "tcp" else 17, f["init_addr"], f["init_port"], f["resp_addr"],
                      f["resp_port"]): f["init_packets"] + f["resp_packets"]
             for f in recorded["flows"]["flows"] if f["iface"] == recorded["if_b"]
             and (f["protocol"], f["init_port"]) in wanted}
-    assert len(ours) == 4
+    assert len(ours) == 5
     assert ours == {k: dumped[k] for k in ours}
 
 
@@ -156,19 +182,22 @@ def test_pcapng_export_reads_in_tshark(kernel, recorded):
         pytest.skip("tshark not installed (.ci/run installs it)")
     out = recorded["tmp"] / "run.pcapng"
     trace_cmd("export", str(recorded["archive"]), "--format", "pcapng", "-o", str(out), check=True)
-    rows = sh("tshark", "-n", "-r", str(out), "-T", "fields", "-e", "frame.interface_name", "-e", "ip.src",
-              "-e", "ipv6.src", "-e", "tcp.srcport", "-e", "udp.srcport", "-e", "ip.dst", "-e", "ipv6.dst",
-              "-e", "tcp.dstport", "-e", "udp.dstport", "-e", "ip.proto", "-e", "ipv6.nxt").stdout.splitlines()
+    # No reassembly: the first fragment of an IPv6 datagram then shows its UDP header, as in our flows.
+    rows = sh("tshark", "-n", "-o", "ipv6.defragment:FALSE", "-r", str(out), "-T", "fields",
+              "-e", "frame.interface_name", "-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.srcport", "-e", "udp.srcport",
+              "-e", "ip.dst", "-e", "ipv6.dst", "-e", "tcp.dstport", "-e", "udp.dstport").stdout.splitlines()
     n_records = json.loads(trace_cmd("query", str(recorded["archive"]), "SELECT count(*) AS n FROM net_packet",
                                      "--format", "json", check=True).stdout)[0]["n"]
     assert len(rows) == n_records
     tuples: Counter = Counter()
     for r in rows:
-        iface, s4, s6, tsp, usp, d4, d6, tdp, udp_, p4, p6 = (r.split("\t") + [""] * 11)[:11]
+        iface, s4, s6, tsp, usp, d4, d6, tdp, udp_ = (r.split("\t") + [""] * 9)[:9]
         if iface == recorded["if_b"] and (s4 or s6) and (tsp or usp):
-            tuples[flow_key(int(p4 or p6), s4 or s6, int(tsp or usp), d4 or d6, int(tdp or udp_))] += 1
+            # not ip.proto / ipv6.nxt: the latter is the first next header (60 before destination options)
+            tuples[flow_key(6 if tsp else 17, s4 or s6, int(tsp or usp), d4 or d6, int(tdp or udp_))] += 1
     for f in recorded["flows"]["flows"]:
-        if f["iface"] == recorded["if_b"] and f["proto"] in ("tcp", "udp"):
+        # (an IPv6 fragment after the first has no ports: tshark shows no UDP header for it)
+        if f["iface"] == recorded["if_b"] and f["proto"] in ("tcp", "udp") and (f["init_port"] or f["resp_port"]):
             key = flow_key(f["protocol"], f["init_addr"], f["init_port"], f["resp_addr"], f["resp_port"])
             assert tuples[key] == f["init_packets"] + f["resp_packets"], key
     # Interface statistics blocks carry the tracer's per-interface drop counts.

@@ -10,7 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from netns_topology import Topology, sh
+from netns_topology import ADDR_B, Topology, sh
+
+from uetrace.capture.tracer import Tracer
 
 pytestmark = pytest.mark.kernel
 
@@ -79,3 +81,21 @@ def test_clsact_normal_exit_detaches(topo, tmp_path):
     assert proc.returncode == 0, err
     _clean(topo)
     assert "clsact" not in sh("tc", "-n", topo.ns_b, "qdisc", "show", "dev", topo.if_b).stdout
+
+
+@pytest.mark.xfail(not hasattr(Tracer, "tick"), strict=True,
+                   reason="the session has no periodic tracer hook (Tracer.tick) to snapshot the flow table")
+def test_sigkill_keeps_flow_table_snapshots(topo, tmp_path):
+    """The flow table is snapshotted every --segment-seconds, so a SIGKILLed
+    capture still has net_flows rows (from the segments closed before the kill)."""
+    proc = _start(topo, tmp_path, "--segment-seconds", "300ms")
+    port = 5077
+    topo.python(topo.ns_a, "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                           f"for _ in range(7): s.sendto(b'k' * 50, ({ADDR_B!r}, {port})); time.sleep(0.01)\n"
+                           "time.sleep(1.5)")
+    _kill(proc)
+    _clean(topo)
+    rows = json.loads(sh(sys.executable, "-m", "uetrace", "query", str(tmp_path / "run.tar.zst"),
+                         f"SELECT snapshot_ts, packets FROM net_flows WHERE protocol = 17 AND dport = {port} "
+                         "AND direction = 1 ORDER BY snapshot_ts", "--format", "json").stdout)
+    assert rows and rows[-1]["packets"] == 7, rows
