@@ -30,14 +30,19 @@ def _kernel_unavailable() -> str | None:
     return None
 
 
-@pytest.fixture
-def kernel():
-    """Use in every test that loads BPF programs."""
+def require_kernel() -> None:
+    """Skip without root/BPF, but fail under CI=true: module-scoped fixtures call this."""
     why = _kernel_unavailable()
     if why:
         if IN_CI:
             pytest.fail(f"kernel test cannot run in CI: {why}")
         pytest.skip(why)
+
+
+@pytest.fixture
+def kernel():
+    """Use in every test that loads BPF programs."""
+    require_kernel()
 
 
 def trace_cmd(*args: str, check: bool = False, timeout: float = 120, **kw) -> subprocess.CompletedProcess:

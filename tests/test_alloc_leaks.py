@@ -10,7 +10,7 @@ import time
 
 import pytest
 from c_fixtures import FixtureProcess, compile_fixture
-from conftest import IN_CI, CaptureRun, _kernel_unavailable, trace_cmd
+from conftest import CaptureRun, require_kernel, trace_cmd
 
 N_MALLOC, N_CALLOC, N_REALLOC, N_FREED = 100, 50, 20, 1000
 SITES = {"leak_site_malloc": (100, 100), "leak_site_calloc": (256, 50), "leak_site_realloc": (512, 20)}
@@ -18,9 +18,7 @@ SITES = {"leak_site_malloc": (100, 100), "leak_site_calloc": (256, 50), "leak_si
 
 @pytest.fixture(scope="module")
 def kernel_ok():
-    why = _kernel_unavailable()
-    if why:
-        (pytest.fail if IN_CI else pytest.skip)(f"kernel test: {why}")
+    require_kernel()
 
 
 def _run_leaky(tmp, archive, leaky_args, capture_args, start_before_capture=True):

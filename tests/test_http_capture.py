@@ -4,7 +4,6 @@ fixture made (it prints them), matched by the fixture's pids, since the capture 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import signal
@@ -150,8 +149,6 @@ def test_websocket_echo_frames(kernel, tmp_path, capture_run):
     assert res.stdout.split()[1:] == ["client->server,6", "server->client,6"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("uetrace.capture.tls_tracer") is None,
-                    reason="the tls tracer (capture/tls_tracer.py) is not there yet")
 def test_https_python_client_and_curl(kernel, tmp_path, capture_run):
     need_program("curl")
     need_program("openssl")

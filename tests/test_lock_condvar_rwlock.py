@@ -15,7 +15,7 @@ import time
 
 import pytest
 from c_fixtures import FixtureProcess, compile_fixture
-from conftest import IN_CI, CaptureRun, _kernel_unavailable, trace_cmd
+from conftest import CaptureRun, require_kernel, trace_cmd
 
 from uetrace.analyze.cycles import simple_cycles
 from uetrace.analyze.deadlock import OP_ACQUIRE, OP_REQUEST, OP_TRYLOCK, OP_UNLOCK, ProcessLocks, feasible
@@ -154,9 +154,7 @@ MODES = ("condvar", "rwinversion", "rwread")
 
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory):
-    why = _kernel_unavailable()
-    if why:
-        (pytest.fail if IN_CI else pytest.skip)(f"kernel test: {why}")
+    require_kernel()
     tmp = tmp_path_factory.mktemp("condrw")
     exe = compile_fixture("lock_scenarios", tmp)
     procs = {m: FixtureProcess(exe, m) for m in MODES}

@@ -9,16 +9,14 @@ import time
 
 import pytest
 from c_fixtures import FixtureProcess, compile_fixture
-from conftest import IN_CI, CaptureRun, _kernel_unavailable, trace_cmd
+from conftest import CaptureRun, require_kernel, trace_cmd
 
 MODES = ("inversion", "cycle3", "deadlock", "clean")
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    why = _kernel_unavailable()
-    if why:
-        (pytest.fail if IN_CI else pytest.skip)(f"kernel test: {why}")
+    require_kernel()
     tmp = tmp_path_factory.mktemp("locks")
     exe = compile_fixture("lock_scenarios", tmp)
     procs = {m: FixtureProcess(exe, m) for m in MODES}

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import FIXTURES, trace_cmd
+from conftest import FIXTURES, IN_CI, require_kernel, trace_cmd
 from netns_topology import ADDR6_B, ADDR_B, Topology, sh
 from pcap_flows import count_flows, flow_key
 
@@ -47,9 +47,9 @@ def _wait_line(proc: subprocess.Popen, stream, needle: str, timeout: float = 20)
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    from conftest import _kernel_unavailable
-    if _kernel_unavailable() or not _has("tcpdump"):
-        pytest.skip("needs root, BPF and tcpdump")
+    require_kernel()
+    if not _has("tcpdump"):
+        (pytest.fail if IN_CI else pytest.skip)("needs tcpdump (scripts/setup.sh installs it)")
     tmp = tmp_path_factory.mktemp("net")
     archive, pcap = tmp / "run.tar.zst", tmp / "tcpdump.pcap"
     procs: list[subprocess.Popen] = []
@@ -179,7 +179,7 @@ def test_packet_counts_equal_tcpdump(kernel, recorded):
 
 def test_pcapng_export_reads_in_tshark(kernel, recorded):
     if not _has("tshark"):
-        pytest.skip("tshark not installed (.ci/run installs it)")
+        (pytest.fail if IN_CI else pytest.skip)("tshark not installed (scripts/setup.sh installs it)")
     out = recorded["tmp"] / "run.pcapng"
     trace_cmd("export", str(recorded["archive"]), "--format", "pcapng", "-o", str(out), check=True)
     # No reassembly: the first fragment of an IPv6 datagram then shows its UDP header, as in our flows.

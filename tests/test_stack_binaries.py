@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, IN_CI, CaptureRun, _kernel_unavailable
+from conftest import FIXTURES, CaptureRun, require_kernel
 
 from uetrace.analyze import folded, profile
 from uetrace.analyze.capture import open_capture
@@ -45,11 +45,7 @@ def _start(cmd: list[str]) -> tuple[subprocess.Popen, int]:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> Recorded:
-    why = _kernel_unavailable()
-    if why:
-        if IN_CI:
-            pytest.fail(f"kernel test cannot run in CI: {why}")
-        pytest.skip(why)
+    require_kernel()
     d = tmp_path_factory.mktemp("binaries")
     cxx, nofp = d / "cxx_workload", d / "nofp_workload"
     # -O0 keeps every C++ frame (as in tests/test_stack_capture.py); the second binary is

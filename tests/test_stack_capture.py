@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, IN_CI, CaptureRun, _kernel_unavailable, trace_cmd
+from conftest import FIXTURES, IN_CI, CaptureRun, require_kernel, trace_cmd
 
 from uetrace.analyze import folded, stack_samples
 from uetrace.analyze.capture import open_capture
@@ -52,11 +52,7 @@ def _start(cmd: list[str]) -> tuple[subprocess.Popen, int]:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> Recorded:
-    why = _kernel_unavailable()
-    if why:
-        if IN_CI:
-            pytest.fail(f"kernel test cannot run in CI: {why}")
-        pytest.skip(why)
+    require_kernel()
     d = tmp_path_factory.mktemp("stack")
     exe = d / "stack_workload"
     # -O0: every function keeps its frame (gcc 12 drops leaf frames at -O1 whatever the flags),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, IN_CI, CaptureRun, _kernel_unavailable
+from conftest import FIXTURES, CaptureRun, require_kernel
 
 from uetrace.analyze import folded
 from uetrace.cli import main
@@ -34,11 +34,7 @@ def _user_part(stack: tuple[str, ...]) -> tuple[str, ...]:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> Recorded:
-    why = _kernel_unavailable()
-    if why:
-        if IN_CI:
-            pytest.fail(f"kernel test cannot run in CI: {why}")
-        pytest.skip(why)
+    require_kernel()
     d = tmp_path_factory.mktemp("offcpu")
     exe = d / "offcpu_workload"
     subprocess.run(["gcc", "-O0", "-g", "-fno-omit-frame-pointer", "-Wall", "-o", str(exe),

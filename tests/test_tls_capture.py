@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, CaptureRun, _kernel_unavailable, run_fixture
+from conftest import CaptureRun, require_kernel, run_fixture
 
 from uetrace.analyze.capture import open_capture
 from uetrace.analyze.http import analyze_http
@@ -39,11 +39,7 @@ def make_cert(folder: Path) -> None:
 def tls_capture(tmp_path_factory) -> tuple[Path, dict, dict]:
     """(archive, Python-client exchange, curl exchange). Module scope: one capture for all the
     tests below, as captures are the slow part (the kernel fixture is function-scoped)."""
-    why = _kernel_unavailable()
-    if why:
-        if IN_CI:
-            pytest.fail(f"kernel test cannot run in CI: {why}")
-        pytest.skip(why)
+    require_kernel()
     for tool in ("openssl", "curl"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is needed by the TLS capture test (apt-get install {tool})")
