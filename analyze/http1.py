@@ -119,28 +119,78 @@ def _first_match(stream: Stream, line: re.Pattern[bytes], rows: int) -> bool:
 def parse_message(stream: Stream, pos: int, request: bool, req_method: str = "") -> Message | None:
     """The message starting at pos, or None if none starts there. `req_method` is the method of the
     request a response answers (HEAD and CONNECT change response framing)."""
-    hit = stream.chunk_at(pos)
-    if hit is None:
-        return None
-    data, base = hit
-    m = (_REQUEST_LINE if request else _STATUS_LINE).match(data, pos - base)
+    if len(stream.chunk_starts) == 1:  # chunk_at's common case, without the call
+        data = stream.chunks[0]
+        base = stream.chunk_starts[0]
+        if not base <= pos < base + len(data):
+            return None
+    else:
+        hit = stream.chunk_at(pos)
+        if hit is None:
+            return None
+        data, base = hit
+    i = pos - base
+    # Fast path: a head (start line and fields) seen before parses as it did then. The first CRLFCRLF
+    # from pos is the one the full parse finds (a start line holds no CR or LF before its own CRLF).
+    he = data.find(b"\r\n\r\n", i, i + _HEAD_KEY_MAX)
+    head = (_REQ_HEADS if request else _RESP_HEADS).get(data[i:he]) if he >= 0 else None
+    if head is None:
+        head = _parse_head(data, i, request)
+        if head is None:
+            return None
+        if len(head) == 4:  # a start line only: the header block does not end in the captured bytes
+            version, method, path, status = head
+            return Message(pos, base + len(data), request, version, method, path, "", status, complete=False,
+                           note="headers not captured")
+    version, method, path, status, host, upgrade, chunked, length, head_len = head
+    body = pos + head_len
+    if request:
+        host_, upgrade_ = host, upgrade
+    else:
+        host_ = upgrade_ = ""
+        if (req_method == "HEAD" or status < 200 or status == 204 or status == 304
+                or (req_method == "CONNECT" and status < 300)):
+            return Message(pos, body, False, version, "", "", "", status)
+    if chunked:
+        end, body_len, complete = _skip_chunked(stream, body)
+        if complete:
+            return Message(pos, end, request, version, method, path, host_, status, upgrade_, body_len)
+        note = "chunked body not captured" if end < stream.length else "truncated at capture end"
+        return Message(pos, end, request, version, method, path, host_, status, upgrade_, body_len, False, note)
+    if length is not None:
+        if length < 0:
+            return Message(pos, body, request, version, method, path, host_, status, upgrade_, 0, False,
+                           "bad content-length")
+        body_len = length
+        end = body + length
+    elif not request:
+        end = stream.length  # delimited by the connection's close
+        body_len = end - body
+    else:
+        body_len = 0
+        end = body
+    if end > stream.length:
+        return Message(pos, stream.length, request, version, method, path, host_, status, upgrade_, body_len,
+                       False, "truncated at capture end")
+    return Message(pos, end, request, version, method, path, host_, status, upgrade_, body_len)
+
+
+def _parse_head(data: bytes, i: int, request: bool) -> tuple | None:
+    """(version, method, path, status, host, upgrade, chunked, content-length, head length) of the head
+    at data[i:], kept for the next head with the same bytes; None if no start line is there; only the
+    first four if the header block does not end within the captured bytes."""
+    m = (_REQUEST_LINE if request else _STATUS_LINE).match(data, i)
     if m is None:
         return None
     if request:
         method = m.group(1)
-        msg = Message(pos, pos, True, _VERSIONS[m.group(3)], _METHODS.get(method) or method.decode(),
-                      m.group(2).decode("latin-1"))
+        line = (_VERSIONS[m.group(3)], _METHODS.get(method) or method.decode(), m.group(2).decode("latin-1"), 0)
     else:
-        msg = Message(pos, pos, False, _VERSIONS[m.group(1)], "", "", "", int(m.group(2)))
+        line = (_VERSIONS[m.group(1)], "", "", int(m.group(2)))
     e = m.end() - 2  # the request/status line's CRLF: header names follow a CRLF
     he = data.find(b"\r\n\r\n", e, e + _MAX_HEAD)
     if he < 0:
-        msg.end = base + len(data)
-        msg.complete = False
-        msg.note = "headers not captured"
-        return msg
-    body = base + he + 4
-    msg.end = body
+        return line
     block = data[e:he + 2]
     fields = _FIELDS.get(block)
     if fields is None:
@@ -149,29 +199,13 @@ def parse_message(stream: Stream, pos: int, request: bool, req_method: str = "")
             if len(_FIELDS) >= _FIELDS_MAX:
                 _FIELDS.clear()
             _FIELDS[block] = fields
-    host, upgrade, chunked, length = fields
-    if request:
-        msg.host, msg.upgrade = host, upgrade
-    elif (req_method == "HEAD" or msg.status < 200 or msg.status == 204 or msg.status == 304
-          or (req_method == "CONNECT" and msg.status < 300)):
-        return msg
-    if chunked:
-        msg.end, msg.body_len, msg.complete = _skip_chunked(stream, body)
-        if not msg.complete:
-            msg.note = "chunked body not captured" if msg.end < stream.length else "truncated at capture end"
-        return msg
-    if length is not None:
-        if length < 0:
-            msg.complete, msg.note = False, "bad content-length"
-            return msg
-        msg.body_len = length
-        msg.end = body + length
-    elif not request:
-        msg.end = stream.length  # delimited by the connection's close
-        msg.body_len = msg.end - body
-    if msg.end > stream.length:
-        msg.end, msg.complete, msg.note = stream.length, False, "truncated at capture end"
-    return msg
+    head = (*line, *fields, he + 4 - i)
+    if he - i <= _HEAD_KEY_MAX:
+        heads = _REQ_HEADS if request else _RESP_HEADS
+        if len(heads) >= _FIELDS_MAX:
+            heads.clear()
+        heads[data[i:he]] = head
+    return head
 
 
 # Header blocks repeat: one client library sends the same fields request after request, one server
@@ -180,6 +214,11 @@ def parse_message(stream: Stream, pos: int, request: bool, req_method: str = "")
 _FIELDS: dict[bytes, tuple[str, str, bool, int | None]] = {}
 _FIELDS_MAX = 8192
 _FIELDS_KEY_MAX = 2048  # so the cache holds at most ~16 MiB
+# Whole heads (start line included) by their bytes, up to the final CRLFCRLF: a keep-alive client
+# repeats its request lines too, and a server its status lines. Same bounds as _FIELDS.
+_REQ_HEADS: dict[bytes, tuple] = {}
+_RESP_HEADS: dict[bytes, tuple] = {}
+_HEAD_KEY_MAX = 2048
 
 
 def _header_fields(block: bytes) -> tuple[str, str, bool, int | None]:
@@ -209,11 +248,13 @@ def _skip_chunked(stream: Stream, pos: int) -> tuple[int, int, bool]:
     """Walk a chunked body from pos: (offset after it, body bytes, complete?). Chunk data is skipped
     by length; the size lines must have been captured."""
     total = 0
+    data, base = b"", 0
     while True:
-        hit = stream.chunk_at(pos)
-        if hit is None:
-            return pos, total, False
-        data, base = hit
+        if not base <= pos < base + len(data):  # not in the stretch of the last size line
+            hit = stream.chunk_at(pos)
+            if hit is None:
+                return pos, total, False
+            data, base = hit
         m = _CHUNK_LINE.match(data, pos - base)
         if m is None:
             return pos, total, False
@@ -319,7 +360,7 @@ def parse_exchanges(view: View, conn_id: int, tls: bool = False) -> tuple[list[E
             pos = nxt
     if switch is None:  # requests left unanswered within the capture
         pairs.extend((r, None) for r in reqs[i:])
-    out = _build(view, conn_id, pairs, tls)
+    out = _build(view, conn_id, pairs, tls, req_ts)
     if note:
         for ex in out:
             ex.complete, ex.note = False, ex.note or note
@@ -330,14 +371,15 @@ def parse_exchanges(view: View, conn_id: int, tls: bool = False) -> tuple[list[E
 
 
 def _build(view: View, conn_id: int, pairs: list[tuple[Message | None, Message | None]],
-           tls: bool) -> list[Exchange]:
+           tls: bool, req_ts: list[int]) -> list[Exchange]:
     """Exchanges from paired messages, with times and processes looked up for the whole connection
-    at once (per-message lookups dominated the profile)."""
+    at once (per-message lookups dominated the profile). The requests in pairs are the parsed ones in
+    order, from the first, so `req_ts` (when each was first in hand) is their start times."""
     req_s, resp_s = view.requests, view.responses
     client, server = view.client_addr, view.server_addr
     measured_at = "client" if view.at_client else "server"
     with_req = [r.start for r, _ in pairs if r is not None]
-    starts = iter(req_s.seen_ts_many(with_req) if with_req else [])
+    starts = iter(req_ts)
     ends_at = [m.end - 1 for _, m in pairs if m is not None and m.end > m.start]
     ends = iter(resp_s.done_ts_many(ends_at) if ends_at else [])
     who_req = iter(zip(*view.who_many(req_s, with_req), strict=True))

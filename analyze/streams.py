@@ -112,9 +112,14 @@ class Stream:
 
     # Vectorized forms: one numpy search per connection instead of one bisect per message.
     def rows_at(self, positions: Sequence[int]) -> np.ndarray:
-        idx = np.searchsorted(self.rows.start_np, np.asarray(positions, dtype=np.int64) + self.base,
-                              side="right") - 1
-        return np.clip(idx, self.lo, max(self.hi - 1, self.lo))
+        # Searching the stream's own rows gives, once clamped, what a search of all rows gives (starts
+        # ascend), and costs less; np.clip's Python wrapper cost more than the search.
+        lo, hi = self.lo, max(self.hi, self.lo + 1)
+        x = np.asarray(positions, dtype=np.int64) + self.base
+        idx = self.rows.start_np[lo:hi].searchsorted(x, side="right")
+        idx += lo - 1
+        np.maximum(idx, lo, out=idx)
+        return idx
 
     def seen_ts_many(self, positions: Sequence[int]) -> list[int]:
         ts = self.rows.ts_enter if self.direction == EGRESS else self.rows.ts_exit
@@ -334,11 +339,9 @@ _LOAD_SQL = "SELECT {key} AS k, direction, ts_enter, ts_exit, pid, tid, bytes, p
             + _WHERE + " ORDER BY {order}, direction, ts_enter, ts_exit"
 _LOAD_UNSORTED_SQL = "SELECT {key} AS k, direction, ts_enter, ts_exit, pid, tid, bytes, payload FROM {table} " \
     + _WHERE
+# Ordered by the full key: where no socket id carries two 4-tuples this is the order of (k, direction).
 _META_SQL = "SELECT {key} AS k, laddr, lport, raddr, rport, direction, any_value(family) AS family, " \
-            "count(*) AS n FROM {table} " + _WHERE + " GROUP BY ALL ORDER BY {order}, direction"
-# Does any socket id carry more than one 4-tuple (an address reused by the kernel within the capture)?
-_REUSED_SQL = "SELECT count(*) FROM (SELECT k FROM (SELECT DISTINCT {key} AS k, laddr, lport, raddr, rport " \
-              "FROM {table} " + _WHERE + ") GROUP BY k HAVING count(*) > 1)"
+            "count(*) AS n FROM {table} " + _WHERE + " GROUP BY ALL ORDER BY k, laddr, lport, raddr, rport, direction"
 
 
 def load_sockets(con: duckdb.DuckDBPyConnection, table: str = "sock_data",
@@ -350,11 +353,13 @@ def load_sockets(con: duckdb.DuckDBPyConnection, table: str = "sock_data",
     (pid, fd) instead. Payloads are sliced straight out of the Arrow buffer: rows arrive sorted per
     stream, so a fully captured stream is one contiguous slice, with no Python work per row."""
     key = "CASE WHEN sock_id = 0 THEN hash(pid, fd) ELSE sock_id END" if source == "tls" else "sock_id"
-    reused = con.execute(_REUSED_SQL.format(key=key, table=table)).fetchall()[0]
-    # Sorting on the address strings costs as much again as the rest of the load: only when needed.
-    order = "k, laddr, lport, raddr, rport" if reused and reused[0] else "k"
-    meta = con.sql(_META_SQL.format(key=key, table=table, order=order)).fetchall()
-    if reused and reused[0]:
+    meta = con.sql(_META_SQL.format(key=key, table=table)).fetchall()
+    # Does any socket id carry more than one 4-tuple (an address reused by the kernel within the
+    # capture)? Sorting the rows on the address strings costs as much again as the rest of the load:
+    # only then.
+    reused = any(a[0] == b[0] and a[1:5] != b[1:5] for a, b in zip(meta, meta[1:]))
+    order = "k, laddr, lport, raddr, rport"
+    if reused:
         tbl = con.sql(_LOAD_SQL.format(key=key, table=table, order=order)).to_arrow_table()
     else:
         # Sorting in DuckDB drags the payload column through the sort; ordering the four key
@@ -368,11 +373,17 @@ def load_sockets(con: duckdb.DuckDBPyConnection, table: str = "sock_data",
     if total == 0:
         return []
 
-    payload = pc.cast(tbl.column("payload"), pa.large_binary()).combine_chunks()
-    if isinstance(payload, pa.ChunkedArray):  # older pyarrow returns a one-chunk ChunkedArray
-        payload = payload.chunk(0) if payload.num_chunks else pa.array([], pa.large_binary())
+    column = tbl.column("payload")
+    if column.num_chunks == 1 and column.type in (pa.binary(), pa.large_binary()):  # as `take` leaves it
+        payload = column.chunk(0)  # read in place: combining would copy every payload byte
+    else:
+        payload = pc.cast(column, pa.large_binary()).combine_chunks()
+        if isinstance(payload, pa.ChunkedArray):  # older pyarrow returns a one-chunk ChunkedArray
+            payload = payload.chunk(0) if payload.num_chunks else pa.array([], pa.large_binary())
     off_buf, data_buf = payload.buffers()[1], payload.buffers()[2]
-    offsets = np.frombuffer(off_buf, dtype=np.int64, count=total + 1, offset=payload.offset * 8)
+    width = 8 if payload.type == pa.large_binary() else 4
+    offsets = np.frombuffer(off_buf, dtype=np.int64 if width == 8 else np.int32, count=total + 1,
+                            offset=payload.offset * width).astype(np.int64)
     data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
 
     sizes = tbl.column("bytes").to_numpy().astype(np.int64)
@@ -383,33 +394,35 @@ def load_sockets(con: duckdb.DuckDBPyConnection, table: str = "sock_data",
     odd = np.flatnonzero(paylen != sizes).tolist()
     rows = Rows(starts, tbl.column("ts_enter").to_numpy(), tbl.column("ts_exit").to_numpy(),
                 tbl.column("pid").to_numpy(), tbl.column("tid").to_numpy())
-    sizes_l = sizes.tolist()
-    paylen_l = paylen.tolist()
-    offs = offsets.tolist()
+    # A stream needs the offsets and sizes of its first and last rows and of its odd rows only: a few
+    # numpy lookups per stream cost less than a Python list of every row's values.
 
     def stream(lo: int, hi: int, direction: int) -> Stream:
         a = bisect.bisect_left(odd, lo)
         b = bisect.bisect_left(odd, hi)
         base = rows.start[lo]
-        length = (rows.start[hi - 1] + sizes_l[hi - 1]) - base
+        length = (rows.start[hi - 1] + int(sizes[hi - 1])) - base
         if a == b:  # fully captured: one slice of the buffer
-            return Stream(length, [0], [bytes(data[offs[lo]:offs[hi]])], rows, lo, hi, base, direction)
-        if any(paylen_l[j] > sizes_l[j] for j in odd[a:b]):  # malformed rows: clip them one by one
-            caps = [bytes(data[offs[j]:offs[j + 1]]) for j in range(lo, hi)]
-            return _assemble(rows, lo, hi, sizes_l[lo:hi], caps, direction)
+            return Stream(length, [0], [bytes(data[int(offsets[lo]):int(offsets[hi])])], rows, lo, hi, base,
+                          direction)
+        if any(paylen[j] > sizes[j] for j in odd[a:b]):  # malformed rows: clip them one by one
+            offs = offsets[lo:hi + 1].tolist()
+            caps = [bytes(data[offs[j]:offs[j + 1]]) for j in range(hi - lo)]
+            return _assemble(rows, lo, hi, sizes[lo:hi].tolist(), caps, direction)
         # A short row ends a stretch (its uncaptured tail is the gap); the rows of one stretch are
         # contiguous in the buffer, so each stretch is one slice.
+        offs = offsets[lo:hi + 1].tolist()  # offs[x - lo]: row x's first payload byte in the buffer
         starts: list[int] = []
         chunks: list[bytes] = []
         i = lo
         for j in odd[a:b]:
-            if offs[j + 1] > offs[i]:
+            if offs[j + 1 - lo] > offs[i - lo]:
                 starts.append(rows.start[i] - base)
-                chunks.append(bytes(data[offs[i]:offs[j + 1]]))
+                chunks.append(bytes(data[offs[i - lo]:offs[j + 1 - lo]]))
             i = j + 1
-        if i < hi and offs[hi] > offs[i]:
+        if i < hi and offs[hi - lo] > offs[i - lo]:
             starts.append(rows.start[i] - base)
-            chunks.append(bytes(data[offs[i]:offs[hi]]))
+            chunks.append(bytes(data[offs[i - lo]:offs[hi - lo]]))
         if not chunks:
             starts, chunks = [0], [b""]
         return Stream(length, starts, chunks, rows, lo, hi, base, direction)
@@ -582,10 +595,12 @@ class View:
             mapped = [self.conn.peer_offset(stream, p) for p in (positions[0], positions[-1])]
             if None not in mapped:
                 q = np.asarray(positions, dtype=np.int64) - (self.conn.shift(stream) or 0)
-                ok = ((q >= 0) & (q < other.length)).tolist()
-                pids, tids = other.pid_tid_many(q)
-                far_pid = [p if k else None for p, k in zip(pids, ok, strict=True)]
-                far_tid = [t if k else None for t, k in zip(tids, ok, strict=True)]
+                inside = (q >= 0) & (q < other.length)
+                far_pid, far_tid = other.pid_tid_many(q)
+                if not inside.all():
+                    ok = inside.tolist()
+                    far_pid = [p if k else None for p, k in zip(far_pid, ok, strict=True)]
+                    far_tid = [t if k else None for t, k in zip(far_tid, ok, strict=True)]
             else:
                 far_pid, far_tid = [], []
                 for p in positions:
