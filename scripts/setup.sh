@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libbpf1 clang llvm libbpf-dev bpftool linux-perf tcpdump tshark iproute2 util-linux gcc make
+APT_PACKAGES=(libbpf1 clang llvm libbpf-dev bpftool linux-perf tcpdump tshark iproute2 util-linux gcc g++ make
               nginx curl openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -12,8 +12,15 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
+  # nginx is a test fixture run by the tests themselves: keep apt from starting it as a service.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && own_policy=1
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
 fi
 
 # Tracepoints are resolved through tracefs; the capture mounts it too, but tests use it directly.
