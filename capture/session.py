@@ -30,6 +30,7 @@ from uetrace.capture.process_snapshot import ProcessSnapshotter
 from uetrace.capture.records import Decoder, kinds_from_btf
 from uetrace.capture.registry import TRACERS, default_tracers
 from uetrace.capture.ring import Chunk, RingReader
+from uetrace.capture.segments import SegmentSink
 from uetrace.capture.tracer import NotAttached, Tracer, write_rodata
 from uetrace.errors import BadInputError, UetraceError
 
@@ -154,7 +155,7 @@ class CaptureSession:
         self.manifest = base_manifest(self.opts.to_manifest(), self.opts.command_line)
         self.archive.add_bytes(MANIFEST, json.dumps(self.manifest, indent=1).encode())
         self.ncpu = possible_cpus()
-        self.sink = _make_sink(self)
+        self.sink = SegmentSink(self.archive, self.opts.segment_bytes, self.opts.segment_seconds)
         self.snap = ProcessSnapshotter(lambda k, t: self.sink.put_table(k, t, area="symbols"))
         main = threading.current_thread() is threading.main_thread()
         old = {s: signal.signal(s, lambda *_: self.request_stop("signal"))
@@ -305,11 +306,6 @@ class CaptureSession:
         if self.sink and self.sink.error:
             m["errors"] = [f"write segments: {self.sink.error}"]
         self.archive.add_bytes(MANIFEST, json.dumps(m, indent=1).encode())
-
-
-def _make_sink(session: CaptureSession):
-    from uetrace.capture.segments import SegmentSink
-    return SegmentSink(session.archive, session.opts.segment_bytes, session.opts.segment_seconds)
 
 
 def _decode_job(run: TracerRun, chunk, snap: ProcessSnapshotter):

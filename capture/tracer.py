@@ -8,7 +8,6 @@ open -> configure -> load -> attach -> drain `events` ring -> finish -> close.
 
 from __future__ import annotations
 
-import struct
 from typing import ClassVar
 
 import pyarrow as pa
@@ -106,6 +105,3 @@ def write_rodata(obj: BpfObject, values: dict[str, object]) -> None:
             raw = int(value).to_bytes(size, "little", signed=int(value) < 0)
         image[off:off + size] = raw
 
-
-def pack_u32(v: int) -> bytes:
-    return struct.pack("<I", v)
