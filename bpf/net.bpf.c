@@ -306,7 +306,7 @@ static __always_inline void submit(struct ue_net_packet *ev, __u64 cap)
 	struct ue_net_iface_stat *st = iface_stat(ev->ifindex, ev->direction);
 	if (st)
 		st->packets += 1;
-	__u64 size = sizeof(*ev) + (cap & (2 * NET_MAX_SNAPLEN - 1));
+	__u64 size = record_slot ? record_slot : sizeof(*ev) + (cap & (2 * NET_MAX_SNAPLEN - 1));
 	if (bpf_ringbuf_output(&events, ev, size, BPF_RB_NO_WAKEUP)) {
 		count_drop(UE_DROP_RINGBUF);
 		if (st)

@@ -18,6 +18,7 @@ MAX_SNAPLEN = 4096  # SOCK_MAX_SNAPLEN in bpf/sock.h
 class SockTracer(Tracer):
     name = "sock"
     structs = ["ue_sock_data", "ue_sock_conn"]
+    fixed_slot = True
     description = "socket syscalls (accept, connect, read/write family, close) with payload prefix"
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:

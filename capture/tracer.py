@@ -29,6 +29,9 @@ class Tracer:
     description: ClassVar[str] = ""
     default: ClassVar[bool] = True          # part of the default tracer set
     ring_map: ClassVar[str] = "events"
+    # Busy tracers give every record a fixed slot in the ring (see RingReader): the largest
+    # record, payload included. Their configure() sets rodata["snaplen"], the payload bound.
+    fixed_slot: ClassVar[bool] = False
 
     def __init__(self, opts: CaptureOptions):
         self.opts = opts
@@ -37,6 +40,7 @@ class Tracer:
         self.attached: list[str] = []
         self.after_attach = lambda: None    # the session drains the ring between attachments
         self.stats: dict[str, int] = {}     # tracer-specific counters for the manifest (set by finish)
+        self.notes: list[str] = []          # what a reader of the manifest must know (e.g. which hook records lo)
 
     @property
     def object_file(self) -> str:
