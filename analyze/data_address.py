@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from uetrace.analyze.capture import Capture
+from uetrace.analyze.archive_db import ArchiveDb
 
 TABLES = ("mappings", "elf_segments", "elf_data_symbols")
 
@@ -30,7 +30,7 @@ class DataName:
 class DataNamer:
     """Names addresses of one capture; per-process lookups are cached."""
 
-    def __init__(self, cap: Capture):
+    def __init__(self, cap: ArchiveDb):
         self.cap = cap
         self.static_ok = all(cap.has(t) for t in TABLES)
         self.heap_ok = cap.has("alloc")

@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
-from uetrace.analyze.stack_samples import Frame, StackSet
+from uetrace.analyze.stacks.samples import Frame, StackSet
 
 FONT_SIZE = 12
 FONT_WIDTH = 0.59      # average glyph width / font size, for label truncation

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from uetrace.analyze.stack_samples import Frame, StackSet
+from uetrace.analyze.stacks.samples import Frame, StackSet
 
 KERNEL_SUFFIX = "_[k]"
 

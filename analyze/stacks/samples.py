@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from uetrace.analyze.capture import Capture
-from uetrace.analyze.symbolize import FRAME_SCHEMA, Symbolizer
+from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.stacks.symbolize import FRAME_SCHEMA, Symbolizer
 
-STACK_KTHREAD = 8          # enum ue_stack_flag UE_STACK_KTHREAD (bpf/stack.h)
 DEFAULT_MAX_DEPTH = 127
 # Where a complete user stack starts. A frame-pointer walk that reaches none of
 # these stopped early (the usual cause: a library built without frame pointers).
@@ -103,11 +102,11 @@ class _Interner:
         return fid
 
 
-def available(cap: Capture, kind: str = "cpu") -> bool:
+def available(cap: ArchiveDb, kind: str = "cpu") -> bool:
     return cap.has(KIND_TABLES[kind]) and cap.has("stacks")
 
 
-def load(cap: Capture, flt: SampleFilter | None = None) -> StackSet:
+def load(cap: ArchiveDb, flt: SampleFilter | None = None) -> StackSet:
     """The filtered samples as weighted, symbolized stacks."""
     flt = flt or SampleFilter()
     table = KIND_TABLES[flt.kind]
@@ -117,8 +116,9 @@ def load(cap: Capture, flt: SampleFilter | None = None) -> StackSet:
         return out
     where, params = _where(cap, flt)
     weight = "count(*)" if flt.kind == "cpu" else "sum(dur_ns)"
+    kthread_flag = int(cap.enums.value(table, "ue_stack_flag", "UE_STACK_KTHREAD"))
     groups = cap.con.execute(f"""
-        SELECT pid, comm, kstack_id, ustack_id, bit_or(flags) & {STACK_KTHREAD} <> 0 AS kthread,
+        SELECT pid, comm, kstack_id, ustack_id, bit_or(flags) & {kthread_flag} <> 0 AS kthread,
                {weight} AS weight, min(ts) AS ts
         FROM "{table}" {where}
         GROUP BY pid, comm, kstack_id, ustack_id ORDER BY pid, comm, kstack_id, ustack_id""",
@@ -150,7 +150,7 @@ def load(cap: Capture, flt: SampleFilter | None = None) -> StackSet:
     return out
 
 
-def _where(cap: Capture, flt: SampleFilter) -> tuple[str, list]:
+def _where(cap: ArchiveDb, flt: SampleFilter) -> tuple[str, list]:
     conds, params = [], []
     for col, values in (("pid", flt.pids), ("tid", flt.tids), ("comm", flt.comms)):
         if values:
@@ -158,7 +158,7 @@ def _where(cap: Capture, flt: SampleFilter) -> tuple[str, list]:
             params.extend(values)
     if not flt.idle:
         conds.append("pid <> 0")
-    start_ns = cap.manifest.get("clock", {}).get("start", {}).get("monotonic_ns")
+    start_ns = cap.info.start_ns
     if (flt.start_s is not None or flt.end_s is not None) and start_ns is None:
         from uetrace.errors import BadInputError
         raise BadInputError("a time window needs the capture's start clock, which this manifest lacks")
@@ -171,12 +171,11 @@ def _where(cap: Capture, flt: SampleFilter) -> tuple[str, list]:
     return ("WHERE " + " AND ".join(conds)) if conds else "", params
 
 
-def _max_depth(cap: Capture) -> int:
-    stats = cap.manifest.get("tracers", {}).get("stack", {}).get("stats", {})
-    return int(stats.get("stack_max_depth", DEFAULT_MAX_DEPTH))
+def _max_depth(cap: ArchiveDb) -> int:
+    return int(cap.info.tracer_stats("stack").get("stack_max_depth", DEFAULT_MAX_DEPTH))
 
 
-def _resolve(cap: Capture, groups: list[tuple], tracer: str) -> tuple[dict[int, list[Frame]],
+def _resolve(cap: ArchiveDb, groups: list[tuple], tracer: str) -> tuple[dict[int, list[Frame]],
                                                                      dict[tuple[int, int], list[Frame]]]:
     """Frames (leaf first) of every kernel stack id and every (pid, user stack id) in groups."""
     con = cap.con

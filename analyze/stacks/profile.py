@@ -11,13 +11,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from uetrace.analyze import stack_samples
-from uetrace.analyze.capture import Capture
-from uetrace.analyze.stack_samples import SampleFilter, StackSet
+from uetrace.analyze.analyzer import ResultRendering
+from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.stacks import samples as stack_samples
+from uetrace.analyze.stacks.samples import SampleFilter, StackSet
 
 NAME = "profile"
 VIEWS: tuple[str, ...] = ()
 STACK_TAIL = 6  # frames of a stack shown in the text report (the leaf end)
+
+
+@dataclass(frozen=True)
+class ProfileParams:
+    top: int = 10  # functions, and processes with their heaviest stacks
+    # The idle task is most samples of a quiet machine and hides the work: left out unless asked
+    # (the report says how much it was).
+    filter: SampleFilter = field(default_factory=lambda: SampleFilter(idle=False))
 
 
 @dataclass
@@ -58,16 +67,13 @@ class Profile:
         return "\n".join(out)
 
 
-def applies(cap: Capture) -> bool:
+def applies(cap: ArchiveDb) -> bool:
     return stack_samples.available(cap)
 
 
-def run(cap: Capture, params: dict | None = None) -> Profile:
-    params = params or {}
-    limit = int(params.get("top", 10))
-    # The idle task is most samples of a quiet machine and hides the work: leave it out
-    # unless asked, and say how much it was.
-    flt = params.get("filter") or SampleFilter(idle=False)
+def run(cap: ArchiveDb, params: ProfileParams = ProfileParams()) -> Profile:
+    limit = params.top
+    flt = params.filter
     st = stack_samples.load(cap, flt)
     idle = 0 if flt.idle else _idle_samples(cap, flt.kind)
     prof = Profile(st.unit, st.total, len(set(st.pids)))
@@ -113,11 +119,11 @@ def top_functions(st: StackSet, limit: int) -> list[dict]:
              "total_pct": 100.0 * total_w[k] / total} for k in ranked]
 
 
-def per_process(cap: Capture, st: StackSet, limit: int) -> list[dict]:
+def per_process(cap: ArchiveDb, st: StackSet, limit: int) -> list[dict]:
     by_pid: dict[int, list[int]] = {}
     for i, pid in enumerate(st.pids):
         by_pid.setdefault(pid, []).append(i)
-    names = dict(cap.query("SELECT pid, any_value(comm) FROM processes GROUP BY pid")) if cap.has("processes") else {}
+    names = cap.process_names()
     total = st.total
     out = []
     for pid, idx in sorted(by_pid.items(), key=lambda kv: -sum(st.weights[i] for i in kv[1]))[:limit]:
@@ -150,11 +156,26 @@ def truncation(st: StackSet) -> dict:
                           for m, w in sorted(by_module.items(), key=lambda kv: (-kv[1], kv[0]))]}
 
 
-def _idle_samples(cap: Capture, kind: str) -> int:
+def _idle_samples(cap: ArchiveDb, kind: str) -> int:
     table = "stack_sample" if kind == "cpu" else "offcpu"
     return cap.query(f'SELECT count(*) FROM "{table}" WHERE pid = 0')[0][0] if cap.has(table) else 0
 
 
-def _lost_stacks(cap: Capture) -> int:
-    t = cap.manifest.get("tracers", {}).get("stack", {})
-    return int(sum(t.get("lost_per_cpu", {}).get("stack", [])))
+def _lost_stacks(cap: ArchiveDb) -> int:
+    return int(sum(cap.info.tracer("stack").get("lost_per_cpu", {}).get("stack", [])))
+
+
+class ProfileAnalyzer(ResultRendering[Profile]):
+    name, views = NAME, VIEWS
+
+    def applies(self, db: ArchiveDb) -> bool:
+        return applies(db)
+
+    def report_params(self, top: int) -> ProfileParams:
+        return ProfileParams(top=top)
+
+    def run(self, db: ArchiveDb, params: ProfileParams) -> Profile:
+        return run(db, params)
+
+
+ANALYZER = ProfileAnalyzer()

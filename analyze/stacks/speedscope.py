@@ -9,8 +9,8 @@ at the root is kept, so threads of one process stay apart.
 
 from __future__ import annotations
 
-from uetrace.analyze.folded import frame_name
-from uetrace.analyze.stack_samples import StackSet
+from uetrace.analyze.stacks.folded import frame_name
+from uetrace.analyze.stacks.samples import StackSet
 
 SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
 

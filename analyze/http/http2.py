@@ -16,8 +16,9 @@ from urllib.parse import unquote
 
 import hpack
 
-from uetrace.analyze.http1 import Exchange
-from uetrace.analyze.streams import Stream, View
+from uetrace.analyze.http.connection import View
+from uetrace.analyze.http.exchange import Exchange
+from uetrace.analyze.http.streams import Stream
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Frame types (RFC 9113 section 6), in type-code order.

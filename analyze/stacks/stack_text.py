@@ -15,12 +15,12 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from uetrace.analyze.capture import Capture
-from uetrace.analyze.symbolize import FRAME_SCHEMA, Symbolizer
+from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.stacks.symbolize import FRAME_SCHEMA, Symbolizer
 
 
 class StackNamer:
-    def __init__(self, cap: Capture, tracer: str, first_frame_exact: bool = True):
+    def __init__(self, cap: ArchiveDb, tracer: str, first_frame_exact: bool = True):
         self.cap, self.tracer, self.first_exact = cap, tracer, first_frame_exact
         self.ok = cap.has("stacks")
         self._cache: dict[tuple[int, int, int], list[str]] = {}

@@ -28,8 +28,8 @@ import posixpath
 
 import pyarrow as pa
 
-from uetrace.analyze.capture import Capture
-from uetrace.analyze.demangle import demangle
+from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.stacks.demangle import demangle
 
 # Beyond this distance from the nearest kallsyms entry an address is not inside
 # that symbol (no kernel function is this large); it stays unnamed.
@@ -45,7 +45,7 @@ RESOLVED_COLUMNS = ("id", "function", "module", "offset", "file", "line", "resol
 class Symbolizer:
     """Resolves frames of one capture; prepares its lookup tables once."""
 
-    def __init__(self, cap: Capture):
+    def __init__(self, cap: ArchiveDb):
         self.cap = cap
         self.con = cap.con
         self._prepared = False
@@ -199,7 +199,7 @@ def _table(ids, fn, mod, off, files, lines, ok) -> pa.Table:
                                 names=list(RESOLVED_COLUMNS))
 
 
-def symbolize(cap: Capture, pid: int, addr: int, ts: int = 0, kernel: bool | None = None,
+def symbolize(cap: ArchiveDb, pid: int, addr: int, ts: int = 0, kernel: bool | None = None,
               leaf: bool = True) -> dict:
     """One frame, for scripts and tests: {function, module, offset, file, line, resolved}."""
     if kernel is None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from uetrace.analyze.http1 import Exchange
-from uetrace.analyze.streams import Stream
+from uetrace.analyze.http.exchange import Exchange
+from uetrace.analyze.http.streams import Stream
 
 OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 CLIENT_TO_SERVER = "client->server"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from uetrace.analyze.streams import Stream
+from uetrace.analyze.http.streams import Stream
 
 _HANDSHAKE = 22
 _CONTENT_TYPES = (20, 21, 22, 23)  # change_cipher_spec, alert, handshake, application_data
