@@ -16,17 +16,17 @@ from uetrace.errors import UetraceError
 
 # Each command lives in its own module; adding a command is one line here.
 COMMANDS = (
-    "uetrace.cmd_capture",
-    "uetrace.cmd_info",
-    "uetrace.cmd_doctor",
-    "uetrace.cmd_analyze",
-    "uetrace.cmd_query",
-    "uetrace.cmd_requests",
-    "uetrace.cmd_flows",
-    "uetrace.cmd_export",
-    "uetrace.cmd_flamegraph",
-    "uetrace.cmd_deadlocks",
-    "uetrace.cmd_leaks",
+    "uetrace.cli.capture",
+    "uetrace.cli.info",
+    "uetrace.cli.doctor",
+    "uetrace.cli.analyze",
+    "uetrace.cli.query",
+    "uetrace.cli.requests",
+    "uetrace.cli.flows",
+    "uetrace.cli.export",
+    "uetrace.cli.flamegraph",
+    "uetrace.cli.deadlocks",
+    "uetrace.cli.leaks",
 )
 
 
