@@ -9,8 +9,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from uetrace.analyze.http import http1, http2, tls, websocket
-from uetrace.analyze.http import HttpParams, analyze_http, store_tables
+from uetrace.analyze.http import HttpParams, analyze_http, http1, http2, store_tables, tls, websocket
 from uetrace.analyze.http.connection import Connection, Socket, View
 from uetrace.analyze.http.streams import EGRESS, INGRESS, stream_from_writes
 

@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import FIXTURES, CaptureRun, require_kernel
 
-from uetrace.analyze.stacks import folded, profile
 from uetrace.analyze.archive_db import open_archive_db
+from uetrace.analyze.stacks import folded, profile
 from uetrace.analyze.stacks.samples import SampleFilter
 from uetrace.cli import main
 

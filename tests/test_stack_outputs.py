@@ -13,8 +13,8 @@ from stack_archive import KBASE, LIBC_BASE, app, build, pack
 
 from uetrace.analyze.stacks import folded
 from uetrace.analyze.stacks import samples as stack_samples
-from uetrace.analyze.stacks.svg import render_svg
 from uetrace.analyze.stacks.speedscope import to_speedscope
+from uetrace.analyze.stacks.svg import render_svg
 from uetrace.cli import main
 
 SVG = "{http://www.w3.org/2000/svg}"

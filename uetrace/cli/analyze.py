@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import click
 from rich.console import Console
 
+from uetrace.cli.options import archive_argument, json_option
+
 
 @click.command("analyze")
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@archive_argument
+@json_option()
 @click.option("--only", default=None, metavar="LIST", help="Comma-separated sections to run (e.g. summary,http).")
 @click.option("--top", type=int, default=10, show_default=True, help="Rows in top-N tables.")
 def command(archive: Path, as_json: bool, only: str | None, top: int):
@@ -22,40 +25,30 @@ def command(archive: Path, as_json: bool, only: str | None, top: int):
       trace analyze run.tar.zst
       trace analyze run.tar.zst --json > report.json
     """
-    from uetrace.analyze.capture import open_capture
-    from uetrace.analyze.registry import analyzers
+    from uetrace.analyze.sections import analyzers
+    from uetrace.cli.reading import reading
     from uetrace.errors import BadInputError
 
-    mods = analyzers()
+    sections = analyzers()
     wanted = [s.strip() for s in only.split(",")] if only else None
     if wanted:
-        unknown = set(wanted) - {m.NAME for m in mods}
+        unknown = set(wanted) - {a.name for a in sections}
         if unknown:
             raise BadInputError(f"unknown section {sorted(unknown)[0]!r}; choose from "
-                                + ", ".join(m.NAME for m in mods))
+                                + ", ".join(a.name for a in sections))
     err = Console(stderr=True)
-    with open_capture(archive) as cap:
-        for w in cap.warnings:
-            err.print(f"[yellow]warning:[/] {w}")
+    with reading(archive) as db:
         report = {}
-        for mod in mods:
-            if (wanted and mod.NAME not in wanted) or not mod.applies(cap):
+        for a in sections:
+            if (wanted and a.name not in wanted) or not a.applies(db):
                 continue
-            with err.status(f"analyzing {mod.NAME}...") if err.is_terminal else _null():
-                result = mod.run(cap, {"top": top})
+            with err.status(f"analyzing {a.name}...") if err.is_terminal else contextlib.nullcontext():
+                result = a.run(db, a.report_params(top))
             if as_json:
-                report[mod.NAME] = result.to_json()
+                report[a.name] = a.to_json(result)
             else:
-                click.echo(f"== {mod.NAME} ==")
-                click.echo(result.to_text())
+                click.echo(f"== {a.name} ==")
+                click.echo(a.render(result))
                 click.echo()
         if as_json:
             click.echo(json.dumps(report, indent=1, default=str))
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

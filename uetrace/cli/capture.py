@@ -12,8 +12,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from uetrace.durations import Duration
-from uetrace.output import human_bytes
+from uetrace.cli.options import Duration
+from uetrace.units import human_bytes
 
 
 def _tracer_names() -> list[str]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from uetrace.cli.options import archive_argument, json_option
+
 
 @click.command("deadlocks")
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@archive_argument
+@json_option()
 @click.option("--max-cycles", type=click.IntRange(1), default=50, show_default=True,
               help="Stop looking for lock-order cycles after this many.")
 def command(archive: Path, as_json: bool, max_cycles: int):
@@ -24,12 +25,13 @@ def command(archive: Path, as_json: bool, max_cycles: int):
       trace deadlocks run.tar.zst
       trace deadlocks run.tar.zst --json
     """
-    from uetrace.analyze import deadlock
-    from uetrace.analyze.capture import open_capture
-    from uetrace.errors import BadInputError
+    from uetrace.analyze.deadlock import ANALYZER, DeadlockParams
+    from uetrace.cli.output import echo_json
+    from uetrace.cli.reading import reading
 
-    with open_capture(archive) as cap:
-        if not deadlock.applies(cap):
-            raise BadInputError(f"{archive}: no lock records (capture with the lock tracer and --pid/--comm)")
-        report = deadlock.run(cap, {"max_cycles": max_cycles})
-    click.echo(json.dumps(report.to_json(), indent=1, default=str) if as_json else report.to_text())
+    with reading(archive, ANALYZER.applies, "no lock records (capture with the lock tracer and --pid/--comm)") as db:
+        report = ANALYZER.run(db, DeadlockParams(max_cycles=max_cycles))
+    if as_json:
+        echo_json(ANALYZER.to_json(report))
+    else:
+        click.echo(ANALYZER.render(report))

@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from uetrace.cli.options import archive_argument
+
 
 @click.command("export")
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@archive_argument
 @click.option("--format", "fmt", type=click.Choice(["pcapng"]), default="pcapng", show_default=True,
               help="Output format.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -24,15 +26,13 @@ def command(archive: Path, fmt: str, output: Path):
     Example:
       trace export run.tar.zst --format pcapng -o run.pcapng
     """
-    from uetrace.analyze.capture import open_capture
     from uetrace.analyze.pcapng import ExportError, export_file
+    from uetrace.cli.reading import reading
 
     err = Console(stderr=True)
-    with open_capture(archive) as cap:
-        for w in cap.warnings:
-            err.print(f"[yellow]warning:[/] {w}")
+    with reading(archive) as db:
         try:
-            res = export_file(cap, output)
+            res = export_file(db, output)
         except ExportError:
             output.unlink(missing_ok=True)
             raise

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from uetrace.cli.options import archive_argument
 from uetrace.durations import parse_duration
 
 
@@ -29,7 +30,7 @@ class Seconds(click.ParamType):
 
 
 @click.command("flamegraph")
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@archive_argument
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="File to write (default: flamegraph.svg / .folded / .speedscope.json; '-' for stdout).")
 @click.option("--format", "fmt", type=click.Choice(["svg", "folded", "speedscope"]), default="svg",
@@ -57,17 +58,15 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title):
       trace flamegraph run.tar.zst --format folded -o - | inferno-flamegraph > out.svg
       trace flamegraph run.tar.zst --format speedscope -o run.speedscope.json
     """
-    from uetrace.analyze import stack_samples
-    from uetrace.analyze.capture import open_capture
+    from uetrace.analyze.stacks import samples
+    from uetrace.cli.reading import reading
     from uetrace.errors import BadInputError
 
     kind = "offcpu" if offcpu else "cpu"
-    flt = stack_samples.SampleFilter(pids=pids, tids=tids, comms=comms, start_s=start, end_s=end, kind=kind)
-    with open_capture(archive) as cap:
-        if not stack_samples.available(cap, kind):
-            what = "off-CPU intervals (capture with --offcpu)" if offcpu else "stack samples (capture with -t stack)"
-            raise BadInputError(f"{archive}: no {what}")
-        stacks = stack_samples.load(cap, flt)
+    flt = samples.SampleFilter(pids=pids, tids=tids, comms=comms, start_s=start, end_s=end, kind=kind)
+    what = "off-CPU intervals (capture with --offcpu)" if offcpu else "stack samples (capture with -t stack)"
+    with reading(archive, lambda db: samples.available(db, kind), f"no {what}") as db:
+        stacks = samples.load(db, flt)
     if not stacks.total:
         raise BadInputError("no samples match the filters")
     text = render(stacks, fmt, title or f"{'Off-CPU' if offcpu else 'CPU'} flame graph: {archive.name}")
@@ -83,10 +82,10 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title):
 
 def render(stacks, fmt: str, title: str) -> str:
     if fmt == "folded":
-        from uetrace.analyze import folded
+        from uetrace.analyze.stacks import folded
         return folded.render(folded.fold(stacks))
     if fmt == "speedscope":
-        from uetrace.analyze.speedscope import to_speedscope
+        from uetrace.analyze.stacks.speedscope import to_speedscope
         return json.dumps(to_speedscope(stacks, title), separators=(",", ":")) + "\n"
-    from uetrace.analyze.flamegraph_svg import render_svg
+    from uetrace.analyze.stacks.svg import render_svg
     return render_svg(stacks, title)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
-from rich.console import Console
+
+from uetrace.cli.options import archive_argument, json_option
 
 
 @click.command("flows")
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@archive_argument
+@json_option("Machine-readable output.")
 @click.option("--top", type=click.IntRange(0), default=0, show_default=True,
               help="Only the N flows with the most bytes (0: all).")
 def command(archive: Path, as_json: bool, top: int):
@@ -26,17 +26,13 @@ def command(archive: Path, as_json: bool, top: int):
       trace flows run.tar.zst --json | jq '.flows[] | select(.resets > 0)'
       trace query run.tar.zst "SELECT * FROM flows WHERE retransmissions > 0"
     """
-    from uetrace.analyze import flows
-    from uetrace.analyze.capture import open_capture
-    from uetrace.errors import BadInputError
+    from uetrace.analyze.flows import ANALYZER, FlowsParams
+    from uetrace.cli.output import echo_json
+    from uetrace.cli.reading import reading
 
-    with open_capture(archive) as cap:
-        for w in cap.warnings:
-            Console(stderr=True).print(f"[yellow]warning:[/] {w}")
-        if not flows.applies(cap):
-            raise BadInputError(f"{archive}: no packets recorded (capture with the net tracer: -t net)")
-        result = flows.run(cap, {"top": top})
+    with reading(archive, ANALYZER.applies, "no packets recorded (capture with the net tracer: -t net)") as db:
+        result = ANALYZER.run(db, FlowsParams(top=top))
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=1, default=str))
+        echo_json(ANALYZER.to_json(result))
     else:
-        click.echo(result.to_text())
+        click.echo(ANALYZER.render(result))

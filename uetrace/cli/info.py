@@ -8,13 +8,14 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from uetrace.archive_format import recording_seconds
-from uetrace.output import human_bytes, print_rows
+from uetrace.cli.options import archive_argument, json_option
+from uetrace.cli.output import print_rows
+from uetrace.units import human_bytes
 
 
 @click.command("info")
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@archive_argument
+@json_option("Print the manifest as JSON.")
 def command(archive: Path, as_json: bool):
     """Show what is inside an archive: host, duration, tracers, counts, losses.
 
@@ -23,18 +24,18 @@ def command(archive: Path, as_json: bool):
       trace info run.tar.zst
     """
     from uetrace.analyze.archive import extract
+    from uetrace.analyze.manifest_info import ManifestInfo
+    from uetrace.cli.reading import print_warnings
 
-    ex = extract(archive)
+    ex = extract(archive)  # the manifest and members only: no DuckDB views needed
     try:
-        err = Console(stderr=True)
-        for w in ex.warnings:
-            err.print(f"[yellow]warning:[/] {w}")
+        print_warnings(ex.warnings)
         m = ex.manifest
         if as_json:
             click.echo(json.dumps(m, indent=1))
             return
         host = m.get("host", {})
-        dur = recording_seconds(m)
+        dur = ManifestInfo(m).recording_seconds
         console = Console()
         console.print(f"[bold]{archive}[/]: uetrace {m.get('tool_version')} format {m.get('format_version')}")
         console.print(f"host {host.get('hostname')} kernel {host.get('kernel')} {host.get('arch')} "

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from uetrace.durations import Duration
+from uetrace.cli.options import Duration, archive_argument, json_option
 
 
 class Age(Duration):
@@ -18,8 +17,8 @@ class Age(Duration):
 
 
 @click.command("leaks")
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@archive_argument
+@json_option()
 @click.option("--min-age", type=Age(), default=1.0, show_default=True,
               help="Leave out blocks younger than this at the end (500ms, 2s).")
 @click.option("--top", type=click.IntRange(1), default=20, show_default=True, help="Stacks to list.")
@@ -33,12 +32,13 @@ def command(archive: Path, as_json: bool, min_age: float, top: int):
       sudo trace capture -d 60s -t proc,alloc --pid 1234 -o run.tar.zst
       trace leaks run.tar.zst --min-age 5s
     """
-    from uetrace.analyze import leaks
-    from uetrace.analyze.capture import open_capture
-    from uetrace.errors import BadInputError
+    from uetrace.analyze.leaks import ANALYZER, LeaksParams
+    from uetrace.cli.output import echo_json
+    from uetrace.cli.reading import reading
 
-    with open_capture(archive) as cap:
-        if not leaks.applies(cap):
-            raise BadInputError(f"{archive}: no alloc records (capture with the alloc tracer and --pid/--comm)")
-        report = leaks.run(cap, {"min_age": min_age, "top": top})
-    click.echo(json.dumps(report.to_json(), indent=1, default=str) if as_json else report.to_text())
+    with reading(archive, ANALYZER.applies, "no alloc records (capture with the alloc tracer and --pid/--comm)") as db:
+        report = ANALYZER.run(db, LeaksParams(min_age_s=min_age, top=top))
+    if as_json:
+        echo_json(ANALYZER.to_json(report))
+    else:
+        click.echo(ANALYZER.render(report))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from uetrace.output import format_option, print_rows
+from uetrace.cli.options import archive_argument, format_option
+from uetrace.cli.output import print_rows
 
 
 @click.command("query")
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@archive_argument
 @click.argument("sql", required=False)
 @click.option("--tables", is_flag=True, help="List the tables (views) and their columns.")
 @format_option
@@ -29,14 +29,13 @@ def command(archive: Path, sql: str | None, tables: bool, fmt: str):
     """
     import duckdb
 
-    from uetrace.analyze.session import open_for_analysis
+    from uetrace.analyze.query_views import open_for_query
+    from uetrace.cli.reading import reading
     from uetrace.errors import BadInputError
 
     if not sql and not tables:
         raise BadInputError("give a SQL statement, or --tables to list the tables")
-    with open_for_analysis(archive, sql, all_views=tables) as cap:
-        for w in cap.warnings:
-            Console(stderr=True).print(f"[yellow]warning:[/] {w}")
+    with reading(archive, opener=lambda path: open_for_query(path, sql, all_views=tables)) as cap:
         if tables:
             rows = cap.query("SELECT table_name, string_agg(column_name || ' ' || data_type, ', ') "
                              "FROM information_schema.columns GROUP BY table_name ORDER BY table_name")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,18 +9,18 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
-from uetrace.durations import Duration
-from uetrace.output import format_option, print_rows
+from uetrace.cli.options import Duration, archive_argument, format_option, json_option
+from uetrace.cli.output import echo_json, print_rows
 
 if TYPE_CHECKING:
-    from uetrace.analyze.http1 import Exchange
+    from uetrace.analyze.http.exchange import Exchange
 
 COLUMNS = ("time s", "proto", "method", "path", "status", "latency ms", "req bytes", "resp bytes", "client",
            "server", "note")
 
 
 @click.command("requests")
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@archive_argument
 @click.option("--status", default=None, metavar="LIST",
               help="Keep these statuses: 404, 5xx, or a comma list (4xx,500); gRPC calls match on grpc-status.")
 @click.option("--path", "path_glob", default=None, metavar="GLOB", help="Keep request paths matching this glob "
@@ -29,7 +28,7 @@ COLUMNS = ("time s", "proto", "method", "path", "status", "latency ms", "req byt
 @click.option("--min-latency", type=Duration(), default=None,
               help="Keep exchanges at least this slow (100ms, 1.5s).")
 @click.option("--pid", type=int, default=None, help="Keep exchanges with this process at either end.")
-@click.option("--json", "as_json", is_flag=True, help="Every field of every exchange, as a JSON list.")
+@json_option("Every field of every exchange, as a JSON list.")
 @format_option
 def command(archive: Path, status: str | None, path_glob: str | None, min_latency: float | None,
             pid: int | None, as_json: bool, fmt: str):
@@ -48,22 +47,18 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
       trace query run.tar.zst "SELECT method, count(*) FROM http_exchanges GROUP BY 1"
     """
     from uetrace.analyze import http
-    from uetrace.analyze.capture import open_capture
-    from uetrace.errors import BadInputError
+    from uetrace.cli.reading import reading
 
     params = http.HttpParams(pid=pid, status=status, path=path_glob,
                              min_latency_ms=min_latency * 1e3 if min_latency is not None else None)
-    with open_capture(archive) as cap:
-        for w in cap.warnings:
-            Console(stderr=True).print(f"[yellow]warning:[/] {w}")
-        if not http.applies(cap):
-            raise BadInputError(f"{archive}: no socket records (capture with the sock tracer: -t sock,proc)")
-        result = http.run(cap, params)
-        t0 = int(cap.manifest.get("clock", {}).get("start", {}).get("monotonic_ns") or 0)
+    missing = "no socket records (capture with the sock tracer: -t sock,proc)"
+    with reading(archive, http.ANALYZER.applies, missing) as db:
+        result = http.ANALYZER.run(db, params)
+        t0 = db.info.start_ns or 0
     # Time order across connections: the parsers emit them connection by connection.
     exchanges = sorted(result.exchanges, key=lambda e: (_when(e), e.conn_id, e.stream_id or 0))
     if as_json:
-        click.echo(json.dumps([e.to_dict() for e in exchanges], indent=1, default=str))
+        echo_json([e.to_dict() for e in exchanges])
         return
     if not t0 and exchanges:
         t0 = min(_when(e) for e in exchanges)
