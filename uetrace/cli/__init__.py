@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import NoReturn
 
 import click
 
@@ -31,14 +32,36 @@ COMMANDS = (
 
 
 class Group(click.Group):
+    """Every failure the user can act on ends in one line on stderr and an exit code (click's own
+    usage errors included, which would print the usage and a blank line first)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:
+            _usage_error(e)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UetraceError as e:
             click.echo(f"trace: error: {e}", err=True)
             sys.exit(e.exit_code)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:
+            _usage_error(e)
         except BrokenPipeError:
             sys.exit(1)
+
+
+def _usage_error(e: click.UsageError) -> NoReturn:
+    where = e.ctx.command_path if e.ctx is not None else "trace"
+    message = " ".join(e.format_message().split())
+    click.echo(f"trace: error: {message} (see '{where} --help')", err=True)
+    sys.exit(e.exit_code)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
