@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from uetrace.archive_format import recording_seconds, recording_window
-
 
 class ManifestInfo:
     def __init__(self, manifest: dict):
@@ -23,8 +21,7 @@ class ManifestInfo:
 
     def monotonic_ns(self, anchor: str) -> int | None:
         """CLOCK_MONOTONIC ns at a clock anchor ("start", "attached", "detached", "end")."""
-        v = self._clock(anchor).get("monotonic_ns")
-        return int(v) if isinstance(v, (int, float)) and v else None
+        return _ns(self._clock(anchor).get("monotonic_ns"))
 
     @property
     def start_ns(self) -> int | None:
@@ -39,15 +36,24 @@ class ManifestInfo:
     def realtime_offset_ns(self) -> int:
         """CLOCK_REALTIME - CLOCK_MONOTONIC at the start (0 when unknown): adds to a record's ts for wall time."""
         start = self._clock("start")
-        return int(start.get("realtime_ns", 0) or 0) - int(start.get("monotonic_ns", 0) or 0)
+        return (_ns(start.get("realtime_ns")) or 0) - (_ns(start.get("monotonic_ns")) or 0)
 
     @property
     def recording_window(self) -> tuple[str, str] | None:
-        return recording_window(self.raw)
+        """The clock anchors between which every tracer was recording: attached -> detached when the
+        capture recorded them, else start -> end (the whole run, attach and symbol snapshots included);
+        as archive_format.recording_window, for manifests of any shape."""
+        for a, b in (("attached", "detached"), ("start", "detached"), ("start", "end")):
+            if self.monotonic_ns(a) is not None and self.monotonic_ns(b) is not None:
+                return a, b
+        return None
 
     @property
     def recording_seconds(self) -> float | None:
-        return recording_seconds(self.raw)
+        window = self.recording_window
+        if window is None:
+            return None
+        return (self.monotonic_ns(window[1]) - self.monotonic_ns(window[0])) / 1e9  # type: ignore[operator]
 
     @property
     def complete(self) -> bool:
@@ -82,3 +88,7 @@ class ManifestInfo:
     def alloc_sample(self) -> int:
         """1 in N heap blocks the alloc tracer kept (1: all)."""
         return int(self.tracer_stats("alloc").get("alloc_sample") or self.option("alloc_sample") or 1)
+
+
+def _ns(v: object) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v else None
