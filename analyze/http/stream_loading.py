@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from uetrace.analyze.enums import DEFAULT, Enums
 from uetrace.analyze.http.connection import Socket
-from uetrace.analyze.http.streams import EGRESS, INGRESS, Rows, Stream, _assemble, empty_stream
+from uetrace.analyze.http.streams import EGRESS, INGRESS, Rows, Stream, assemble, empty_stream
 
 _WHERE = "WHERE bytes > 0 AND protocol = 6"  # UDP datagrams are not byte streams
 _LOAD_SQL = "SELECT {key} AS k, direction, ts_enter, ts_exit, pid, tid, bytes, payload FROM {table} " \
@@ -89,7 +89,7 @@ def load_sockets(con: duckdb.DuckDBPyConnection, table: str = "sock_data", sourc
         if any(paylen[j] > sizes[j] for j in odd[a:b]):  # malformed rows: clip them one by one
             offs = offsets[lo:hi + 1].tolist()
             caps = [bytes(data[offs[j]:offs[j + 1]]) for j in range(hi - lo)]
-            return _assemble(rows, lo, hi, sizes[lo:hi].tolist(), caps, direction)
+            return assemble(rows, lo, hi, sizes[lo:hi].tolist(), caps, direction)
         # A short row ends a stretch (its uncaptured tail is the gap); the rows of one stretch are
         # contiguous in the buffer, so each stretch is one slice.
         offs = offsets[lo:hi + 1].tolist()  # offs[x - lo]: row x's first payload byte in the buffer

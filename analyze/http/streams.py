@@ -6,9 +6,8 @@ process saw it; where a syscall moved more than was captured, the stream has a g
 Gaps are never filled: parsers ask for bytes and get None where the capture has none, and skip over
 gaps by length (a body whose size the headers announced can be stepped over without its bytes).
 
-The two sockets of one TCP connection (client and server end, both captured when both processes run on
-the traced host) carry the same bytes at the same stream offsets; `Connection` pairs them so that a
-parser can read one end and look up who (pid/tid) and when at the other end.
+This module is the model only: stream_loading.py builds streams from the archive, connection.py pairs
+the two ends of a connection.
 """
 
 from __future__ import annotations
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The stream model's own direction codes; stream_loading.py maps the archive's ue_sock_direction values
+# to these by enumerator name.
 EGRESS = 0  # the process wrote
 INGRESS = 1  # the process read
 
@@ -174,10 +175,10 @@ def stream_from_writes(pieces: Sequence[bytes | int | tuple[bytes, int]], ts0: i
     starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)[:-1])) if n else np.zeros(0)
     ts = ts0 + np.arange(n, dtype=np.int64) * step
     rows = Rows(starts, ts, ts + step // 2, np.full(n, pid), np.full(n, tid))
-    return _assemble(rows, 0, n, sizes, caps, direction)
+    return assemble(rows, 0, n, sizes, caps, direction)
 
 
-def _assemble(rows: Rows, lo: int, hi: int, sizes: Sequence[int], caps: Sequence[bytes],
+def assemble(rows: Rows, lo: int, hi: int, sizes: Sequence[int], caps: Sequence[bytes],
               direction: int) -> Stream:
     """Join per-row captured prefixes into stretches; sizes/caps are indexed from lo."""
     chunk_starts: list[int] = []
