@@ -184,11 +184,11 @@ def _directions(cap: ArchiveDb) -> tuple[int, int]:
 
 
 def register_views(cap: ArchiveDb) -> None:
-    if cap.cache.get(NAME):
+    if cap.cache.get("flows.views"):  # the views are built once per archive
         return
     cap.con.execute(_OBSERVED.format(loopbacks=_loopbacks(cap), ingress=int(_directions(cap)[1])))
     cap.con.execute(_FLOWS)
-    cap.cache[NAME] = True
+    cap.cache["flows.views"] = True
 
 
 def iface_names(cap: ArchiveDb) -> dict[int, str]:
