@@ -12,9 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from uetrace.analyze import http1, tls
-from uetrace.analyze.http import HttpParams, analyze_http, store_tables
-from uetrace.analyze.streams import stream_from_writes
+from uetrace.analyze.http import HttpParams, analyze_http, http1, store_tables, tls
+from uetrace.analyze.http.streams import stream_from_writes
 
 SNAPLEN = 4096
 SOCK_SCHEMA = pa.schema([

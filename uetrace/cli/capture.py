@@ -1,0 +1,142 @@
+"""`trace capture`: record with every selected tracer into one archive."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from uetrace.cli.options import Duration
+from uetrace.units import human_bytes
+
+
+def _tracer_names() -> list[str]:
+    from uetrace.capture.registry import TRACERS
+    return list(TRACERS)
+
+
+class ProgressView:
+    """Live per-tracer rates on a terminal; nothing on a pipe (CI logs stay readable)."""
+
+    def __init__(self, console: Console, enabled: bool):
+        self.console = console
+        self.live = Live(console=console, refresh_per_second=4, transient=False) if enabled else None
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def __enter__(self):
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.__exit__(*exc)
+
+    def update(self, p) -> None:
+        if not self.live:
+            return
+        t = Table(header_style="bold")
+        for col in ("tracer", "records", "records/s", "lost"):
+            t.add_column(col, justify="right" if col != "tracer" else "left")
+        now = time.monotonic()
+        for name, st in p.tracers.items():
+            prev_t, prev_n = self._last.get(name, (now, st["records"]))
+            rate = (st["records"] - prev_n) / (now - prev_t) if now > prev_t else 0.0
+            self._last[name] = (now, st["records"])
+            t.add_row(name, f"{st['records']:,}", f"{rate:,.0f}", f"{st['lost']:,}",
+                      style="red" if st["lost"] else None)
+        self.live.update(Group(Text(_title(p), style="bold"), t))
+
+
+def _title(p) -> str:
+    left = f", {max(0.0, p.duration - p.elapsed):.0f}s left" if p.duration else ", Ctrl-C to stop"
+    return f"capturing: {p.elapsed:.0f}s elapsed{left}; {human_bytes(p.bytes_written)} written"
+
+
+@click.command("capture")
+@click.option("-d", "--duration", type=Duration(), default=None,
+              help="How long to record (500ms, 10s, 2m). Default: until Ctrl-C or SIGTERM.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("capture.tar.zst"),
+              show_default=True, help="Archive to write (created 0600).")
+@click.option("-t", "--tracers", default=None, metavar="LIST",
+              help="Comma-separated tracers to attach (default: all default tracers).")
+@click.option("-p", "--pid", "pids", type=int, multiple=True, help="Only record these processes (repeatable).")
+@click.option("-c", "--comm", "comms", multiple=True, help="Only record tasks with this command name (repeatable).")
+@click.option("--snaplen", type=click.IntRange(0, 4096), default=512, show_default=True,
+              help="Payload bytes kept per socket read/write.")
+@click.option("--ring-size", type=click.IntRange(1, 1024), default=32, show_default=True, metavar="MIB",
+              help="Ring buffer size per tracer, in MiB (a power of two).")
+@click.option("--segment-seconds", type=Duration(), default=5.0, show_default=True,
+              help="Roll Parquet segments at this age (and at 64 MiB).")
+@click.option("--alloc-sample", type=click.IntRange(1), default=1, show_default=True, metavar="N",
+              help="alloc tracer: keep 1 in N heap blocks (by address hash; leak figures are scaled back).")
+@click.option("--all-processes", is_flag=True,
+              help="lock/alloc tracers: probe every process, not only --pid/--comm (slows the whole system).")
+@click.option("--iface", "ifaces", multiple=True, metavar="NAME",
+              help="net tracer: interface to attach to (repeatable; default: every interface that is up).")
+@click.option("--xdp-mode", type=click.Choice(["generic", "native"]), default="generic", show_default=True,
+              help="net tracer: XDP mode; native may make some NIC drivers reset the link.")
+@click.option("--net-snaplen", type=click.IntRange(0, 4096), default=128, show_default=True,
+              help="net tracer: bytes kept of each packet (headers included).")
+@click.option("--tc-attach", type=click.Choice(["auto", "tcx", "clsact"]), default="auto", show_default=True,
+              help="net tracer: egress hook; auto uses a TCX link where the kernel has it (>= 6.6).")
+@click.option("--freq", type=click.IntRange(1, 10000), default=99, show_default=True, metavar="HZ",
+              help="stack tracer: samples per second on each CPU.")
+@click.option("--offcpu", is_flag=True, help="stack tracer: also record off-CPU intervals (sched_switch).")
+@click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
+def command(duration, output, tracers, pids, comms, snaplen, ring_size, segment_seconds, alloc_sample,
+            all_processes, ifaces, xdp_mode, net_snaplen, tc_attach, freq, offcpu, quiet):
+    """Record what the tracers see into one archive (needs root).
+
+    Ctrl-C or SIGTERM stops early and still writes a complete archive.
+
+    \b
+    Examples:
+      sudo trace capture -d 60s -o run.tar.zst
+      sudo trace capture -d 10s --tracers sock,proc --pid 1234 -o web.tar.zst
+    """
+    from uetrace.capture.options import CaptureOptions
+    from uetrace.capture.session import CaptureSession
+    from uetrace.errors import BadInputError
+
+    if ring_size & (ring_size - 1):
+        raise BadInputError(f"--ring-size {ring_size}: must be a power of two (MiB)")
+    names = [n.strip() for n in tracers.split(",") if n.strip()] if tracers else []
+    for n in names:
+        if n not in _tracer_names():
+            raise BadInputError(f"unknown tracer {n!r}; choose from {', '.join(_tracer_names())}")
+    opts = CaptureOptions(output=output, duration=duration, tracers=names, pids=list(pids),
+                          comms=list(comms), snaplen=snaplen, ring_size=ring_size << 20,
+                          segment_seconds=segment_seconds, command_line=sys.argv[:])
+    opts.extra.update(alloc_sample=alloc_sample, all_processes=all_processes)
+    opts.extra.update(net_ifaces=list(ifaces), net_xdp_mode=xdp_mode, net_snaplen=net_snaplen,
+                      net_tc_attach=tc_attach)
+    opts.extra.update(freq=freq, offcpu=offcpu)
+    err = Console(stderr=True)
+    if all_processes:
+        err.print("[yellow]warning:[/] --all-processes: every malloc, free and pthread_mutex call of every "
+                  "process traps into the kernel (~0.6 us malloc, ~10 us free/mutex): expect a slower system")
+    with ProgressView(err, enabled=not quiet and err.is_terminal) as view:
+        session = CaptureSession(opts, on_progress=view.update)
+        manifest = session.run()
+    _summary(err, manifest, output)
+
+
+def _summary(console: Console, m: dict, output: Path) -> None:
+    for name, t in m["tracers"].items():
+        if not t.get("attached"):
+            console.print(f"[yellow]warning:[/] tracer {name} not attached: {t.get('reason')}")
+        for f in t.get("attach_failures", []) if t.get("attached") else []:
+            console.print(f"[yellow]warning:[/] {name}: {f['point']}: {f['error']}")
+        if t.get("lost"):
+            console.print(f"[red]warning:[/] {name} lost {t['lost']:,} records (see trace info)")
+    total = sum(t.get("records", 0) for t in m["tracers"].values())
+    size = output.stat().st_size if output.exists() else 0
+    console.print(f"wrote {output} ({human_bytes(size)}): {total:,} records, "
+                  f"stopped by {m.get('stop_reason', 'duration')}")
