@@ -4,8 +4,11 @@ off-CPU intervals from sched_switch with --offcpu.
 Options (CaptureOptions.extra): freq (Hz per CPU, default 99), offcpu (bool),
 min_offcpu_us (default 1), stack_entries (stack map slots, default 16384).
 
-At finish the stack map is dumped to the `stacks` table (capture/stack_maps.py)
-and the objects mapped by every sampled process are snapshotted
+Samples carry their frames (bpf/stack.h); postprocess() turns them into ids of
+the `stacks` table, so `stack_sample` keeps the columns it always had. Off-CPU
+records use the stack map. At finish the interned stacks and the stack map are
+written to `stacks` (capture/stack_maps.py) and the objects mapped by every
+sampled process are snapshotted
 (capture/symbol_snapshot.py), so the archive alone names every frame.
 """
 
@@ -17,11 +20,12 @@ import pyarrow as pa
 
 from uetrace.capture.libbpf import BpfError, BpfObject, Link
 from uetrace.capture.perf_event import online_cpus, open_cpu_clock
-from uetrace.capture.stack_maps import DEFAULT_STACK_ENTRIES, dump_stacks, size_stack_map
+from uetrace.capture.stack_maps import DEFAULT_STACK_ENTRIES, StackInterner, dump_stacks, size_stack_map
 from uetrace.capture.symbol_snapshot import SymbolSnapshot
 from uetrace.capture.tracer import Tracer
 
 DEFAULT_FREQ = 99  # Hz: not a divisor of common timer periods, so sampling does not lock step with them
+SAMPLE_DEPTH = 127  # UE_SAMPLE_DEPTH in bpf/stack.h
 
 
 class StackTracer(Tracer):
@@ -38,6 +42,7 @@ class StackTracer(Tracer):
         self.offcpu = bool(opts.extra.get("offcpu"))
         self.perf_fds: list[int] = []  # ours; each link holds a dup, which libbpf closes on detach
         self.symbols = SymbolSnapshot.for_capture(opts)
+        self.interned = StackInterner(SAMPLE_DEPTH)
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         if self.freq <= 0:
@@ -63,16 +68,37 @@ class StackTracer(Tracer):
         if not self.attached:
             raise BpfError(f"attach {self.name}: no perf event attached", 95)
 
+    def postprocess(self, kind: str, table: pa.Table) -> pa.Table:
+        """Samples: frames -> stack ids (a few hundred rows a second: a Python step per row is fine)."""
+        if kind != "stack_sample":
+            return table
+        frames = table.column("frames").to_pylist()
+        kframes = table.column("kframes").to_pylist()
+        uframes = table.column("uframes").to_pylist()
+        kids, uids = table.column("kstack_id").to_pylist(), table.column("ustack_id").to_pylist()
+        user = SAMPLE_DEPTH * 8
+        for i, raw in enumerate(frames):
+            if kids[i] == 0:
+                kids[i] = self.interned.intern(raw[:kframes[i] * 8])
+            if uids[i] == 0:
+                uids[i] = self.interned.intern(raw[user:user + uframes[i] * 8])
+        table = table.set_column(table.schema.get_field_index("kstack_id"), "kstack_id", pa.array(kids, pa.int32()))
+        table = table.set_column(table.schema.get_field_index("ustack_id"), "ustack_id", pa.array(uids, pa.int32()))
+        return table.drop_columns(["kframes", "uframes", "frames"])
+
     def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
         pairs = table.select(["pid", "comm"]).group_by(["pid", "comm"]).aggregate([])
         self.symbols.saw(pairs.column("pid").to_numpy(), pairs.column("comm").to_numpy(zero_copy_only=False))
 
     def finish(self, write_table) -> None:
         try:
-            dump = dump_stacks(self.obj, self.name)
-            self.stats.update(dump.stats())
-            if dump.table.num_rows:
-                write_table("stacks", dump.table)
+            mapped, interned = dump_stacks(self.obj, self.name), self.interned.dump(self.name)
+            table = pa.concat_tables([interned.table, mapped.table])
+            self.stats.update({"stacks": table.num_rows, "stack_max_depth": mapped.max_depth,
+                               "stacks_truncated_at_max_depth": mapped.truncated_at_max_depth
+                               + interned.truncated_at_max_depth})
+            if table.num_rows:
+                write_table("stacks", table)
         finally:
             for fd in self.perf_fds:
                 os.close(fd)
