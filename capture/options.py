@@ -15,7 +15,7 @@ class CaptureOptions:
     pids: list[int] = field(default_factory=list)     # --pid, repeatable (kernel-side filter)
     comms: list[str] = field(default_factory=list)    # --comm (kernel-side filter, first one)
     snaplen: int = 512
-    ring_size: int = 32 << 20               # bytes per tracer ring
+    ring_size: int = 8 << 20                # bytes per tracer ring: mapped twice, so 16 MiB of RSS each
     segment_bytes: int = 64 << 20           # roll a segment at this many bytes...
     segment_seconds: float = 5.0            # ...or this age
     poll_interval: float = 0.01             # ring drain period (programs use BPF_RB_NO_WAKEUP)

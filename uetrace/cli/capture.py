@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -70,7 +71,7 @@ def _title(p) -> str:
 @click.option("-c", "--comm", "comms", multiple=True, help="Only record tasks with this command name (repeatable).")
 @click.option("--snaplen", type=click.IntRange(0, 4096), default=512, show_default=True,
               help="Payload bytes kept per socket read/write.")
-@click.option("--ring-size", type=click.IntRange(1, 1024), default=32, show_default=True, metavar="MIB",
+@click.option("--ring-size", type=click.IntRange(1, 1024), default=8, show_default=True, metavar="MIB",
               help="Ring buffer size per tracer, in MiB (a power of two).")
 @click.option("--segment-seconds", type=Duration(), default=5.0, show_default=True,
               help="Roll Parquet segments at this age (and at 64 MiB).")
@@ -133,7 +134,8 @@ def _summary(console: Console, m: dict, output: Path) -> None:
         if not t.get("attached"):
             console.print(f"[yellow]warning:[/] tracer {name} not attached: {t.get('reason')}")
         for f in t.get("attach_failures", []) if t.get("attached") else []:
-            console.print(f"[yellow]warning:[/] {name}: {f['point']}: {f['error']}")
+            console.print(f"[yellow]warning:[/] {name}: {escape(f['point'])}: {escape(f['error'][:300])}",
+                          highlight=False)
         if t.get("lost"):
             console.print(f"[red]warning:[/] {name} lost {t['lost']:,} records (see trace info)")
     total = sum(t.get("records", 0) for t in m["tracers"].values())
