@@ -81,6 +81,7 @@ class NetTracer(Tracer):
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         rodata["snaplen"] = min(int(self._extra.get("net_snaplen", DEFAULT_SNAPLEN)), MAX_SNAPLEN)
         obj.map("flows").set_max_entries(FLOW_ENTRIES)
+        rodata["any_raw_ip"] = int(any(i.raw_ip for i in self.ifaces))
 
     def attach(self, obj: BpfObject) -> None:
         native = self._extra.get("net_xdp_mode", "generic") == "native"
