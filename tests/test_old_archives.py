@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import trace_cmd
+from helpers import trace_cmd
 
 DATA = Path(__file__).parent / "data" / "format1"
 
