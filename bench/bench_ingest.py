@@ -45,7 +45,7 @@ def raw_drain(exe: Path, seconds: float, payload: int) -> dict:
     from uetrace.bpf import object_path
     from uetrace.capture.libbpf import BpfObject
     from uetrace.capture.ring import RingReader
-    from uetrace.capture.tracer import write_rodata
+    from uetrace.capture.tracers.contract import write_rodata
 
     obj = BpfObject(object_path("sock"))
     obj.map("events").set_max_entries(32 << 20)
@@ -94,7 +94,7 @@ def replay(chunks: list, tmp: Path) -> dict:
     from uetrace.capture.options import CaptureOptions
     from uetrace.capture.records import Decoder, kinds_from_btf
     from uetrace.capture.segments import SegmentSink
-    from uetrace.capture.sock_tracer import SockTracer
+    from uetrace.capture.tracers.sock import SockTracer
 
     path = object_path("sock")
     decoder = Decoder(kinds_from_btf(Btf.from_object(path), SockTracer.structs))

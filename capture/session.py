@@ -26,12 +26,12 @@ from uetrace.capture.libbpf import BpfError, BpfObject, possible_cpus
 from uetrace.capture.manifest import base_manifest, clock_anchors
 from uetrace.capture.options import CaptureOptions
 from uetrace.capture.privileges import ensure_tracefs, require_tracing_privileges
-from uetrace.capture.process_snapshot import ProcessSnapshotter
 from uetrace.capture.records import Decoder, kinds_from_btf
-from uetrace.capture.registry import TRACERS, default_tracers
 from uetrace.capture.ring import Chunk, RingReader
 from uetrace.capture.segments import SegmentSink
-from uetrace.capture.tracer import NotAttached, Tracer, write_rodata
+from uetrace.capture.snapshot.processes import ProcessSnapshotter
+from uetrace.capture.tracers.catalog import TRACERS, default_tracers
+from uetrace.capture.tracers.contract import NotAttached, Tracer, write_rodata
 from uetrace.errors import BadInputError, UetraceError
 
 

@@ -10,8 +10,8 @@ import subprocess
 from uetrace.bpf import object_path
 from uetrace.capture.btf import Btf
 from uetrace.capture.records import kinds_from_btf
-from uetrace.capture.targets import comm_matches, libc_path, resolve
-from uetrace.capture.uprobe_offsets import function_offsets
+from uetrace.capture.tracers.uprobe_offsets import function_offsets
+from uetrace.capture.tracers.uprobe_targets import comm_matches, libc_path, resolve
 
 
 def test_own_libc_and_versioned_offsets():

@@ -12,7 +12,7 @@ import sys
 import pytest
 from netns_topology import ADDR_B, Topology, sh
 
-from uetrace.capture.tracer import Tracer
+from uetrace.capture.tracers.contract import Tracer
 
 pytestmark = pytest.mark.kernel
 

@@ -17,7 +17,7 @@ from conftest import FIXTURES, IN_CI, CaptureRun, require_kernel, trace_cmd
 
 from uetrace.analyze import folded, stack_samples
 from uetrace.analyze.capture import open_capture
-from uetrace.capture.perf_event import online_cpus
+from uetrace.capture.tracers.perf_event import online_cpus
 
 CPU_SECONDS, WRITE_SECONDS = "4", "3"
 

@@ -17,7 +17,7 @@ from uetrace.output import human_bytes
 
 
 def _tracer_names() -> list[str]:
-    from uetrace.capture.registry import TRACERS
+    from uetrace.capture.tracers.catalog import TRACERS
     return list(TRACERS)
 
 

@@ -4,7 +4,7 @@ deadlock analyzer can name a static mutex offline. Table `elf_data_symbols`
 under symbols/: build_id, name, addr (the symbol's ELF vaddr), size.
 
 Function symbols and the PT_LOAD segments that turn a mapping into a load bias
-come from capture/symbol_snapshot.py (elf_symbols, elf_segments); this adds
+come from capture/snapshot/symbols.py (elf_symbols, elf_segments); this adds
 only what it leaves out, keyed by build id the same way.
 """
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from uetrace.capture.process_snapshot import read_mappings
+from uetrace.capture.snapshot.processes import read_mappings
 
 DATA_SYMBOL_SCHEMA = pa.schema([("build_id", pa.string()), ("name", pa.string()), ("addr", pa.uint64()),
                                 ("size", pa.uint64())])

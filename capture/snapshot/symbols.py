@@ -38,7 +38,7 @@ import pyarrow as pa
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.elffile import ELFFile
 
-from uetrace.capture.process_snapshot import MAPPING_SCHEMA, build_id
+from uetrace.capture.snapshot.processes import MAPPING_SCHEMA, build_id
 
 DEBUG_ROOT = "/usr/lib/debug"
 # pyelftools decodes line programs at ~10^4 rows/s and this runs while the capture closes

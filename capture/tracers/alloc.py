@@ -13,7 +13,7 @@ sampling saves is the stack walk, the record and the ring, drain and disk work.
 from __future__ import annotations
 
 from uetrace.capture.libbpf import BpfObject
-from uetrace.capture.uprobe_tracer import UprobeTracer
+from uetrace.capture.tracers.uprobe import UprobeTracer
 
 SAMPLE = "alloc_sample"   # opts.extra key set by --alloc-sample
 

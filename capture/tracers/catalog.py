@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from uetrace.capture.alloc_tracer import AllocTracer
-from uetrace.capture.lock_tracer import LockTracer
-from uetrace.capture.net_tracer import NetTracer
-from uetrace.capture.proc_tracer import ProcTracer
-from uetrace.capture.sock_tracer import SockTracer
-from uetrace.capture.stack_tracer import StackTracer
-from uetrace.capture.tls_tracer import TlsTracer
-from uetrace.capture.tracer import Tracer
+from uetrace.capture.tracers.alloc import AllocTracer
+from uetrace.capture.tracers.contract import Tracer
+from uetrace.capture.tracers.lock import LockTracer
+from uetrace.capture.tracers.net import NetTracer
+from uetrace.capture.tracers.proc import ProcTracer
+from uetrace.capture.tracers.sock import SockTracer
+from uetrace.capture.tracers.stack import StackTracer
+from uetrace.capture.tracers.tls import TlsTracer
 
 TRACERS: dict[str, type[Tracer]] = {t.name: t for t in (ProcTracer, SockTracer, TlsTracer, StackTracer,
                                                       LockTracer, AllocTracer, NetTracer)}

@@ -4,16 +4,16 @@ processes (bpf/lock.bpf.c).
 Every call is recorded, none sampled: the deadlock analyzer needs every
 acquisition to see the lock order. Condition waits are probed because they
 release and re-take their mutex inside the C library, past the mutex probes.
-Names resolve to the default symbol version (capture/uprobe_offsets.py):
+Names resolve to the default symbol version (capture/tracers/uprobe_offsets.py):
 pthread_cond_wait@@GLIBC_2.3.2, not the old-ABI @GLIBC_2.2.5 one. Records carry the user stack id of the
 call; the `stacks` map is dumped at the end like the stack tracer's, and the
-targets' data symbols (capture/data_symbols.py) are added to name mutexes.
+targets' data symbols (capture/snapshot/data_symbols.py) are added to name mutexes.
 """
 
 from __future__ import annotations
 
-from uetrace.capture.data_symbols import data_symbols_of
-from uetrace.capture.uprobe_tracer import UprobeTracer
+from uetrace.capture.snapshot.data_symbols import data_symbols_of
+from uetrace.capture.tracers.uprobe import UprobeTracer
 
 
 class LockTracer(UprobeTracer):

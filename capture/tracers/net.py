@@ -23,12 +23,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from uetrace.capture import interfaces as ifsnap
-from uetrace.capture import netlink_cleanup
 from uetrace.capture.btf import Btf, StructLayout
 from uetrace.capture.libbpf import BpfError, BpfObject, possible_cpus, tc_attach
-from uetrace.capture.sock_tracer import addresses_to_text
-from uetrace.capture.tracer import NotAttached, Tracer
+from uetrace.capture.snapshot import interfaces as ifsnap
+from uetrace.capture.tracers import netlink_cleanup
+from uetrace.capture.tracers.contract import NotAttached, Tracer
+from uetrace.capture.tracers.sock import addresses_to_text
 from uetrace.errors import BadInputError
 
 MAX_SNAPLEN = 4096       # NET_MAX_SNAPLEN in bpf/net.h

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uetrace.capture.libbpf import BpfObject
-from uetrace.capture.tracer import Tracer
+from uetrace.capture.tracers.contract import Tracer
 
 MAX_SNAPLEN = 4096  # SOCK_MAX_SNAPLEN in bpf/sock.h
 

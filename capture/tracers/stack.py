@@ -4,9 +4,9 @@ off-CPU intervals from sched_switch with --offcpu.
 Options (CaptureOptions.extra): freq (Hz per CPU, default 99), offcpu (bool),
 min_offcpu_us (default 1), stack_entries (stack map slots, default 16384).
 
-At finish the stack map is dumped to the `stacks` table (capture/stack_maps.py)
+At finish the stack map is dumped to the `stacks` table (capture/tracers/stack_maps.py)
 and the objects mapped by every sampled process are snapshotted
-(capture/symbol_snapshot.py), so the archive alone names every frame.
+(capture/snapshot/symbols.py), so the archive alone names every frame.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import os
 import pyarrow as pa
 
 from uetrace.capture.libbpf import BpfError, BpfObject, Link
-from uetrace.capture.perf_event import online_cpus, open_cpu_clock
-from uetrace.capture.stack_maps import DEFAULT_STACK_ENTRIES, dump_stacks, size_stack_map
-from uetrace.capture.symbol_snapshot import SymbolSnapshot
-from uetrace.capture.tracer import Tracer
+from uetrace.capture.snapshot.symbols import SymbolSnapshot
+from uetrace.capture.tracers.contract import Tracer
+from uetrace.capture.tracers.perf_event import online_cpus, open_cpu_clock
+from uetrace.capture.tracers.stack_maps import DEFAULT_STACK_ENTRIES, dump_stacks, size_stack_map
 
 DEFAULT_FREQ = 99  # Hz: not a divisor of common timer periods, so sampling does not lock step with them
 

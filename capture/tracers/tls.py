@@ -20,9 +20,9 @@ import re
 import pyarrow as pa
 
 from uetrace.capture.libbpf import BpfError, BpfObject
-from uetrace.capture.sock_tracer import MAX_SNAPLEN, addresses_to_text
-from uetrace.capture.tracer import NotAttached, Tracer
-from uetrace.capture.uprobe_offsets import function_offsets
+from uetrace.capture.tracers.contract import NotAttached, Tracer
+from uetrace.capture.tracers.sock import MAX_SNAPLEN, addresses_to_text
+from uetrace.capture.tracers.uprobe_offsets import function_offsets
 from uetrace.errors import UetraceError
 
 # OpenSSL 3 and 1.1 (1.0 is long dead and has no _ex functions). Not NSS's libssl3.so.
@@ -96,7 +96,7 @@ class TlsTracer(Tracer):
                 # SSL_read_ex and SSL_write_ex exist since 1.1.1 only.
                 self.failures.append({"point": point, "error": f"find function {func}: not in {lib}"})
                 continue
-            # By offset, like the other uprobe tracers (capture/uprobe_offsets.py).
+            # By offset, like the other uprobe tracers (capture/tracers/uprobe_offsets.py).
             link = self.try_attach(point, obj.program(prog).attach_uprobe, lib, "", -1, ret, offsets[func])
             attached += link is not None and func in _DATA_FUNCS
         return attached

@@ -1,5 +1,5 @@
 """What the lock and alloc tracers share: uprobes on C library functions,
-attached per target process (capture/targets.py), never system-wide unless
+attached per target process (capture/tracers/uprobe_targets.py), never system-wide unless
 the user passed --all-processes.
 
 Each uprobe link is bound to one process (perf_event_open with its pid), so
@@ -16,12 +16,12 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from uetrace.capture import targets as tg
 from uetrace.capture.libbpf import BpfError, BpfObject
-from uetrace.capture.stack_maps import dump_stacks
-from uetrace.capture.symbol_snapshot import SymbolSnapshot
-from uetrace.capture.tracer import NotAttached, Tracer
-from uetrace.capture.uprobe_offsets import function_offsets
+from uetrace.capture.snapshot.symbols import SymbolSnapshot
+from uetrace.capture.tracers import uprobe_targets as tg
+from uetrace.capture.tracers.contract import NotAttached, Tracer
+from uetrace.capture.tracers.stack_maps import dump_stacks
+from uetrace.capture.tracers.uprobe_offsets import function_offsets
 from uetrace.errors import UetraceError
 
 ALL_PROCESSES = "all_processes"   # opts.extra key set by --all-processes
@@ -94,7 +94,7 @@ class UprobeTracer(Tracer):
             if func not in offsets:
                 self.failures.append({"point": point, "error": f"find function {func}: not in {binary}"})
                 continue
-            # By offset: libbpf 1.1 rejects names with two versions (see capture/uprobe_offsets.py).
+            # By offset: libbpf 1.1 rejects names with two versions (see capture/tracers/uprobe_offsets.py).
             self.try_attach(point, obj.program(prog).attach_uprobe, binary, "", pid, ret, offsets[func])
 
     def _attach_new(self, pid: int) -> None:
