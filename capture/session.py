@@ -30,6 +30,7 @@ from uetrace.capture.records import Decoder, kinds_from_btf
 from uetrace.capture.ring import Chunk, RingReader
 from uetrace.capture.segments import SegmentSink
 from uetrace.capture.snapshot.processes import ProcessSnapshotter
+from uetrace.capture.snapshot.symbols import SymbolSnapshot
 from uetrace.capture.tracers.catalog import TRACERS, default_tracers
 from uetrace.capture.tracers.contract import NotAttached, Tracer, write_rodata
 from uetrace.errors import BadInputError, UetraceError
@@ -76,6 +77,7 @@ class CaptureSession:
         self._stop = threading.Event()
         self.stop_reason = "duration"
         self.ncpu = 1
+        self.symbols = SymbolSnapshot()   # shared by the tracers that record stacks
 
     def request_stop(self, reason: str = "requested") -> None:
         if not self._stop.is_set():
@@ -94,7 +96,7 @@ class CaptureSession:
     def _start_tracer(self, cls: type[Tracer]) -> None:
         """Load and attach one tracer. Its ring is drained between attachments: under
         load, attaching 20 tracepoints takes long enough to fill a ring."""
-        tracer = cls(self.opts)
+        tracer = cls(self.opts, self.symbols)
         try:
             tracer.check()
         except NotAttached as e:

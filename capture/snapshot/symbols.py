@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import weakref
 
 import numpy as np
 import pyarrow as pa
@@ -69,20 +68,9 @@ _BINDS = {0: "local", 1: "global", 2: "weak", 10: "unique"}
 class SymbolSnapshot:
     """Objects mapped by processes seen in stacks; extracted at write().
 
-    One instance per capture (for_capture), shared by every stack-carrying tracer,
+    One instance per capture (made by the session and handed to every tracer),
     so that an object two tracers saw is stored once. Thread-safe.
     """
-
-    _by_capture: dict[int, SymbolSnapshot] = {}
-
-    @classmethod
-    def for_capture(cls, opts: object) -> SymbolSnapshot:
-        key = id(opts)
-        snap = cls._by_capture.get(key)
-        if snap is None:
-            snap = cls._by_capture[key] = cls()
-            weakref.finalize(opts, cls._by_capture.pop, key, None)
-        return snap
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

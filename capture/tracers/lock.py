@@ -19,6 +19,7 @@ from uetrace.capture.tracers.uprobe import UprobeTracer
 class LockTracer(UprobeTracer):
     name = "lock"
     structs = ["ue_lock"]
+    cost = "~10 us per pthread_mutex_*/rwlock/condition wait call (a uprobe trap, per hit)"
     description = ("pthread mutex and rwlock lock/trylock/timedlock/unlock and condition waits "
                    "of the target processes (uprobes)")
     probes = [

@@ -25,14 +25,13 @@ import pyarrow.compute as pc
 
 from uetrace.capture.btf import Btf, StructLayout
 from uetrace.capture.libbpf import BpfError, BpfObject, possible_cpus, tc_attach
+from uetrace.capture.options import NET_SNAPLEN
 from uetrace.capture.snapshot import interfaces as ifsnap
 from uetrace.capture.tracers import netlink_cleanup
 from uetrace.capture.tracers.contract import NotAttached, Tracer
 from uetrace.capture.tracers.sock import addresses_to_text
 from uetrace.errors import BadInputError
 
-MAX_SNAPLEN = 4096       # NET_MAX_SNAPLEN in bpf/net.h
-DEFAULT_SNAPLEN = 128
 FLOW_ENTRIES = 65536
 NET_L2_RAW_IP = 1        # enum ue_net_l2
 
@@ -43,20 +42,16 @@ class NetTracer(Tracer):
     description = "packets at XDP ingress and TC egress: parsed headers, frame prefix, flow table"
     default = True           # generic XDP + TCX/clsact pass every packet: safe on every up interface
 
-    def __init__(self, opts):
-        super().__init__(opts)
+    def __init__(self, opts, symbols=None):
+        super().__init__(opts, symbols)
         self.ifaces: list[ifsnap.Interface] = []
         self.attach_how: dict[int, dict[str, str]] = {}
         self._btf: Btf | None = None
         self._next_snapshot = 0.0
         self._dumper: threading.Thread | None = None
 
-    @property
-    def _extra(self) -> dict:
-        return self.opts.extra
-
     def check(self) -> None:
-        wanted = list(self._extra.get("net_ifaces") or [])
+        wanted = list(self.opts.net.ifaces)
         all_ifaces = ifsnap.snapshot()
         self.snapshot = all_ifaces
         if wanted:
@@ -78,12 +73,12 @@ class NetTracer(Tracer):
             self.failures.append({"point": "cleanup", "error": str(e)})
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
-        rodata["snaplen"] = min(int(self._extra.get("net_snaplen", DEFAULT_SNAPLEN)), MAX_SNAPLEN)
+        rodata["snaplen"] = NET_SNAPLEN.clamp(self.opts.net.snaplen)
         obj.map("flows").set_max_entries(FLOW_ENTRIES)
 
     def attach(self, obj: BpfObject) -> None:
-        native = self._extra.get("net_xdp_mode", "generic") == "native"
-        tc_mode = self._extra.get("net_tc_attach", "auto")
+        native = self.opts.net.xdp_mode == "native"
+        tc_mode = self.opts.net.tc_attach
         cfg = obj.map("iface_cfg")
         xdp, tc = obj.program("ue_net_xdp"), obj.program("ue_net_tc_egress")
         for i in self.ifaces:

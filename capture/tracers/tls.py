@@ -20,8 +20,9 @@ import re
 import pyarrow as pa
 
 from uetrace.capture.libbpf import BpfError, BpfObject
+from uetrace.capture.options import SNAPLEN
 from uetrace.capture.tracers.contract import NotAttached, Tracer
-from uetrace.capture.tracers.sock import MAX_SNAPLEN, addresses_to_text
+from uetrace.capture.tracers.sock import addresses_to_text
 from uetrace.capture.tracers.uprobe_offsets import function_offsets
 from uetrace.errors import UetraceError
 
@@ -58,8 +59,8 @@ class TlsTracer(Tracer):
     structs = ["ue_tls_data"]
     description = "plaintext of OpenSSL SSL_read/SSL_write(_ex) with the socket they use (uprobes on libssl)"
 
-    def __init__(self, opts):
-        super().__init__(opts)
+    def __init__(self, opts, symbols=None):
+        super().__init__(opts, symbols)
         self.libraries: list[str] = []
 
     def check(self) -> None:
@@ -68,7 +69,7 @@ class TlsTracer(Tracer):
             raise NotAttached("no libssl found")
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
-        rodata["snaplen"] = min(self.opts.snaplen, MAX_SNAPLEN)
+        rodata["snaplen"] = SNAPLEN.clamp(self.opts.snaplen)
         rodata["sock_id_key"] = self.opts.sock_id_key
 
     def attach(self, obj: BpfObject) -> None:

@@ -17,38 +17,35 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uetrace.capture.libbpf import BpfError, BpfObject
-from uetrace.capture.snapshot.symbols import SymbolSnapshot
 from uetrace.capture.tracers import uprobe_targets as tg
 from uetrace.capture.tracers.contract import NotAttached, Tracer
 from uetrace.capture.tracers.stack_maps import dump_stacks
 from uetrace.capture.tracers.uprobe_offsets import function_offsets
 from uetrace.errors import UetraceError
 
-ALL_PROCESSES = "all_processes"   # opts.extra key set by --all-processes
-UPROBE_COST = "uprobes trap on every call (~0.6 us malloc, ~10 us free and pthread_mutex_*)"
-
 
 class UprobeTracer(Tracer):
     # (BPF program, C library function, is a return probe), in attach order:
     # return probes after their entry probes, so no return is seen without its entry.
     probes: ClassVar[list[tuple[str, str, bool]]]
+    # Each call of a probed function traps into the kernel: never switched on by a filter.
+    default = False
 
-    def __init__(self, opts):
-        super().__init__(opts)
+    def __init__(self, opts, symbols=None):
+        super().__init__(opts, symbols)
         self.targets: list[tg.Target] = []
         self.libraries: list[str] = []       # --all-processes: one attachment per library file
         self._watcher: tg.CommWatcher | None = None
         self._attach_lock = threading.Lock()
         self._stopped = False
-        self.symbols = SymbolSnapshot.for_capture(opts)
 
     @property
     def all_processes(self) -> bool:
-        return bool(self.opts.extra.get(ALL_PROCESSES))
+        return self.opts.uprobe.all_processes
 
     def check(self) -> None:
         if not (self.opts.pids or self.opts.comms or self.all_processes):
-            raise NotAttached(f"no target process: pass --pid or --comm (or --all-processes; {UPROBE_COST})")
+            raise NotAttached(f"no target process: pass --pid or --comm (or --all-processes; it costs {self.cost})")
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         # Each link is bound to its target process already; the kernel-side comm
