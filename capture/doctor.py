@@ -16,6 +16,7 @@ from uetrace.bpf import object_path
 from uetrace.capture import libbpf
 from uetrace.capture.libbpf import BpfObject
 from uetrace.capture.privileges import missing_caps, tracefs_path
+from uetrace.capture.procfs import read_maps
 from uetrace.capture.tracers.perf_event import open_cpu_clock
 from uetrace.errors import UetraceError
 
@@ -30,11 +31,9 @@ class Check:
 
 
 def _libc_path() -> str:
-    with open("/proc/self/maps") as fh:
-        for line in fh:
-            path = line.split()[-1]
-            if "/libc.so" in path or "/libc-" in path:
-                return path
+    for m in read_maps(os.getpid()):
+        if "/libc.so" in m["path"] or "/libc-" in m["path"]:
+            return m["path"]
     return "/lib/x86_64-linux-gnu/libc.so.6"
 
 

@@ -3,40 +3,55 @@ lock_a` in .bss) of the objects the lock tracer's targets map, so that the
 deadlock analyzer can name a static mutex offline. Table `elf_data_symbols`
 under symbols/: build_id, name, addr (the symbol's ELF vaddr), size.
 
-Function symbols and the PT_LOAD segments that turn a mapping into a load bias
-come from capture/snapshot/symbols.py (elf_symbols, elf_segments); this adds
-only what it leaves out, keyed by build id the same way.
+Read when a target is attached, while it is alive: a target that exits before
+the capture ends has no /proc/<pid>/maps left to read at the end (its mutexes
+were then shown as bare addresses). Function symbols and the PT_LOAD segments
+that turn a mapping into a load bias come from capture/snapshot/symbols.py
+(elf_symbols, elf_segments); this adds only what it leaves out, keyed by
+build id the same way.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import threading
+
 import pyarrow as pa
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from uetrace.capture.elf import SHN_UNDEF, STT_OBJECT, symbol_array, symbol_names
 from uetrace.capture.snapshot.processes import read_mappings
 
 DATA_SYMBOL_SCHEMA = pa.schema([("build_id", pa.string()), ("name", pa.string()), ("addr", pa.uint64()),
                                 ("size", pa.uint64())])
-# struct Elf64_Sym (elf.h)
-_SYM = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"),
-                 ("size", "<u8")])
-_STT_OBJECT = 1
 
 
-def data_symbols_of(pids, done: set[str]) -> pa.Table:
-    """Data symbols of every object mapped by `pids` whose build id is not in
-    `done` (which is updated)."""
-    tables = []
-    for pid in pids:
-        for m in read_mappings(int(pid)):
+class DataSymbols:
+    """Data symbols of the objects mapped by the processes handed to add(), each
+    build id read once. Thread-safe (the --comm watcher adds from its thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: set[str] = set()
+        self._tables: list[pa.Table] = []
+
+    def add(self, pid: int) -> None:
+        """Read now: `pid` may exit at any time after this."""
+        for m in read_mappings(pid):
             bid = m["build_id"]
-            if not bid or bid in done:
-                continue
-            done.add(bid)
-            tables.append(object_data_symbols(f"/proc/{pid}/root{m['path']}", bid))
-    return pa.concat_tables(tables) if tables else DATA_SYMBOL_SCHEMA.empty_table()
+            with self._lock:
+                if not bid or bid in self._done:
+                    continue
+                self._done.add(bid)
+            table = object_data_symbols(f"/proc/{pid}/root{m['path']}", bid)
+            with self._lock:
+                self._tables.append(table)
+
+    def take(self) -> pa.Table:
+        """The symbols read since the last take()."""
+        with self._lock:
+            tables, self._tables = self._tables, []
+        return pa.concat_tables(tables) if tables else DATA_SYMBOL_SCHEMA.empty_table()
 
 
 def object_data_symbols(path: str, bid: str) -> pa.Table:
@@ -44,19 +59,15 @@ def object_data_symbols(path: str, bid: str) -> pa.Table:
     try:
         with open(path, "rb") as fh:
             elf = ELFFile(fh)
-            if elf.elfclass != 64 or not elf.little_endian:
-                return DATA_SYMBOL_SCHEMA.empty_table()
             for name in (".symtab", ".dynsym"):
-                sec = elf.get_section_by_name(name)
-                if sec is None:
+                found = symbol_array(elf, name)
+                if found is None:
                     continue
-                syms = np.frombuffer(sec.data(), dtype=_SYM)
-                syms = syms[((syms["info"] & 0xF) == _STT_OBJECT) & (syms["shndx"] != 0) & (syms["size"] > 0)]
+                syms, strtab = found
+                syms = syms[((syms["info"] & 0xF) == STT_OBJECT) & (syms["shndx"] != SHN_UNDEF) & (syms["size"] > 0)]
                 if not len(syms):
                     continue
-                strtab = elf.get_section(sec["sh_link"]).data()
-                names = [strtab[s: strtab.index(b"\0", s)].decode(errors="replace")
-                         for s in syms["name"].tolist()]
+                names = symbol_names(strtab, syms["name"])
                 return pa.Table.from_arrays([pa.array([bid] * len(names), pa.string()),
                                              pa.array(names, pa.string()), pa.array(syms["value"], pa.uint64()),
                                              pa.array(syms["size"], pa.uint64())], schema=DATA_SYMBOL_SCHEMA)

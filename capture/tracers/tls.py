@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from uetrace.capture.libbpf import BpfError, BpfObject
 from uetrace.capture.options import SNAPLEN
+from uetrace.capture.procfs import live_pids, read_maps, root_path
 from uetrace.capture.tracers.contract import NotAttached, Tracer
 from uetrace.capture.tracers.sock import addresses_to_text
 from uetrace.capture.tracers.uprobe_offsets import function_offsets
@@ -134,16 +135,6 @@ def find_libssl(exclude: int = 0) -> list[str]:
 
 
 def _mapped_libssl(exclude: int) -> list[str]:
-    out = []
-    for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != exclude):
-        try:
-            with open(f"/proc/{pid}/maps") as fh:
-                maps = fh.read()
-        except OSError:
-            continue
-        for line in maps.splitlines():
-            parts = line.split(maxsplit=5)
-            if len(parts) == 6 and "x" in parts[1] and _LIBSSL_RE.search(parts[5]):
-                # Through /proc/<pid>/root: the path is in that process's mount namespace.
-                out.append(f"/proc/{pid}/root{parts[5].removesuffix(' (deleted)')}")
-    return out
+    # Through /proc/<pid>/root: the path is in that process's mount namespace.
+    return [root_path(pid, m["path"]) for pid in live_pids() if pid != exclude
+            for m in read_maps(pid) if _LIBSSL_RE.search(m["path"])]

@@ -79,6 +79,12 @@ class UprobeTracer(Tracer):
         self._attach_binary(obj, target.library, target.pid)
         if len(self.attached) > before:
             self.targets.append(target)
+            self.snapshot_target(target.pid)
+
+    def snapshot_target(self, pid: int) -> None:
+        """Read what naming this target's records needs offline now, while it is alive:
+        it may exit long before the capture ends."""
+        self.symbols.saw([pid])
 
     def _attach_binary(self, obj: BpfObject, binary: str, pid: int) -> None:
         try:
