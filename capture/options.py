@@ -28,6 +28,8 @@ RING_MIB = Bounds(default=32, min=1, max=1024)         # --ring-size, MiB per tr
 # 99 Hz: not a divisor of common timer periods, so sampling does not lock step with them.
 FREQ = Bounds(default=99, min=1, max=10000)            # --freq, Hz per CPU
 ALLOC_SAMPLE = Bounds(default=1, min=1)                # --alloc-sample N: keep 1 heap block in N
+SEGMENT_BYTES = 64 << 20   # roll a Parquet segment at this size...
+SEGMENT_SECONDS = 5.0      # ...or this age (--segment-seconds)
 STACK_ENTRIES = 16384    # stack map slots, x 1016 bytes each, preallocated by the kernel
 MIN_OFFCPU_US = 1.0                                    # shorter off-CPU intervals are not recorded
 XDP_MODES = ("generic", "native")
@@ -67,8 +69,8 @@ class CaptureOptions:
     comms: list[str] = field(default_factory=list)    # --comm (kernel-side filter, first one)
     snaplen: int = SNAPLEN.default
     ring_size: int = RING_MIB.default << 20  # bytes per tracer ring
-    segment_bytes: int = 64 << 20           # roll a segment at this many bytes...
-    segment_seconds: float = 5.0            # ...or this age
+    segment_bytes: int = SEGMENT_BYTES
+    segment_seconds: float = SEGMENT_SECONDS
     poll_interval: float = 0.01             # ring drain period (programs use BPF_RB_NO_WAKEUP)
     progress: bool = True
     command_line: list[str] = field(default_factory=list)

@@ -73,8 +73,8 @@ def _title(p) -> str:
               help="Payload bytes kept per socket read/write.")
 @click.option("--ring-size", type=_range(o.RING_MIB), default=o.RING_MIB.default, show_default=True, metavar="MIB",
               help="Ring buffer size per tracer, in MiB (a power of two).")
-@click.option("--segment-seconds", type=Duration(), default=5.0, show_default=True,
-              help="Roll Parquet segments at this age (and at 64 MiB).")
+@click.option("--segment-seconds", type=Duration(), default=o.SEGMENT_SECONDS, show_default=True,
+              help=f"Roll Parquet segments at this age (and at {o.SEGMENT_BYTES >> 20} MiB).")
 @click.option("--alloc-sample", type=_range(o.ALLOC_SAMPLE), default=o.ALLOC_SAMPLE.default, show_default=True,
               metavar="N",
               help="alloc tracer: keep 1 in N heap blocks (by address hash; leak figures are scaled back).")

@@ -24,7 +24,7 @@ class StackTracer(Tracer):
     name = "stack"
     structs = ["ue_stack_sample", "ue_offcpu"]
     description = "cpu-clock stack samples on every CPU (and off-CPU intervals with --offcpu)"
-    # Opt-in (-t stack) for now: closing the capture costs seconds of symbol snapshot
+    # In the default set, although closing the capture costs seconds of symbol snapshot
     # (an ELF read per mapped object, DWARF line tables within a budget).
     default = True
 
