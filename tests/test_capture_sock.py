@@ -9,7 +9,7 @@ import threading
 
 import pytest
 import zstandard
-from conftest import run_fixture, trace_cmd
+from helpers import run_fixture, trace_cmd
 
 from uetrace.analyze.capture import open_capture
 

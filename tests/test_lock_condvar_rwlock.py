@@ -15,7 +15,7 @@ import time
 
 import pytest
 from c_fixtures import FixtureProcess, compile_fixture
-from conftest import CaptureRun, require_kernel, trace_cmd
+from helpers import CaptureRun, require_kernel, trace_cmd
 
 from uetrace.analyze.cycles import simple_cycles
 from uetrace.analyze.deadlock import OP_ACQUIRE, OP_REQUEST, OP_TRYLOCK, OP_UNLOCK, ProcessLocks, feasible

@@ -8,7 +8,7 @@ import json
 import time
 
 from c_fixtures import FixtureProcess, compile_fixture
-from conftest import CaptureRun, trace_cmd
+from helpers import CaptureRun, trace_cmd
 
 
 def test_mutexes_of_a_process_gone_before_the_end_are_named(kernel, tmp_path):

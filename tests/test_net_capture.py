@@ -17,7 +17,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import FIXTURES, IN_CI, require_kernel, trace_cmd
+from helpers import FIXTURES, IN_CI, require_kernel, trace_cmd
 from netns_topology import ADDR6_B, ADDR_B, Topology, sh
 from pcap_flows import count_flows, flow_key
 

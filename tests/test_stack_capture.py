@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, IN_CI, CaptureRun, require_kernel, trace_cmd
+from helpers import FIXTURES, IN_CI, CaptureRun, require_kernel, trace_cmd
 
 from uetrace.analyze import folded, stack_samples
 from uetrace.analyze.capture import open_capture

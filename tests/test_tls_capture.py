@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import CaptureRun, require_kernel, run_fixture
+from helpers import CaptureRun, require_kernel, run_fixture
 
 from uetrace.analyze.capture import open_capture
 from uetrace.analyze.http import analyze_http

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import trace_cmd
+from helpers import trace_cmd
 
 from uetrace.capture.tracers.catalog import default_tracers, select
 from uetrace.errors import BadInputError
