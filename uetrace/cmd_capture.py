@@ -123,6 +123,9 @@ def command(duration, output, tracers, pids, comms, snaplen, ring_size, segment_
     if costly and all_processes:
         err.print("[yellow]warning:[/] --all-processes: every process is probed, expect a slower system: "
                   + "; ".join(f"{t.name} {t.cost}" for t in costly))
+    elif all_processes:
+        err.print("[yellow]warning:[/] --all-processes applies to the lock and alloc tracers only, and neither "
+                  "is selected (name them: -t +lock,+alloc)")
     elif costly and (pids or comms):
         err.print("[yellow]note:[/] the target processes will run slower: "
                   + "; ".join(f"{t.name} {t.cost}" for t in costly))
