@@ -96,7 +96,7 @@ class CaptureSession:
     def _start_tracer(self, cls: type[Tracer]) -> None:
         """Load and attach one tracer. Its ring is drained between attachments: under
         load, attaching 20 tracepoints takes long enough to fill a ring."""
-        tracer = cls(self.opts, self.symbols)
+        tracer = cls(self.opts, self.symbols) if cls.records_stacks else cls(self.opts)
         try:
             tracer.check()
         except NotAttached as e:

@@ -30,12 +30,13 @@ class Tracer:
     description: ClassVar[str] = ""
     default: ClassVar[bool] = True          # part of the default tracer set
     cost: ClassVar[str] = ""                # said before attaching a tracer that slows its targets
+    records_stacks: ClassVar[bool] = False  # its records name user stacks: it gets the capture's SymbolSnapshot
     ring_map: ClassVar[str] = "events"
 
     def __init__(self, opts: CaptureOptions, symbols: SymbolSnapshot | None = None):
         self.opts = opts
         # One per capture, shared by the tracers that record stacks, so an object two of them saw
-        # is stored once. The session passes it; a tracer made alone gets its own.
+        # is stored once. The session passes it to those (records_stacks); a tracer made alone gets its own.
         self.symbols = symbols if symbols is not None else SymbolSnapshot()
         self.obj: BpfObject | None = None
         self.failures: list[dict] = []      # attach points that failed: {"point", "error"}

@@ -42,8 +42,8 @@ class NetTracer(Tracer):
     description = "packets at XDP ingress and TC egress: parsed headers, frame prefix, flow table"
     default = True           # generic XDP + TCX/clsact pass every packet: safe on every up interface
 
-    def __init__(self, opts, symbols=None):
-        super().__init__(opts, symbols)
+    def __init__(self, opts):
+        super().__init__(opts)
         self.ifaces: list[ifsnap.Interface] = []
         self.attach_how: dict[int, dict[str, str]] = {}
         self._btf: Btf | None = None

@@ -27,6 +27,7 @@ class StackTracer(Tracer):
     # In the default set, although closing the capture costs seconds of symbol snapshot
     # (an ELF read per mapped object, DWARF line tables within a budget).
     default = True
+    records_stacks = True
 
     def __init__(self, opts, symbols=None):
         super().__init__(opts, symbols)

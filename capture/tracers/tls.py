@@ -60,8 +60,8 @@ class TlsTracer(Tracer):
     structs = ["ue_tls_data"]
     description = "plaintext of OpenSSL SSL_read/SSL_write(_ex) with the socket they use (uprobes on libssl)"
 
-    def __init__(self, opts, symbols=None):
-        super().__init__(opts, symbols)
+    def __init__(self, opts):
+        super().__init__(opts)
         self.libraries: list[str] = []
 
     def check(self) -> None:

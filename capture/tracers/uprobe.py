@@ -30,6 +30,7 @@ class UprobeTracer(Tracer):
     probes: ClassVar[list[tuple[str, str, bool]]]
     # Each call of a probed function traps into the kernel: never switched on by a filter.
     default = False
+    records_stacks = True
 
     def __init__(self, opts, symbols=None):
         super().__init__(opts, symbols)
