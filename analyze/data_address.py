@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from uetrace.analyze.capture import Capture
+from uetrace.analyze.archive_db import ArchiveDb
 
 TABLES = ("mappings", "elf_segments", "elf_data_symbols")
 
@@ -30,7 +30,7 @@ class DataName:
 class DataNamer:
     """Names addresses of one capture; per-process lookups are cached."""
 
-    def __init__(self, cap: Capture):
+    def __init__(self, cap: ArchiveDb):
         self.cap = cap
         self.static_ok = all(cap.has(t) for t in TABLES)
         self.heap_ok = cap.has("alloc")
@@ -78,10 +78,11 @@ class DataNamer:
 
     def _heap(self, pid: int, addr: int, before_ts: int | None) -> DataName | None:
         """The last block allocated around addr before its first use."""
+        op_alloc = self.cap.enums.value("alloc", "ue_alloc_op", "ALLOC_OP_ALLOC")
         rows = self.cap.query("""
             SELECT addr, size, ustack_id, ts FROM alloc
-            WHERE pid = ? AND op = 1 AND addr <= ? AND ? < addr + greatest(size, 1) AND ts <= ?
-            ORDER BY ts DESC LIMIT 1""", [pid, addr, addr, before_ts if before_ts is not None else 2**63 - 1])
+            WHERE pid = ? AND op = ? AND addr <= ? AND ? < addr + greatest(size, 1) AND ts <= ?
+            ORDER BY ts DESC LIMIT 1""", [pid, op_alloc, addr, addr, before_ts if before_ts is not None else 2**63 - 1])
         if not rows:
             return None
         base, size, stack, ts = rows[0]

@@ -27,18 +27,31 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 
-from uetrace.analyze.capture import Capture
+from uetrace.analyze.analyzer import ResultRendering
+from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.cycles import simple_cycles, strongly_connected
 from uetrace.analyze.data_address import DataNamer
-from uetrace.analyze.stack_text import StackNamer
+from uetrace.analyze.enums import FALLBACK
+from uetrace.analyze.stacks.stack_text import StackNamer
 
 NAME = "deadlock"
 VIEWS: tuple[str, ...] = ()
 
-OP_REQUEST, OP_ACQUIRE, OP_TRYLOCK, OP_UNLOCK = 1, 2, 3, 4  # enum ue_lock_op (bpf/lock.h)
-# enum ue_lock_fn (bpf/lock.h): condition waits, and rwlock functions taking the lock shared
-FN_COND = frozenset((5, 6, 7))        # LOCK_FN_COND_WAIT, _COND_TIMEDWAIT, _COND_CLOCKWAIT
-FN_SHARED = frozenset((8, 10, 12))    # LOCK_FN_RDLOCK, _TIMEDRDLOCK, _TRYRDLOCK
+
+@dataclass(frozen=True)
+class DeadlockParams:
+    max_cycles: int = 50  # stop looking for lock-order cycles after this many
+
+
+# The replay's own codes for ue_lock_op and ue_lock_fn: the values of bpf/lock.h when archives did not
+# carry their enums. _replay maps each archive's values to these by enumerator name.
+_OPS = FALLBACK["lock"]["ue_lock_op"]
+_FNS = FALLBACK["lock"]["ue_lock_fn"]
+OP_REQUEST, OP_ACQUIRE, OP_TRYLOCK, OP_UNLOCK = (_OPS[n] for n in (
+    "LOCK_OP_REQUEST", "LOCK_OP_ACQUIRE", "LOCK_OP_TRYLOCK", "LOCK_OP_UNLOCK"))
+# condition waits, and rwlock functions taking the lock shared
+FN_COND = frozenset(_FNS[n] for n in ("LOCK_FN_COND_WAIT", "LOCK_FN_COND_TIMEDWAIT", "LOCK_FN_COND_CLOCKWAIT"))
+FN_SHARED = frozenset(_FNS[n] for n in ("LOCK_FN_RDLOCK", "LOCK_FN_TIMEDRDLOCK", "LOCK_FN_TRYRDLOCK"))
 ACQUIRED = (0, errno.EOWNERDEAD)  # return values after which the caller holds the lock
 # A condition wait returns with its mutex held, timed out or not; EPERM: the caller did not own it.
 COND_NOT_HELD = (errno.EPERM,)
@@ -232,23 +245,20 @@ def _frames(title: str, frames: list[str]) -> list[str]:
     return [title + ":"] + [f"      {f}" for f in frames[:12]] if frames else [title + ": (no stack)"]
 
 
-def applies(cap: Capture) -> bool:
+def applies(cap: ArchiveDb) -> bool:
     return cap.has("lock")
 
 
-def run(cap: Capture, params: dict | None = None) -> DeadlockReport:
-    params = params or {}
-    limit = int(params.get("max_cycles", 50))
-    start_ns = cap.manifest.get("clock", {}).get("start", {}).get("monotonic_ns", 0)
-    clock = cap.manifest.get("clock", {})
+def run(cap: ArchiveDb, params: DeadlockParams = DeadlockParams()) -> DeadlockReport:
+    limit = params.max_cycles
+    start_ns = cap.info.start_ns or 0
     # When recording stopped (programs detached), not when the archive was closed.
-    end = (clock.get("detached") or clock.get("end") or {}).get("monotonic_ns") or cap.query(
-        "SELECT max(ts) FROM lock")[0][0]
+    end = cap.info.stop_ns or cap.query("SELECT max(ts) FROM lock")[0][0]
     report = DeadlockReport()
     procs = _replay(cap)
     names = DataNamer(cap)
     stacks = StackNamer(cap, "lock")
-    comms = _comms(cap)
+    comms = cap.process_names()
     report.processes = len(procs)
     for p in procs.values():
         report.mutexes += len(p.mutexes)
@@ -306,10 +316,13 @@ def _waiter(p: ProcessLocks, tid: int, end: int, mutex_name, stacks, ring: list[
                       for m, h in p.held.get(tid, {}).items()]}
 
 
-def _replay(cap: Capture) -> dict[int, ProcessLocks]:
-    """Every thread's records in time order (a thread's own records never tie)."""
-    cur = cap.con.execute("""
-        SELECT pid, tid, ts, op, mutex, ret, ustack_id, caller, fn FROM lock ORDER BY pid, tid, ts, op""")
+def _replay(cap: ArchiveDb) -> dict[int, ProcessLocks]:
+    """Every thread's records in time order (a thread's own records never tie), op and fn in the
+    replay's codes."""
+    op, fn = _to_replay_codes(cap, "op", "ue_lock_op", _OPS), _to_replay_codes(cap, "fn", "ue_lock_fn", _FNS)
+    cur = cap.con.execute(f"""
+        SELECT pid, tid, ts, {op} AS op, mutex, ret, ustack_id, caller, {fn} AS fn FROM lock
+        ORDER BY pid, tid, ts, 4""")
     procs: dict[int, ProcessLocks] = {}
     key, rows = None, []
     while batch := cur.fetchmany(65536):
@@ -324,7 +337,25 @@ def _replay(cap: Capture) -> dict[int, ProcessLocks]:
     return procs
 
 
-def _comms(cap: Capture) -> dict[int, str]:
-    if not cap.has("processes"):
-        return {}
-    return dict(cap.query("SELECT pid, arg_max(comm, ts) FROM processes GROUP BY pid"))
+def _to_replay_codes(cap: ArchiveDb, column: str, enum_type: str, codes: dict[str, int]) -> str:
+    """SQL mapping the archive's values of `column` to the replay's codes by enumerator name (a value
+    the archive's enum does not name becomes 1000 + value: none of the replay's codes)."""
+    values = cap.enums.values("lock", enum_type)
+    arms = " ".join(f"WHEN {int(values[n])} THEN {int(c)}" for n, c in codes.items() if n in values)
+    return f"CASE {column} {arms} ELSE 1000 + {column} END" if arms else column
+
+
+class DeadlockAnalyzer(ResultRendering[DeadlockReport]):
+    name, views = NAME, VIEWS
+
+    def applies(self, db: ArchiveDb) -> bool:
+        return applies(db)
+
+    def report_params(self, top: int) -> DeadlockParams:
+        return DeadlockParams()
+
+    def run(self, db: ArchiveDb, params: DeadlockParams) -> DeadlockReport:
+        return run(db, params)
+
+
+ANALYZER = DeadlockAnalyzer()

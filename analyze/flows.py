@@ -17,14 +17,21 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from uetrace.analyze.capture import Capture
-from uetrace.output import human_bytes
+from uetrace.analyze.analyzer import ResultRendering
+from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.render import human_bytes
 
 NAME = "flows"
 VIEWS: tuple[str, ...] = ("flows", "net_observed")
 
 PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
+
+
+@dataclass(frozen=True)
+class FlowsParams:
+    top: int = 0  # only the N flows with the most bytes (0: all); top talkers: N, else 10
+
 
 # Packets to count: IP only, and on loopback interfaces the egress copy only.
 _OBSERVED = """
@@ -33,7 +40,7 @@ SELECT p.*,
        (p.saddr < p.daddr OR (p.saddr = p.daddr AND p.sport <= p.dport)) AS from_lo
 FROM net_packet p
 WHERE p.ip_version IN (4, 6)
-  AND NOT (p.direction = 1 AND p.ifindex IN ({loopbacks}))
+  AND NOT (p.direction = {ingress} AND p.ifindex IN ({loopbacks}))
 """
 
 _FLOWS = """
@@ -158,11 +165,11 @@ def _rate(bps: float) -> str:
     return ""
 
 
-def applies(cap: Capture) -> bool:
+def applies(cap: ArchiveDb) -> bool:
     return cap.has("net_packet")
 
 
-def _loopbacks(cap: Capture) -> str:
+def _loopbacks(cap: ArchiveDb) -> str:
     if cap.has("interfaces"):
         ids = [r[0] for r in cap.query("SELECT ifindex FROM interfaces WHERE loopback")]
     else:
@@ -170,30 +177,34 @@ def _loopbacks(cap: Capture) -> str:
     return ", ".join(str(int(i)) for i in ids) or "NULL"
 
 
-def register_views(cap: Capture) -> None:
-    if getattr(cap, "_flows_ready", False):
+def _directions(cap: ArchiveDb) -> tuple[int, int]:
+    """(egress, ingress) values of net_packet.direction in this archive."""
+    return (cap.enums.value("net_packet", "ue_net_direction", "NET_EGRESS"),
+            cap.enums.value("net_packet", "ue_net_direction", "NET_INGRESS"))
+
+
+def register_views(cap: ArchiveDb) -> None:
+    if cap.cache.get("flows.views"):  # the views are built once per archive
         return
-    cap.con.execute(_OBSERVED.format(loopbacks=_loopbacks(cap)))
+    cap.con.execute(_OBSERVED.format(loopbacks=_loopbacks(cap), ingress=int(_directions(cap)[1])))
     cap.con.execute(_FLOWS)
-    cap._flows_ready = True
+    cap.cache["flows.views"] = True
 
 
-def iface_names(cap: Capture) -> dict[int, str]:
+def iface_names(cap: ArchiveDb) -> dict[int, str]:
     if not cap.has("interfaces"):
         return {}
     return {int(i): n for i, n in cap.query("SELECT ifindex, any_value(name) FROM interfaces GROUP BY ifindex")}
 
 
-def wall_clock(cap: Capture):
+def wall_clock(cap: ArchiveDb):
     """CLOCK_MONOTONIC ns -> aware UTC datetime, from the manifest's clock anchors."""
-    start = cap.manifest.get("clock", {}).get("start", {})
-    offset = start.get("realtime_ns", 0) - start.get("monotonic_ns", 0)
+    offset = cap.info.realtime_offset_ns
     return lambda ts: dt.datetime.fromtimestamp((ts + offset) / 1e9, dt.timezone.utc) if ts is not None else None
 
 
-def run(cap: Capture, params: dict | None = None) -> FlowsResult:
-    params = params or {}
-    limit = int(params.get("top") or 0)
+def run(cap: ArchiveDb, params: FlowsParams = FlowsParams()) -> FlowsResult:
+    limit = params.top
     register_views(cap)
     names = iface_names(cap)
     wall = wall_clock(cap)
@@ -222,24 +233,25 @@ def run(cap: Capture, params: dict | None = None) -> FlowsResult:
     return res
 
 
-def _bandwidth(cap: Capture, names: dict[int, str], wall) -> tuple[float, list[dict]]:
+def _bandwidth(cap: ArchiveDb, names: dict[int, str], wall) -> tuple[float, list[dict]]:
     """Bytes in and out per interface per time bucket; at most ~60 buckets of whole seconds."""
     lo, hi = cap.query("SELECT min(ts), max(ts) FROM net_packet")[0]
     if lo is None:
         return 1.0, []
     bucket_ns = max(1, -(-(hi - lo) // (60 * 10**9))) * 10**9
+    egress, ingress = _directions(cap)
     rows = cap.query("""
         SELECT ifindex, (ts - ?) // ? AS b,
-               coalesce(sum(len) FILTER (WHERE direction = 1), 0)::UBIGINT,
-               coalesce(sum(len) FILTER (WHERE direction = 0), 0)::UBIGINT,
+               coalesce(sum(len) FILTER (WHERE direction = ?), 0)::UBIGINT,
+               coalesce(sum(len) FILTER (WHERE direction = ?), 0)::UBIGINT,
                count(*)
-        FROM net_packet GROUP BY ALL ORDER BY b, ifindex""", [lo, bucket_ns])
+        FROM net_packet GROUP BY ALL ORDER BY b, ifindex""", [lo, bucket_ns, ingress, egress])
     return bucket_ns / 1e9, [{"time": wall(lo + b * bucket_ns).isoformat(timespec="seconds"),
                               "iface": names.get(i, str(i)), "ifindex": i, "bytes_in": bin_, "bytes_out": bout,
                               "packets": n} for i, b, bin_, bout, n in rows]
 
 
-def _interfaces(cap: Capture, names: dict[int, str]) -> list[dict]:
+def _interfaces(cap: ArchiveDb, names: dict[int, str]) -> list[dict]:
     """Records written vs packets the hooks saw, from the kernel's per-interface counters."""
     recorded = {int(i): n for i, n in cap.query("SELECT ifindex, count(*) FROM net_packet GROUP BY 1")}
     seen = {}
@@ -249,3 +261,22 @@ def _interfaces(cap: Capture, names: dict[int, str]) -> list[dict]:
     return [{"ifindex": i, "iface": names.get(i, str(i)), "recorded": recorded.get(i, 0),
              "seen": seen.get(i, (0, 0))[0], "dropped": seen.get(i, (0, 0))[1]}
             for i in sorted(set(recorded) | set(seen))]
+
+
+class FlowsAnalyzer(ResultRendering[FlowsResult]):
+    name, views = NAME, VIEWS
+
+    def applies(self, db: ArchiveDb) -> bool:
+        return applies(db)
+
+    def report_params(self, top: int) -> FlowsParams:
+        return FlowsParams(top=top)
+
+    def run(self, db: ArchiveDb, params: FlowsParams) -> FlowsResult:
+        return run(db, params)
+
+    def register_views(self, db: ArchiveDb) -> None:
+        register_views(db)
+
+
+ANALYZER = FlowsAnalyzer()

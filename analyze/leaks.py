@@ -20,13 +20,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from uetrace.analyze.capture import Capture
-from uetrace.analyze.stack_text import StackNamer
-from uetrace.output import human_bytes
+from uetrace.analyze.analyzer import ResultRendering
+from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.render import human_bytes
+from uetrace.analyze.stacks.stack_text import StackNamer
 
 NAME = "leaks"
 VIEWS = ("alloc_blocks",)
-OP_ALLOC, OP_FREE = 1, 2  # enum ue_alloc_op (bpf/alloc.h)
+
+
+@dataclass(frozen=True)
+class LeaksParams:
+    min_age_s: float = 1.0  # leave out blocks younger than this at the end (likely in use)
+    top: int = 20  # stacks listed
+    points: int = 8  # instants of the growth series
+
+
+def _ops(cap: ArchiveDb) -> tuple[int, int]:
+    """(ALLOC, FREE) values of alloc.op in this archive (enum ue_alloc_op)."""
+    return (int(cap.enums.value("alloc", "ue_alloc_op", "ALLOC_OP_ALLOC")),
+            int(cap.enums.value("alloc", "ue_alloc_op", "ALLOC_OP_FREE")))
 
 
 @dataclass
@@ -66,67 +79,67 @@ class LeakReport:
         return "\n".join(out)
 
 
-def applies(cap: Capture) -> bool:
+def applies(cap: ArchiveDb) -> bool:
     return cap.has("alloc")
 
 
-def sample_rate(cap: Capture) -> int:
-    t = cap.manifest.get("tracers", {}).get("alloc", {})
-    return int(t.get("stats", {}).get("alloc_sample") or cap.manifest.get("options", {}).get("alloc_sample") or 1)
+def sample_rate(cap: ArchiveDb) -> int:
+    return cap.info.alloc_sample
 
 
-def register_views(cap: Capture) -> None:
+def register_views(cap: ArchiveDb) -> None:
     """alloc_blocks: one row per allocation, with when (and whether) it was freed."""
-    exit_ts = ("(SELECT pid, min(ts) AS exit_ts FROM proc WHERE op = 3 GROUP BY pid)" if cap.has("proc")
-               else "(SELECT NULL::UINTEGER AS pid, NULL::UBIGINT AS exit_ts)")
+    op_alloc, op_free = _ops(cap)
+    if cap.has("proc"):
+        op_exit = int(cap.enums.value("proc", "ue_proc_op", "PROC_EXIT"))
+        exit_ts = f"(SELECT pid, min(ts) AS exit_ts FROM proc WHERE op = {op_exit} GROUP BY pid)"
+    else:
+        exit_ts = "(SELECT NULL::UINTEGER AS pid, NULL::UBIGINT AS exit_ts)"
     end = _end(cap)
     cap.con.execute(f"""
         CREATE OR REPLACE VIEW alloc_blocks AS
         WITH ev AS (
             SELECT pid, tid, ts, op, fn, addr, size, ustack_id,
                    lead(op) OVER w AS next_op, lead(ts) OVER w AS next_ts, lag(op) OVER w AS prev_op
-            FROM alloc WINDOW w AS (PARTITION BY pid, addr ORDER BY ts, op DESC))
+            FROM alloc WINDOW w AS (PARTITION BY pid, addr ORDER BY ts, op = {op_free} DESC))
         SELECT ev.pid, ev.tid, ev.ts, ev.fn, ev.addr, ev.size, ev.ustack_id,
-               CASE WHEN next_op = {OP_FREE} THEN next_ts END AS freed_ts,
-               next_op = {OP_ALLOC} AS missed_free,
+               CASE WHEN next_op = {op_free} THEN next_ts END AS freed_ts,
+               next_op = {op_alloc} AS missed_free,
                least(coalesce(x.exit_ts, {end}), {end}) AS end_ts
         FROM ev LEFT JOIN {exit_ts} x ON x.pid = ev.pid
-        WHERE ev.op = {OP_ALLOC}""")
+        WHERE ev.op = {op_alloc}""")
 
 
-def _end(cap: Capture) -> int:
+def _end(cap: ArchiveDb) -> int:
     """When recording stopped (programs detached), not when the archive was closed."""
-    clock = cap.manifest.get("clock", {})
-    end = (clock.get("detached") or clock.get("end") or {}).get("monotonic_ns")
-    return int(end or cap.query("SELECT max(ts) FROM alloc")[0][0] or 0)
+    return int(cap.info.stop_ns or cap.query("SELECT max(ts) FROM alloc")[0][0] or 0)
 
 
-def run(cap: Capture, params: dict | None = None) -> LeakReport:
-    params = params or {}
-    min_age_ns = int(float(params.get("min_age", 1.0)) * 1e9)
-    points = int(params.get("points", 8))
-    limit = int(params.get("top", 20))
+def run(cap: ArchiveDb, params: LeaksParams = LeaksParams()) -> LeakReport:
+    min_age_ns = int(params.min_age_s * 1e9)
+    points = params.points
+    limit = params.top
+    op_alloc, op_free = _ops(cap)
     rate = sample_rate(cap)
     register_views(cap)
     report = LeakReport(rate, min_age_ns / 1e9)
     (allocs, frees, unknown, missed) = cap.query(f"""
-        WITH ev AS (SELECT op, lag(op) OVER (PARTITION BY pid, addr ORDER BY ts, op DESC) AS prev_op FROM alloc)
-        SELECT count(*) FILTER (op = {OP_ALLOC}), count(*) FILTER (op = {OP_FREE}),
-               count(*) FILTER (op = {OP_FREE} AND coalesce(prev_op, {OP_FREE}) = {OP_FREE}),
+        WITH ev AS (SELECT op, lag(op) OVER (PARTITION BY pid, addr ORDER BY ts, op = {op_free} DESC) AS prev_op
+                    FROM alloc)
+        SELECT count(*) FILTER (op = {op_alloc}), count(*) FILTER (op = {op_free}),
+               count(*) FILTER (op = {op_free} AND coalesce(prev_op, {op_free}) = {op_free}),
                (SELECT count(*) FROM alloc_blocks WHERE missed_free)
         FROM ev""")[0]
     report.allocations, report.frees = int(allocs) * rate, int(frees) * rate
     report.unknown_frees, report.missed_frees = int(unknown) * rate, int(missed) * rate
-    start = int(cap.manifest.get("clock", {}).get("start", {}).get("monotonic_ns")
-                or cap.query("SELECT min(ts) FROM alloc")[0][0])
+    start = int(cap.info.start_ns or cap.query("SELECT min(ts) FROM alloc")[0][0])
     end = _end(cap)
     groups = cap.query("""
         SELECT pid, ustack_id, sum(size)::HUGEINT, count(*), max(end_ts - ts), min(ts)
         FROM alloc_blocks
         WHERE freed_ts IS NULL AND NOT coalesce(missed_free, false) AND end_ts - ts >= ?
         GROUP BY pid, ustack_id ORDER BY sum(size) DESC, pid, ustack_id""", [min_age_ns])
-    comms = dict(cap.query("SELECT pid, arg_max(comm, ts) FROM processes GROUP BY pid")) if cap.has(
-        "processes") else {}
+    comms = cap.process_names()
     stacks = StackNamer(cap, "alloc", first_frame_exact=False)
     stacks.load((pid, sid, 0) for pid, sid, *_ in groups[:limit])
     instants = [start + (end - start) * (i + 1) // points for i in range(points)]
@@ -144,7 +157,7 @@ def run(cap: Capture, params: dict | None = None) -> LeakReport:
     return report
 
 
-def _growth(cap: Capture, pid: int, sid: int, instants: list[int]) -> list[int]:
+def _growth(cap: ArchiveDb, pid: int, sid: int, instants: list[int]) -> list[int]:
     rows = cap.query("""
         SELECT t.i, coalesce(sum(b.size), 0)::HUGEINT
         FROM (SELECT unnest(?::UBIGINT[]) AS t, generate_subscripts(?::UBIGINT[], 1) AS i) t
@@ -161,3 +174,22 @@ def _slope(xs: list[float], ys: list[int]) -> float:
     mx, my = sum(xs) / n, sum(ys) / n
     var = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
+
+
+class LeaksAnalyzer(ResultRendering[LeakReport]):
+    name, views = NAME, VIEWS
+
+    def applies(self, db: ArchiveDb) -> bool:
+        return applies(db)
+
+    def report_params(self, top: int) -> LeaksParams:
+        return LeaksParams(top=top)
+
+    def run(self, db: ArchiveDb, params: LeaksParams) -> LeakReport:
+        return run(db, params)
+
+    def register_views(self, db: ArchiveDb) -> None:
+        register_views(db)
+
+
+ANALYZER = LeaksAnalyzer()

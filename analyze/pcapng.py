@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from uetrace import __version__
-from uetrace.analyze.capture import Capture
+from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.errors import BadInputError
 
 # Block types and option codes from the pcapng specification.
@@ -89,7 +89,7 @@ class ExportError(BadInputError):
     """The capture cannot be exported (e.g. it holds no packets)."""
 
 
-def _interfaces(cap: Capture) -> list[dict]:
+def _interfaces(cap: ArchiveDb) -> list[dict]:
     """Interfaces to describe: those with packets, plus those a hook was attached to."""
     with_packets = {int(r[0]) for r in cap.query("SELECT DISTINCT ifindex FROM net_packet")}
     known: dict[int, dict] = {}
@@ -105,14 +105,14 @@ def _interfaces(cap: Capture) -> list[dict]:
     return [known[i] for i in sorted(known)]
 
 
-def _stats(cap: Capture) -> dict[int, tuple[int, int]]:
+def _stats(cap: ArchiveDb) -> dict[int, tuple[int, int]]:
     if not cap.has("net_iface_stats"):
         return {}
     return {int(i): (int(p), int(d)) for i, p, d in cap.query(
         "SELECT ifindex, sum(packets), sum(dropped) FROM net_iface_stats GROUP BY 1")}
 
 
-def _packets(cap: Capture) -> Iterator[tuple[int, int, bytes, int, bool]]:
+def _packets(cap: ArchiveDb) -> Iterator[tuple[int, int, bytes, int, bool]]:
     reader = cap.con.sql("SELECT ifindex, ts, payload, len, direction FROM net_packet ORDER BY ts") \
         .to_arrow_reader(BATCH)
     for batch in reader:
@@ -120,28 +120,29 @@ def _packets(cap: Capture) -> Iterator[tuple[int, int, bytes, int, bool]]:
         yield from zip(*cols)
 
 
-def export(cap: Capture, out: BinaryIO) -> dict:
+def export(cap: ArchiveDb, out: BinaryIO) -> dict:
     """Write the capture's packets as pcapng to `out`; returns counts per interface."""
     if not cap.has("net_packet"):
         raise ExportError("the capture has no packets (was the net tracer attached?)")
     offset = _offset(cap)
-    snaplen = int(cap.manifest.get("options", {}).get("net_snaplen") or 0)
+    snaplen = cap.info.net_snaplen
     if not snaplen:
         snaplen = int(cap.query("SELECT max(captured) FROM net_packet")[0][0] or 0)
     ifaces = _interfaces(cap)
     ids = {int(i["ifindex"]): n for n, i in enumerate(ifaces)}
-    out.write(section_header(cap.manifest.get("host", {}).get("kernel", "Linux")))
+    out.write(section_header(cap.info.host.get("kernel", "Linux")))
     for i in ifaces:
         linktype = LINKTYPE_RAW if int(i.get("link_type") or 1) in RAW_IP_LINK_TYPES else LINKTYPE_ETHERNET
         desc = f"{i.get('kind') or 'device'}; XDP {i.get('xdp_attach') or '-'}, TC {i.get('tc_attach') or '-'}"
         out.write(interface_description(linktype, snaplen, i["name"], i.get("mac") or "", desc))
     written = dict.fromkeys(ids, 0)
     first = last = None
+    ingress = cap.enums.value("net_packet", "ue_net_direction", "NET_INGRESS")
     for ifindex, ts, data, length, direction in _packets(cap):
         ts_wall = ts + offset
         first = ts_wall if first is None else first
         last = ts_wall
-        out.write(enhanced_packet(ids[ifindex], ts_wall, data or b"", length, direction == 1))
+        out.write(enhanced_packet(ids[ifindex], ts_wall, data or b"", length, direction == ingress))
         written[ifindex] += 1
     stats = _stats(cap)
     end = last or _offset(cap)
@@ -151,12 +152,11 @@ def export(cap: Capture, out: BinaryIO) -> dict:
     return {"interfaces": len(ids), "packets": sum(written.values()), "per_interface": written}
 
 
-def _offset(cap: Capture) -> int:
+def _offset(cap: ArchiveDb) -> int:
     """Add to a CLOCK_MONOTONIC ns timestamp to get ns since the Unix epoch."""
-    start = cap.manifest.get("clock", {}).get("start", {})
-    return int(start.get("realtime_ns", 0)) - int(start.get("monotonic_ns", 0))
+    return cap.info.realtime_offset_ns
 
 
-def export_file(cap: Capture, path: str | Path) -> dict:
+def export_file(cap: ArchiveDb, path: str | Path) -> dict:
     with open(path, "wb") as fh:
         return export(cap, fh)

@@ -1,4 +1,5 @@
-"""Rendering analyzer results as text (rich tables captured to a string)."""
+"""Rendering analyzer results as text: rich tables, captured to a string. No click here: the library
+renders, the CLI prints."""
 
 from __future__ import annotations
 
@@ -8,8 +9,29 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-from uetrace.output import render_table
+from uetrace.units import human_bytes
+
+__all__ = ["human_bytes", "jsonable", "render_table", "report_width", "text_table"]
+
+
+def jsonable(v):
+    """A cell as JSON and CSV carry it: bytes as hex."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    return v
+
+
+def render_table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None = None) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for c in columns:
+        t.add_column(str(c), overflow="fold")
+    for r in rows:
+        # Cells are data, not markup: "[truncated]" or "[k]" must print as written.
+        t.add_row(*("" if v is None else escape(str(jsonable(v))) for v in r))
+    return t
 
 
 def report_width() -> int:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from uetrace.analyze.capture import Capture
-from uetrace.archive_format import recording_seconds
-from uetrace.output import human_bytes
+from uetrace.analyze.analyzer import ResultRendering
+from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.render import human_bytes
 
 NAME = "summary"
 VIEWS: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SummaryParams:
+    top: int = 10  # processes and connections listed
 
 
 @dataclass
@@ -46,36 +51,34 @@ class Summary:
         return "\n".join(out)
 
 
-def applies(cap: Capture) -> bool:
+def applies(cap: ArchiveDb) -> bool:
     return True
 
 
-def run(cap: Capture, params: dict | None = None) -> Summary:
-    limit = int((params or {}).get("top", 10))
-    m = cap.manifest
-    dur = recording_seconds(m)
-    s = Summary(dur, bool(m.get("complete")), warnings=list(cap.warnings))
-    for name, t in m.get("tracers", {}).items():
+def run(cap: ArchiveDb, params: SummaryParams = SummaryParams()) -> Summary:
+    limit = params.top
+    info = cap.info
+    s = Summary(info.recording_seconds, info.complete, warnings=list(cap.warnings))
+    for name, t in info.tracers.items():
         records = t.get("records", 0)
-        if not m.get("complete"):
+        if not info.complete:
             records = sum(cap.query(f'SELECT count(*) FROM "{k}"')[0][0] for k in t.get("kinds", {})
                           if cap.has(k))
         s.tracers.append({"tracer": name, "attached": bool(t.get("attached")), "records": records,
                           "lost": t.get("lost", 0), "note": t.get("reason", "")})
-    if not m.get("complete") and not s.tracers:
+    if not info.complete and not s.tracers:
         for kind in cap.views:
             n = cap.query(f'SELECT count(*) FROM "{kind}"')[0][0]
             s.tracers.append({"tracer": kind, "attached": True, "records": n, "lost": 0,
                               "note": "from segments (no final manifest)"})
     if cap.has("sock_data"):
-        comm = ("(SELECT any_value(comm) FROM processes p WHERE p.pid = c.pid)" if cap.has("processes")
-                else "''")
-        rows = cap.query(f"""
-            SELECT pid, {comm} AS comm, sum(bytes_sent), sum(bytes_received), count(*)
+        names = cap.process_names()
+        rows = cap.query("""
+            SELECT pid, sum(bytes_sent), sum(bytes_received), count(*)
             FROM connections c GROUP BY pid ORDER BY sum(bytes_sent) + sum(bytes_received) DESC LIMIT ?""",
                          [limit])
-        s.top_processes = [{"pid": r[0], "comm": r[1] or "", "bytes_sent": int(r[2]), "bytes_received": int(r[3]),
-                            "connections": r[4]} for r in rows]
+        s.top_processes = [{"pid": r[0], "comm": names.get(r[0], ""), "bytes_sent": int(r[1]),
+                            "bytes_received": int(r[2]), "connections": r[3]} for r in rows]
         rows = cap.query("""
             SELECT pid, laddr, lport, raddr, rport, bytes_sent, bytes_received FROM connections
             ORDER BY bytes_sent + bytes_received DESC LIMIT ?""", [limit])
@@ -84,3 +87,19 @@ def run(cap: Capture, params: dict | None = None) -> Summary:
         for c in s.top_connections:
             c["bytes_sent"], c["bytes_received"] = int(c["bytes_sent"]), int(c["bytes_received"])
     return s
+
+
+class SummaryAnalyzer(ResultRendering[Summary]):
+    name, views = NAME, VIEWS
+
+    def applies(self, db: ArchiveDb) -> bool:
+        return applies(db)
+
+    def report_params(self, top: int) -> SummaryParams:
+        return SummaryParams(top=top)
+
+    def run(self, db: ArchiveDb, params: SummaryParams) -> Summary:
+        return run(db, params)
+
+
+ANALYZER = SummaryAnalyzer()

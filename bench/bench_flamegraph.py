@@ -65,10 +65,10 @@ def real_capture(exe: Path, out: Path, seconds: float) -> None:
 
 def synthesize(real: Path, out: Path, samples: int) -> int:
     """The real archive with its stack_sample table replicated to `samples` rows."""
-    from uetrace.analyze.capture import open_capture
+    from uetrace.analyze.archive_db import open_archive_db
     from uetrace.capture.archive_writer import ArchiveWriter
 
-    with open_capture(real) as cap:
+    with open_archive_db(real) as cap:
         root = cap.archive.root
         table = pq.read_table(root / "events" / "stack_sample")
         n = table.num_rows

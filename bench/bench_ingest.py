@@ -41,19 +41,31 @@ def run_generator(exe: Path, seconds: float, payload: int) -> dict:
     return json.loads(out.stdout)
 
 
+def sock_slot(snaplen: int) -> int:
+    """The sock tracer's fixed record slot, computed as the capture computes it."""
+    from uetrace.bpf import object_path
+    from uetrace.capture.btf import Btf
+    from uetrace.capture.records import kinds_from_btf
+    from uetrace.capture.session import record_slot
+    from uetrace.capture.tracers.sock import SockTracer
+
+    return record_slot(kinds_from_btf(Btf.from_object(object_path("sock")), SockTracer.structs), snaplen)
+
+
 def raw_drain(exe: Path, seconds: float, payload: int) -> dict:
     from uetrace.bpf import object_path
     from uetrace.capture.libbpf import BpfObject
     from uetrace.capture.ring import RingReader
     from uetrace.capture.tracers.contract import write_rodata
 
+    slot = sock_slot(512)
     obj = BpfObject(object_path("sock"))
     obj.map("events").set_max_entries(32 << 20)
-    write_rodata(obj, {"self_tgid": os.getpid(), "snaplen": 512})
+    write_rodata(obj, {"self_tgid": os.getpid(), "snaplen": 512, "record_slot": slot})
     obj.load()
     for p in obj.programs():
         obj.keep(p.attach())
-    ring = RingReader(obj.map("events").fd, obj.map("events").max_entries)
+    ring = RingReader(obj.map("events").fd, obj.map("events").max_entries, slot=slot)
     stop = threading.Event()
     consumed = [0]
     chunks = []

@@ -15,6 +15,10 @@
 const volatile __u32 self_tgid = 0;        /* the capture process itself: never traced */
 const volatile __u8 filter_pids = 0;       /* 1: only tgids present in target_pids */
 const volatile __u8 filter_comm = 0;       /* 1: only tasks whose comm is a key of target_comms */
+/* Tracers with a busy ring give every record this many bytes (record plus the
+ * largest payload, a multiple of 8), so that user space finds the records
+ * without walking their headers one by one; 0: records take what they need. */
+const volatile __u32 record_slot = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

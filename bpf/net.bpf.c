@@ -34,10 +34,10 @@ struct {
 	__uint(max_entries, 1 << 24); /* resized by the loader */
 } events SEC(".maps");
 
-/* A record plus room for the frame prefix; twice the largest snaplen so that
- * the masked output size stays inside the buffer for the verifier. */
+/* Where a packet is parsed when the ring is full (its headers still count in
+ * the flow table). */
 struct scratch {
-	__u8 buf[sizeof(struct ue_net_packet) + 2 * NET_MAX_SNAPLEN];
+	__u8 buf[sizeof(struct ue_net_packet)];
 };
 
 struct {
@@ -264,17 +264,25 @@ static __always_inline struct ue_net_iface_stat *iface_stat(__u32 ifindex, __u8 
 	return st;
 }
 
-/* Start a record in the per-CPU scratch buffer with every parsed field set. */
-static __always_inline struct ue_net_packet *begin(__u8 dir, __u32 ifindex, __u32 len, void *data, void *end)
+/* Parse the frame into a record: straight into a ring slot (record_slot bytes,
+ * see common.bpf.h), or, when the ring is full, into the per-CPU scratch buffer
+ * so that the flow table and counters still see the packet (*in_ring = false). */
+static __always_inline struct ue_net_packet *begin(__u8 dir, __u32 ifindex, __u32 len, void *data, void *end,
+						   bool *in_ring)
 {
 	__u32 zero = 0, l2 = NET_L2_ETHERNET;
 	__u32 *cfg = bpf_map_lookup_elem(&iface_cfg, &ifindex);
 	if (cfg)
 		l2 = *cfg;
-	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
-		return NULL;
-	struct ue_net_packet *ev = (struct ue_net_packet *)s->buf;
+	struct ue_net_packet *ev = bpf_ringbuf_reserve(&events, record_slot, 0);
+	*in_ring = ev != NULL;
+	if (!ev) {
+		count_drop(UE_DROP_RINGBUF);
+		struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+		if (!s)
+			return NULL;
+		ev = (struct ue_net_packet *)s->buf;
+	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->kind = UE_KIND_NET_PACKET;
 	ev->cpu = bpf_get_smp_processor_id();
@@ -286,32 +294,32 @@ static __always_inline struct ue_net_packet *begin(__u8 dir, __u32 ifindex, __u3
 	return ev;
 }
 
-/* How many frame bytes to copy: 0..NET_MAX_SNAPLEN, in a form the verifier bounds. */
+/* How many frame bytes to copy: 0..snaplen, in a form the verifier bounds
+ * (snaplen is frozen .rodata, so the verifier knows it; the loader sizes
+ * record_slot to hold it). */
 static __always_inline __u64 capture_len(__u32 len)
 {
-	__u64 cap = len < snaplen ? len : snaplen;
-	if (cap > NET_MAX_SNAPLEN)
-		cap = NET_MAX_SNAPLEN;
+	__u64 cap = len;
 	/* clang would otherwise pass the helper a register it knows is clamped
-	 * but the verifier does not; the empty asm hides the value, the mask
-	 * (a no-op on it) gives the verifier its bound. */
+	 * but the verifier does not; the empty asm hides the value. */
 	asm volatile("" : "+r"(cap));
-	return cap & (2 * NET_MAX_SNAPLEN - 1);
+	if (cap > snaplen)
+		cap = snaplen;
+	return cap;
 }
 
-static __always_inline void submit(struct ue_net_packet *ev, __u64 cap)
+static __always_inline void submit(struct ue_net_packet *ev, __u64 cap, bool in_ring)
 {
 	ev->captured = cap;
 	count_flow(ev);
 	struct ue_net_iface_stat *st = iface_stat(ev->ifindex, ev->direction);
-	if (st)
+	if (st) {
 		st->packets += 1;
-	__u64 size = sizeof(*ev) + (cap & (2 * NET_MAX_SNAPLEN - 1));
-	if (bpf_ringbuf_output(&events, ev, size, BPF_RB_NO_WAKEUP)) {
-		count_drop(UE_DROP_RINGBUF);
-		if (st)
+		if (!in_ring)
 			st->dropped += 1;
 	}
+	if (in_ring)
+		bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 }
 
 SEC("xdp.frags")
@@ -319,15 +327,16 @@ int ue_net_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	__u32 len = bpf_xdp_get_buff_len(ctx);
-	struct ue_net_packet *ev = begin(NET_INGRESS, ctx->ingress_ifindex, len, data, end);
+	bool in_ring;
+	struct ue_net_packet *ev = begin(NET_INGRESS, ctx->ingress_ifindex, len, data, end, &in_ring);
 	if (!ev)
 		return XDP_PASS;
-	__u64 cap = capture_len(len);
-	if (cap && bpf_xdp_load_bytes(ctx, 0, (void *)(ev + 1), cap)) {
+	__u64 cap = in_ring ? capture_len(len) : 0;
+	if (cap && bpf_xdp_load_bytes(ctx, 0, ev->payload, cap)) {
 		count_drop(UE_DROP_READ_FAULT);
 		cap = 0;
 	}
-	submit(ev, cap);
+	submit(ev, cap, in_ring);
 	return XDP_PASS;
 }
 
@@ -336,14 +345,15 @@ int ue_net_tc_egress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 	__u32 len = skb->len;
-	struct ue_net_packet *ev = begin(NET_EGRESS, skb->ifindex, len, data, end);
+	bool in_ring;
+	struct ue_net_packet *ev = begin(NET_EGRESS, skb->ifindex, len, data, end, &in_ring);
 	if (!ev)
 		return TC_ACT_UNSPEC;
-	__u64 cap = capture_len(len);
-	if (cap && bpf_skb_load_bytes(skb, 0, (void *)(ev + 1), cap)) {
+	__u64 cap = in_ring ? capture_len(len) : 0;
+	if (cap && bpf_skb_load_bytes(skb, 0, ev->payload, cap)) {
 		count_drop(UE_DROP_READ_FAULT);
 		cap = 0;
 	}
-	submit(ev, cap);
+	submit(ev, cap, in_ring);
 	return TC_ACT_UNSPEC;
 }

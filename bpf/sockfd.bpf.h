@@ -37,6 +37,57 @@ static __always_inline struct sock *fd_to_sock(int fd)
 	return sk;
 }
 
+/* The same walk for BTF-typed programs (tp_btf): one helper call for the fd
+ * array slot, then plain loads through read-only casts, which the JIT turns into
+ * guarded loads instead of one bpf_probe_read_kernel call each (measured with the
+ * helper version: ~8% of a traced nginx worker's time in probe reads). */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* *addr: the struct sock's address as a number (for sock_id): the verifier
+ * allows no arithmetic on the pointer itself. */
+static __always_inline struct sock *fd_to_sock_btf(int fd, __u64 *addr)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file *f = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
+		return NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]) || !f)
+		return NULL;
+	f = bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
+	if ((f->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = bpf_rdonly_cast(f->private_data, bpf_core_type_id_kernel(struct socket));
+	struct sock *sk = sock->sk;
+	if (!sk)
+		return NULL;
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	if (bpf_probe_read_kernel(addr, sizeof(*addr), &sock->sk))
+		return NULL;
+	return sk;
+}
+
+/* FILL_TUPLE for a struct sock reached by fd_to_sock_btf(): plain loads. */
+#define FILL_TUPLE_BTF(ev, sk)                                                          \
+	do {                                                                            \
+		(ev)->family = (sk)->__sk_common.skc_family;                            \
+		(ev)->protocol = (sk)->sk_protocol;                                     \
+		(ev)->lport = (sk)->__sk_common.skc_num;                                \
+		(ev)->rport = bpf_ntohs((sk)->__sk_common.skc_dport);                   \
+		if ((ev)->family == AF_INET) {                                          \
+			*(__u32 *)(ev)->laddr = (sk)->__sk_common.skc_rcv_saddr;        \
+			*(__u32 *)(ev)->raddr = (sk)->__sk_common.skc_daddr;            \
+			__builtin_memset((ev)->laddr + 4, 0, 12);                       \
+			__builtin_memset((ev)->raddr + 4, 0, 12);                       \
+		} else {                                                                \
+			__builtin_memcpy((ev)->laddr, &(sk)->__sk_common.skc_v6_rcv_saddr, 16); \
+			__builtin_memcpy((ev)->raddr, &(sk)->__sk_common.skc_v6_daddr, 16); \
+		}                                                                       \
+	} while (0)
+
 /* Fill family, protocol, addresses and ports; every record kind that names a
  * socket uses the same field names, so one macro serves them all. */
 #define FILL_TUPLE(ev, sk)                                                              \

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Stack tracer: a cpu-clock perf event per CPU (opened by the loader) runs
- * ue_stack_sample at --freq Hz; each sample is one record with the ids of its
- * kernel and user stacks. With --offcpu, sched_switch records how long each
- * thread stayed off the CPU and the stacks it left in. */
+ * ue_stack_sample at --freq Hz; each sample is one record carrying its kernel
+ * and user stacks. With --offcpu, sched_switch records how long each thread
+ * stayed off the CPU and the ids (stack map) of the stacks it left in. */
 #include "common.bpf.h"
 #include "stackmap.bpf.h"
 #include "stack.h"
@@ -66,7 +66,7 @@ int ue_stack_sample(struct bpf_perf_event_data *ctx)
 
 	if (!wanted(tgid))
 		return 0;
-	struct ue_stack_sample *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	struct ue_stack_sample *ev = bpf_ringbuf_reserve(&events, sizeof(*ev) + 2 * UE_SAMPLE_DEPTH * 8, 0);
 	if (!ev) {
 		count_drop(UE_DROP_RINGBUF);
 		return 0;
@@ -77,11 +77,16 @@ int ue_stack_sample(struct bpf_perf_event_data *ctx)
 	ev->ts = bpf_ktime_get_ns();
 	ev->pid = tgid;
 	ev->tid = (__u32)id;
-	ue_stack_ids(ctx, &ev->kstack_id, &ev->ustack_id);
+	long k = bpf_get_stack(ctx, ev->frames, UE_SAMPLE_DEPTH * 8, 0);
+	long u = bpf_get_stack(ctx, ev->frames + UE_SAMPLE_DEPTH, UE_SAMPLE_DEPTH * 8, BPF_F_USER_STACK);
+	/* An empty stack is no stack, as bpf_get_stackid says with -EFAULT. */
+	ev->kstack_id = k > 0 ? 0 : k < 0 ? k : -UE_EFAULT;
+	ev->ustack_id = u > 0 ? 0 : u < 0 ? u : -UE_EFAULT;
+	ev->kframes = k > 0 ? (__u64)k / 8 : 0;
+	ev->uframes = u > 0 ? (__u64)u / 8 : 0;
 	ev->flags = missing_flags(ev->kstack_id, ev->ustack_id) |
 		    (user_mode(ctx) ? UE_STACK_USER_MODE : 0) |
 		    (is_kthread(t) ? UE_STACK_KTHREAD : 0);
-	ev->_pad0 = 0;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 	return 0;

@@ -12,18 +12,26 @@ enum ue_stack_flag {
 	UE_STACK_PREEMPT = 16,   /* off-CPU: the task was preempted, not blocked */
 };
 
-/* One cpu-clock sample: who ran, where, at what time. Never aggregated. */
+/* Frames kept per stack of a sample: the kernel's default kernel.perf_event_max_stack. */
+#define UE_SAMPLE_DEPTH 127
+
+/* One cpu-clock sample: who ran, where, at what time. Never aggregated. The
+ * frames travel in the record (no stack map: a STACK_TRACE map loses a stack
+ * on every hash collision, ~15 per 700 distinct stacks in 16 K buckets), and
+ * the loader turns them into ids of the `stacks` table before writing. */
 struct ue_stack_sample {
 	__u32 kind;          /* UE_KIND_STACK_SAMPLE */
 	__u32 cpu;
 	__u64 ts;            /* CLOCK_MONOTONIC ns */
 	__u32 pid;           /* tgid; 0 for the idle task */
 	__u32 tid;
-	__s32 kstack_id;     /* key in the `stacks` map, or -errno */
-	__s32 ustack_id;     /* key in the `stacks` map, or -errno */
+	__s32 kstack_id;     /* 0, or -errno when there is no kernel stack; the loader sets the id */
+	__s32 ustack_id;     /* 0, or -errno when there is no user stack; the loader sets the id */
 	__u32 flags;         /* enum ue_stack_flag bits */
-	__u32 _pad0;
+	__u16 kframes;       /* kernel frames in frames[0..] */
+	__u16 uframes;       /* user frames in frames[UE_SAMPLE_DEPTH..] */
 	char comm[16];       /* thread name at sample time */
+	__u64 frames[];      /* kernel stack (innermost first), then at UE_SAMPLE_DEPTH the user stack */
 };
 _Static_assert(sizeof(struct ue_stack_sample) == 56, "ue_stack_sample layout");
 

@@ -77,7 +77,8 @@ _PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 @_PRINT_FN
 def _print_cb(level: int, fmt: bytes, args: int) -> int:
     # x86_64 passes va_list as a pointer, so libc's vsnprintf can format it.
-    buf = ctypes.create_string_buffer(4096)
+    # The verifier's log arrives as one message: keep its end (where the error is).
+    buf = ctypes.create_string_buffer(1 << 20)
     _libc.vsnprintf(buf, len(buf), fmt, args)
     with _log_lock:
         _log.append(buf.value.decode(errors="replace").rstrip("\n"))

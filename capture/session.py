@@ -9,6 +9,7 @@ in the rings, and closes the archive with a final manifest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -75,6 +76,7 @@ class CaptureSession:
         self.skipped: dict[str, str] = {}
         self.failures: dict[str, list[dict]] = {}
         self._stop = threading.Event()
+        self._drain_lock = threading.Lock()
         self.stop_reason = "duration"
         self.ncpu = 1
         self.symbols = SymbolSnapshot()   # shared by the tracers that record stacks
@@ -111,6 +113,10 @@ class CaptureSession:
                 "self_tgid": os.getpid(), "filter_pids": 1 if self.opts.pids else 0,
                 "filter_comm": 1 if self.opts.comms else 0}
             tracer.configure(obj, rodata)
+            btf = Btf.from_object(tracer.object_file)
+            kinds = kinds_from_btf(btf, tracer.structs)
+            slot = record_slot(kinds, int(rodata.get("snaplen", 0))) if tracer.fixed_slot else 0
+            rodata["record_slot"] = slot
             write_rodata(obj, rodata)
             obj.load()
             if self.opts.pids:
@@ -121,19 +127,18 @@ class CaptureSession:
                 comms = obj.map("target_comms")
                 for comm in self.opts.comms:  # the kernel keeps 15 bytes of a name
                     comms.update(comm.encode()[:15].ljust(16, b"\0"), b"\1")
-            btf = Btf.from_object(tracer.object_file)
             ring_map = obj.map(tracer.ring_map)
-            run = TracerRun(tracer, obj, RingReader(ring_map.fd, ring_map.max_entries),
-                            Decoder(kinds_from_btf(btf, tracer.structs)),
+            run = TracerRun(tracer, obj, RingReader(ring_map.fd, ring_map.max_entries, slot=slot),
+                            Decoder(kinds),
                             {v: k.removeprefix("UE_DROP_").lower() for k, v in btf.enum("ue_drop").items()
                              if k != "UE_DROP_MAX"})
             self.runs.append(run)
-            tracer.after_attach = self._drain_once
             tracer.attach(obj)
         except BpfError as e:
             if run is not None:
-                self.runs.remove(run)
-                run.ring.close()
+                with self._drain_lock:  # the background drain may be reading this ring
+                    self.runs.remove(run)
+                    run.ring.close()
             obj.close()
             self.failures.setdefault(tracer.name, []).extend(tracer.failures + [{"point": "load",
                                                                                  "error": str(e)}])
@@ -163,16 +168,17 @@ class CaptureSession:
         old = {s: signal.signal(s, lambda *_: self.request_stop("signal"))
                for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         try:
-            for cls in classes:
-                if not self._stop.is_set():
-                    self._start_tracer(cls)
-            if not self.runs and not self._stop.is_set():
-                errs = [f["error"] for fs in self.failures.values() for f in fs] + list(self.skipped.values())
-                raise UetraceError("no tracer could attach: " + (errs[0] if errs else "nothing selected"))
-            if self.opts.pids:
-                self.snap.saw(self.opts.pids)
-            else:
-                self.snap.scan_all()
+            with self._draining_in_background():
+                for cls in classes:
+                    if not self._stop.is_set():
+                        self._start_tracer(cls)
+                if not self.runs and not self._stop.is_set():
+                    errs = [f["error"] for fs in self.failures.values() for f in fs] + list(self.skipped.values())
+                    raise UetraceError("no tracer could attach: " + (errs[0] if errs else "nothing selected"))
+                if self.opts.pids:
+                    self.snap.saw(self.opts.pids)
+                else:
+                    self.snap.scan_all()
             self.manifest["clock"]["attached"] = clock_anchors()  # every tracer is recording from here
             self._loop()
         finally:
@@ -184,6 +190,26 @@ class CaptureSession:
                 for s, h in old.items():
                     signal.signal(s, h)
         return self.manifest
+
+    @contextlib.contextmanager
+    def _draining_in_background(self):
+        """Drain the rings on a thread of their own while the main thread loads, attaches or
+        detaches: verifying the net tracer, or detaching the sock tracer's 26 links, takes
+        longer than a busy server needs to fill the sock tracer's ring."""
+        done = threading.Event()
+
+        def drain() -> None:
+            while not done.wait(self.opts.poll_interval):
+                with self._drain_lock:
+                    self._drain_once()
+
+        thread = threading.Thread(target=drain, name="uetrace-drain", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _loop(self) -> None:
         start = self._started = time.monotonic()
@@ -201,7 +227,9 @@ class CaptureSession:
                 next_stats = now + 0.5
             if self.sink.error:
                 raise UetraceError(f"write segments: {self.sink.error}")
-            if not got:
+            # Sleep between drains unless a ring is filling: reading a few records at a time
+            # in a tight loop cost more CPU (numpy's fixed cost per call) than the records did.
+            if not got or not any(r.ring.pending_bytes() > r.ring.size // 4 for r in self.runs):
                 self._stop.wait(self.opts.poll_interval)
 
     BATCH_RECORDS = 32 * 1024   # decode in batches: each decode call has a fixed cost of ~1 ms
@@ -210,7 +238,7 @@ class CaptureSession:
     def _drain_once(self, flush: bool = False) -> int:
         total = 0
         now = time.monotonic()
-        for run in self.runs:
+        for run in list(self.runs):  # the setup thread may be appending
             chunk = run.ring.read()
             if chunk is not None:
                 if not run.pending:
@@ -257,9 +285,10 @@ class CaptureSession:
         # the symbol snapshots): ages "at the end of the capture" (leaks, waits of deadlocked
         # threads) are measured to this instant.
         self.manifest["clock"]["detached"] = clock_anchors()
-        for run in self.runs:
-            run.tracer.stop()
-            run.obj.detach()  # no new records from here on
+        with self._draining_in_background():
+            for run in self.runs:
+                run.tracer.stop()
+                run.obj.detach()  # no new records from here on
         try:
             if self.sink:
                 while self._drain_once(flush=True):
@@ -296,7 +325,7 @@ class CaptureSession:
                 "kinds": {k.name: {"records": rows.get(k.name, 0)} for k in run.decoder.kinds.values()},
                 "records": run.records, "lost": run.lost, "lost_per_cpu": run.lost_per_cpu,
                 "loss_windows": run.loss_windows, "discarded": run.ring.discarded,
-                "undecoded": run.decoder.unknown, "stats": t.stats}
+                "undecoded": run.decoder.unknown, "stats": t.stats, "notes": t.notes}
         for name, why in self.skipped.items():
             m["tracers"][name] = {"attached": False, "reason": why}
         for name, fails in self.failures.items():
@@ -308,6 +337,11 @@ class CaptureSession:
         if self.sink and self.sink.error:
             m["errors"] = [f"write segments: {self.sink.error}"]
         self.archive.add_bytes(MANIFEST, json.dumps(m, indent=1).encode())
+
+
+def record_slot(kinds: list, payload_max: int) -> int:
+    """The fixed record size of a fixed-slot ring: its largest record with the largest payload."""
+    return max((k.layout.size + (payload_max if k.has_tail else 0) + 7) & ~7 for k in kinds)
 
 
 def _decode_job(run: TracerRun, chunk, snap: ProcessSnapshotter):

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libbpf1 clang llvm libbpf-dev bpftool linux-perf tcpdump tshark iproute2 util-linux gcc g++ make
+APT_PACKAGES=(libbpf1 clang llvm libbpf-dev bpftool linux-perf tcpdump tshark iproute2 util-linux gcc g++ make wrk
               nginx curl openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from uetrace.analyze.archive import ExtractedArchive
-from uetrace.analyze.capture import Capture
+from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.capture.snapshot.processes import MAPPING_SCHEMA
 
 APP, LIBC = "aa" * 20, "cc" * 20
@@ -36,7 +36,7 @@ def _write(root: Path, area: str, kind: str, rows: list[dict], schema: pa.Schema
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), d / "000001.parquet")
 
 
-def build(root: Path, samples: list[dict], stacks: dict[int, list[int]], max_depth: int = 127) -> Capture:
+def build(root: Path, samples: list[dict], stacks: dict[int, list[int]], max_depth: int = 127) -> ArchiveDb:
     """samples: stack_sample rows (pid, tid, comm, kstack_id, ustack_id, ts offset in ns, flags);
     stacks: stack id -> frames, leaf first."""
     _write(root, "events", "stack_sample", [
@@ -92,10 +92,10 @@ def build(root: Path, samples: list[dict], stacks: dict[int, list[int]], max_dep
                 "clock": {"start": {"monotonic_ns": START_NS}},
                 "tracers": {"stack": {"attached": True, "stats": {"stack_max_depth": max_depth},
                                       "lost_per_cpu": {"stack": [2, 1]}}}}
-    return Capture(ExtractedArchive(root, manifest, []))
+    return ArchiveDb(ExtractedArchive(root, manifest, []))
 
 
-def pack(cap: Capture, out: Path) -> Path:
+def pack(cap: ArchiveDb, out: Path) -> Path:
     """The synthetic capture as a real archive file, for the CLI."""
     import json
 

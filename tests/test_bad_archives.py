@@ -98,3 +98,24 @@ def test_archive_is_created_private(tmp_path):
     path.chmod(0o644)
     good_archive(path)
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+# Every command that reads an archive runs the same prologue: the reader's warnings first, then one
+# line when the archive lacks what the command reads.
+READERS = {
+    "analyze": ([], 0), "info": ([], 0), "query": (["SELECT 1"], 0), "requests": ([], 2), "flows": ([], 2),
+    "deadlocks": ([], 2), "leaks": ([], 2), "flamegraph": (["-o", "-"], 2), "export": (["-o", "x.pcapng"], 2),
+}
+
+
+@pytest.mark.parametrize("command", sorted(READERS))
+def test_reading_commands_print_the_readers_warnings(tmp_path, command):
+    path = tmp_path / "killed.tar.zst"
+    path.write_bytes(tar_zst({"manifest.json": manifest(complete=False)}))  # the first manifest only
+    args, code = READERS[command]
+    res = trace_cmd(command, str(path), *args, cwd=tmp_path)
+    assert res.returncode == code, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines[0].startswith("warning: the capture did not finish"), res.stderr
+    if code:
+        assert len(lines) == 2 and lines[1].startswith("trace: error: "), res.stderr

@@ -13,7 +13,7 @@ import time
 import pytest
 from helpers import FIXTURES, trace_cmd
 
-from uetrace.analyze.capture import open_capture
+from uetrace.analyze.archive_db import open_archive_db
 
 
 def prog_holders() -> dict[int, set[int]]:
@@ -62,7 +62,7 @@ def test_sigint_leaves_complete_archive(kernel, tmp_path, capture_run):
     rc, _, err = run.wait()
     load.wait()
     assert rc == 0, err
-    with open_capture(out) as cap:
+    with open_archive_db(out) as cap:
         assert cap.warnings == []
         assert cap.manifest["complete"] and cap.manifest["stop_reason"] == "signal"
         assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
@@ -95,7 +95,7 @@ def test_sigkill_keeps_finished_segments(kernel, tmp_path, capture_run):
     res = trace_cmd("analyze", str(out))
     assert res.returncode == 0, res.stderr
     assert "warning" in res.stderr and "did not finish" in res.stdout
-    with open_capture(out) as cap:
+    with open_archive_db(out) as cap:
         assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
     # The kernel detaches bpf_links when the last fd closes, i.e. when the process dies.
     deadline = time.monotonic() + 5

@@ -11,7 +11,7 @@ import pytest
 import zstandard
 from helpers import run_fixture, trace_cmd
 
-from uetrace.analyze.capture import open_capture
+from uetrace.analyze.archive_db import open_archive_db
 
 
 def capture_exchange(tmp_path, capture_run, *fixture_args: str, extra: tuple[str, ...] = ()):
@@ -33,7 +33,7 @@ def test_exchange_bytes_ports_and_payload(kernel, tmp_path, capture_run, family)
     args = ("--rounds", "6", "--size", "700") + (("--v6",) if family == "v6" else ())
     out, fx = capture_exchange(tmp_path, capture_run, *args)
     assert (out.stat().st_mode & 0o777) == 0o600
-    with open_capture(out) as cap:
+    with open_archive_db(out) as cap:
         assert cap.warnings == []
         conns = cap.query("SELECT lport, rport, bytes_sent, bytes_received, laddr FROM connections "
                           "WHERE pid = ? ORDER BY lport", [fx["pid"]])
@@ -71,7 +71,7 @@ def _archive_json(archive, member: str) -> dict:
 def test_pid_filter_in_kernel(kernel, tmp_path, capture_run):
     """--pid of a process that does no socket I/O: the fixture's traffic must not be recorded."""
     out, fx = capture_exchange(tmp_path, capture_run, extra=("--pid", "1"))
-    with open_capture(out) as cap:
+    with open_archive_db(out) as cap:
         assert cap.manifest["options"]["pids"] == [1]
         recorded = cap.query("SELECT DISTINCT pid FROM sock_data") if cap.has("sock_data") else []
         assert fx["pid"] not in {r[0] for r in recorded}
@@ -98,7 +98,7 @@ def test_sendfile_bytes_are_counted(kernel, tmp_path, capture_run):
     fx = run_fixture("tcp_exchange.py", "--delay", "0", "--rounds", "1", "--sendfile", "5000")
     rc, _, err = run.wait()
     assert rc == 0, err
-    with open_capture(out) as cap:
+    with open_archive_db(out) as cap:
         rows = cap.query("SELECT bytes, captured FROM sock_data WHERE pid = ? AND syscall = 13", [fx["pid"]])
         assert sum(r[0] for r in rows) == 5000 and all(r[1] == 0 for r in rows)
         assert cap.manifest["tracers"]["sock"]["lost"] == 0
@@ -118,7 +118,7 @@ def test_comm_filter_in_kernel(kernel, tmp_path, capture_run):
         t.join()
     rc, _, err = run.wait()
     assert rc == 0, err
-    with open_capture(out) as cap:
+    with open_archive_db(out) as cap:
         pids = {r[0] for r in cap.query("SELECT DISTINCT pid FROM sock_data")}
         assert results["uewanted"]["pid"] in pids and results["uealso"]["pid"] in pids
         assert results["ueother"]["pid"] not in pids

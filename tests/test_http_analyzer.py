@@ -12,22 +12,25 @@ import pyarrow.parquet as pq
 from http_rows import MS, Conn, keepalive, open_rows, request, response
 
 from uetrace.analyze import http
-from uetrace.analyze.registry import ANALYZERS
+from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.enums import DEFAULT
+from uetrace.analyze.manifest_info import ManifestInfo
+from uetrace.analyze.sections import ANALYZERS
 
 
-class FakeCapture:
-    """What analyzers use of a Capture (analyze/capture.py): con, has(), query()."""
+class FakeCapture(ArchiveDb):
+    """An ArchiveDb (analyze/archive_db.py) over views made by the test instead of an archive's
+    folders, with an empty manifest and no enums in its schema."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
         self.views = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         self.manifest: dict = {}
-
-    def has(self, view: str) -> bool:
-        return view in self.views
-
-    def query(self, sql: str, params: list | None = None) -> list[tuple]:
-        return self.con.execute(sql, params or []).fetchall()
+        self.info = ManifestInfo({})
+        self.enums = DEFAULT
+        self.warnings = []
+        self.cache = {}
+        self._process_names = None
 
 
 def add_processes(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
@@ -51,7 +54,7 @@ def test_registered_and_driven_like_trace_analyze(tmp_path):
     add_processes(con, tmp_path)
     cap = FakeCapture(con)
     assert http.applies(cap)
-    res = http.run(cap, {"top": 2})  # what `trace analyze --top 2` passes
+    res = http.run(cap, http.ANALYZER.report_params(top=2))  # what `trace analyze --top 2` passes
     assert len(res.exchanges) == 5 and [e.path for e in res.slowest()] == ["/r/4", "/r/3"]
     assert {(e.client_comm, e.server_comm) for e in res.exchanges} == {("client", "server")}
     assert "1000 (client)" in res.to_text()

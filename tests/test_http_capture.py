@@ -13,8 +13,8 @@ import pytest
 from helpers import IN_CI, run_fixture, trace_cmd
 
 from uetrace.analyze import http
-from uetrace.analyze.capture import open_capture
-from uetrace.analyze.http1 import Exchange
+from uetrace.analyze.archive_db import open_archive_db
+from uetrace.analyze.http.exchange import Exchange
 
 
 def capture_workload(tmp_path: Path, capture_run, fixture: str, tracers: str = "sock,proc") -> tuple[Path, dict]:
@@ -33,7 +33,7 @@ def capture_workload(tmp_path: Path, capture_run, fixture: str, tracers: str = "
 
 
 def analyze(out: Path, params: http.HttpParams | None = None) -> http.HttpResult:
-    with open_capture(out) as cap:
+    with open_archive_db(out) as cap:
         assert http.applies(cap)
         return http.run(cap, params)
 

@@ -10,9 +10,8 @@ import hpack
 import pytest
 from http_rows import MS, Conn, keepalive, open_rows, request, response
 
-from uetrace.analyze import http1, tls
-from uetrace.analyze.http import HttpParams, analyze_http, store_tables
-from uetrace.analyze.streams import stream_from_writes
+from uetrace.analyze.http import HttpParams, analyze_http, http1, store_tables, tls
+from uetrace.analyze.http.streams import stream_from_writes
 
 # -- streams ---------------------------------------------------------------------------------------
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from uetrace.analyze import http1, http2, tls, websocket
-from uetrace.analyze.http import HttpParams, analyze_http, store_tables
-from uetrace.analyze.streams import EGRESS, INGRESS, Connection, Socket, View, stream_from_writes
+from uetrace.analyze.http import HttpParams, analyze_http, http1, http2, store_tables, tls, websocket
+from uetrace.analyze.http.connection import Connection, Socket, View
+from uetrace.analyze.http.streams import EGRESS, INGRESS, stream_from_writes
 
 # No example database: the tests leave no files behind in the working tree.
 FAST = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

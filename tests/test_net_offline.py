@@ -17,7 +17,7 @@ import pytest
 from helpers import IN_CI, trace_cmd
 
 from uetrace.analyze import flows, pcapng
-from uetrace.analyze.capture import open_capture
+from uetrace.analyze.archive_db import open_archive_db
 from uetrace.capture.archive_writer import ArchiveWriter
 from uetrace.capture.manifest import base_manifest
 
@@ -95,7 +95,7 @@ def archive(tmp_path_factory):
 
 
 def test_tcp_flow_analysis(archive):
-    with open_capture(archive) as cap:
+    with open_archive_db(archive) as cap:
         res = flows.run(cap)
     tcp = [f for f in res.flows if f["proto"] == "tcp"]
     assert len(tcp) == 1
@@ -110,7 +110,7 @@ def test_tcp_flow_analysis(archive):
 
 
 def test_loopback_packet_counted_once(archive):
-    with open_capture(archive) as cap:
+    with open_archive_db(archive) as cap:
         res = flows.run(cap)
     udp = [f for f in res.flows if f["proto"] == "udp"]
     assert len(udp) == 1 and udp[0]["iface"] == "lo" and udp[0]["init_packets"] == 1

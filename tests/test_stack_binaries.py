@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 from helpers import FIXTURES, CaptureRun, require_kernel
 
-from uetrace.analyze import folded, profile
-from uetrace.analyze.capture import open_capture
-from uetrace.analyze.stack_samples import SampleFilter
+from uetrace.analyze.archive_db import open_archive_db
+from uetrace.analyze.stacks import folded, profile
+from uetrace.analyze.stacks.samples import SampleFilter
 from uetrace.cli import main
 
 CPU_SECONDS = "1.5"
@@ -105,7 +105,7 @@ def test_cxx_names_in_the_svg_and_mangled_in_the_archive(kernel, recorded, tmp_p
     names = {g.get("data-n") for g in ET.parse(svg).getroot().iter("{http://www.w3.org/2000/svg}g")}
     assert set(PHASE_A) <= names and set(PHASE_B) <= names, names
     # The archive keeps the symbol table's own names; only analysis demangles.
-    with open_capture(recorded.archive) as cap:
+    with open_archive_db(recorded.archive) as cap:
         stored = {r[0] for r in cap.query("SELECT name FROM elf_symbols WHERE name LIKE '_ZN3geo4Grid%'")}
     assert {"_ZN3geo4GridIlE5relaxEl", "_ZN3geo4GridIjE5relaxEl"} <= stored, stored
 
@@ -121,11 +121,11 @@ def test_no_frame_pointer_stacks_are_marked_truncated(kernel, recorded):
 
 
 def test_profile_note_names_the_module_and_its_share(kernel, recorded):
-    with open_capture(recorded.archive) as cap:
+    with open_archive_db(recorded.archive) as cap:
         (nofp, everyone), = cap.query(
             "SELECT count(*) FILTER (WHERE pid = ?), count(*) FROM stack_sample WHERE ustack_id >= 0",
             [recorded.nofp_pid])
-        alone = profile.run(cap, {"filter": SampleFilter(pids=(recorded.nofp_pid,), idle=False)})
+        alone = profile.run(cap, profile.ProfileParams(filter=SampleFilter(pids=(recorded.nofp_pid,), idle=False)))
     expected = 100 * nofp / everyone  # every user stack of the no-frame-pointer binary is truncated
     prof = json.loads(trace("analyze", str(recorded.archive), "--only", "profile", "--json"))["profile"]
     by_module = {m["module"]: m["pct"] for m in prof["truncated"]["by_module"]}

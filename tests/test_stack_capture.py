@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from helpers import FIXTURES, IN_CI, CaptureRun, require_kernel, trace_cmd
 
-from uetrace.analyze import folded, stack_samples
-from uetrace.analyze.capture import open_capture
+from uetrace.analyze.archive_db import open_archive_db
+from uetrace.analyze.stacks import folded
+from uetrace.analyze.stacks import samples as stack_samples
 from uetrace.capture.tracers.perf_event import online_cpus
 
 CPU_SECONDS, WRITE_SECONDS = "4", "3"
@@ -34,7 +35,7 @@ class Recorded:
 
 
 def _fold(archive: Path, pids: tuple[int, ...]) -> tuple[dict, dict[int, dict[tuple[str, ...], int]]]:
-    with open_capture(archive) as cap:
+    with open_archive_db(archive) as cap:
         return cap.manifest, {pid: folded.fold(stack_samples.load(cap, stack_samples.SampleFilter(pids=(pid,))))
                               for pid in pids}
 

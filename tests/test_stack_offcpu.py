@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import FIXTURES, CaptureRun, require_kernel
 
-from uetrace.analyze import folded
+from uetrace.analyze.stacks import folded
 from uetrace.cli import main
 
 ROUNDS = 40  # x (30 + 10) ms asleep: 1.6 s

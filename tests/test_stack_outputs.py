@@ -11,9 +11,10 @@ from click.testing import CliRunner
 from speedscope_schema import validate
 from stack_archive import KBASE, LIBC_BASE, app, build, pack
 
-from uetrace.analyze import folded, stack_samples
-from uetrace.analyze.flamegraph_svg import render_svg
-from uetrace.analyze.speedscope import to_speedscope
+from uetrace.analyze.stacks import folded
+from uetrace.analyze.stacks import samples as stack_samples
+from uetrace.analyze.stacks.speedscope import to_speedscope
+from uetrace.analyze.stacks.svg import render_svg
 from uetrace.cli import main
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from stack_archive import APP_BASE, KBASE, LIBC_BASE, START_NS, app, build
 
-from uetrace.analyze import demangle, profile, stack_samples
-from uetrace.analyze.symbolize import symbolize
+from uetrace.analyze.stacks import demangle, profile
+from uetrace.analyze.stacks import samples as stack_samples
+from uetrace.analyze.stacks.symbolize import symbolize
 
 SPIN_A, CALLER_A, MAIN, START_MAIN = app(0x401310), app(0x401240), app(0x401130), LIBC_BASE + 0x3010
 STACKS = {
@@ -98,7 +99,7 @@ def test_filters(cap):
 
 
 def test_profile_reports_functions_and_truncation(cap):
-    prof = profile.run(cap, {"top": 5})
+    prof = profile.run(cap, profile.ProfileParams(top=5))
     top = {f["function"]: f for f in prof.top_functions}
     assert top["vfs_write"]["self"] == 31 and top["vfs_write"]["kernel"]
     assert top["spin_a"]["total"] == 45 and top["spin_a"]["self"] == 15

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import CaptureRun, require_kernel, run_fixture
 
-from uetrace.analyze.capture import open_capture
+from uetrace.analyze.archive_db import open_archive_db
 from uetrace.analyze.http import analyze_http
 from uetrace.bpf import object_path
 from uetrace.capture.btf import Btf
@@ -88,7 +88,7 @@ def test_python_client_and_server_plaintext(tls_capture):
     request, response = bytes.fromhex(fx["client_request"]), bytes.fromhex(fx["client_response"])
     assert SECRET in response and request.startswith(b"GET /py/secret?x=1 HTTP/1.1\r\n")
     pid, sport, cport = fx["pid"], fx["server_port"], fx["client_port"]
-    with open_capture(out) as cap:
+    with open_archive_db(out) as cap:
         assert cap.manifest["tracers"]["tls"]["attached"], cap.manifest["tracers"]["tls"]
         assert cap.manifest["tracers"]["tls"]["lost"] == 0
         ends = {  # lport -> (fd, bytes written, bytes read)
@@ -116,7 +116,7 @@ def test_curl_plaintext(tls_capture):
     request, response = bytes.fromhex(fx["server_request"]), bytes.fromhex(fx["server_response"])
     assert request.startswith(b"GET /curl/secret HTTP/1.1\r\n") and b"User-Agent: curl/" in request
     curl, sport, cport = fx["client_pid"], fx["server_port"], fx["client_port"]
-    with open_capture(out) as cap:
+    with open_archive_db(out) as cap:
         w, w_fds, w_ids, w_fns = plaintext(cap, curl, cport, 0)
         r, r_fds, r_ids, r_fns = plaintext(cap, curl, cport, 1)
         assert (w, r) == (request, response)
@@ -132,7 +132,7 @@ def test_curl_plaintext(tls_capture):
 
 def test_http_analyzer_decodes_the_plaintext(tls_capture):
     out, py, curl = tls_capture
-    with open_capture(out) as cap:
+    with open_archive_db(out) as cap:
         res = analyze_http(cap.con)
     paths = {e.path: e for e in res.exchanges}
     for path, fx in (("/py/secret?x=1", py), ("/curl/secret", curl)):

@@ -29,22 +29,3 @@ def segment_member(kind: str, seq: int) -> str:
 def table_member(kind: str, seq: int) -> str:
     """A snapshot table (processes, mappings, symbols...) is also rolled in segments."""
     return f"{SYMBOLS_DIR}/{kind}/{seq:06d}.parquet"
-
-
-def recording_window(manifest: dict) -> tuple[str, str] | None:
-    """The clock anchors between which every tracer was recording: attached ->
-    detached when the capture recorded them, else start -> end (the whole run,
-    attach and symbol snapshots included)."""
-    clock = manifest.get("clock", {})
-    for a, b in (("attached", "detached"), ("start", "detached"), ("start", "end")):
-        if clock.get(a) and clock.get(b):
-            return a, b
-    return None
-
-
-def recording_seconds(manifest: dict) -> float | None:
-    window = recording_window(manifest)
-    if window is None:
-        return None
-    clock = manifest["clock"]
-    return (clock[window[1]]["monotonic_ns"] - clock[window[0]]["monotonic_ns"]) / 1e9

@@ -1,10 +1,9 @@
-"""Durations as users type them: 500ms, 10s, 2m, 1h, or plain seconds."""
+"""Durations as users type them: 500ms, 10s, 2m, 1h, or plain seconds (the click type is
+uetrace/cli/options.py:Duration)."""
 
 from __future__ import annotations
 
 import re
-
-import click
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h)?\s*$")
@@ -15,15 +14,3 @@ def parse_duration(text: str) -> float:
     if not m or float(m.group(1)) <= 0:
         raise ValueError(f"bad duration {text!r}: use a positive number with ms, s, m or h (e.g. 500ms, 10s, 2m)")
     return float(m.group(1)) * _UNITS[m.group(2) or "s"]
-
-
-class Duration(click.ParamType):
-    name = "duration"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_duration(str(value))
-        except ValueError as e:
-            self.fail(str(e), param, ctx)

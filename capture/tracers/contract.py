@@ -32,6 +32,9 @@ class Tracer:
     cost: ClassVar[str] = ""                # said before attaching a tracer that slows its targets
     records_stacks: ClassVar[bool] = False  # its records name user stacks: it gets the capture's SymbolSnapshot
     ring_map: ClassVar[str] = "events"
+    # Busy tracers give every record a fixed slot in the ring (see RingReader): the largest
+    # record, payload included. Their configure() sets rodata["snaplen"], the payload bound.
+    fixed_slot: ClassVar[bool] = False
 
     def __init__(self, opts: CaptureOptions, symbols: SymbolSnapshot | None = None):
         self.opts = opts
@@ -43,6 +46,7 @@ class Tracer:
         self.attached: list[str] = []
         self.after_attach = lambda: None    # the session drains the ring between attachments
         self.stats: dict[str, int] = {}     # tracer-specific counters for the manifest (set by finish)
+        self.notes: list[str] = []          # what a reader of the manifest must know (e.g. which hook records lo)
 
     @property
     def object_file(self) -> str:

@@ -39,6 +39,7 @@ NET_L2_RAW_IP = 1        # enum ue_net_l2
 class NetTracer(Tracer):
     name = "net"
     structs = ["ue_net_packet"]
+    fixed_slot = True
     description = "packets at XDP ingress and TC egress: parsed headers, frame prefix, flow table"
     default = True           # generic XDP + TCX/clsact pass every packet: safe on every up interface
 
@@ -85,12 +86,17 @@ class NetTracer(Tracer):
             if i.raw_ip:
                 cfg.update(i.ifindex.to_bytes(4, "little"), NET_L2_RAW_IP.to_bytes(4, "little"))
             how = self.attach_how.setdefault(i.ifindex, {"xdp": "", "tc": ""})
-            # Loopback has no driver XDP: it is always generic.
-            mode_native = native and not i.loopback
+            how["tc"] = self._attach_tc(tc, i, tc_mode)
+            if i.loopback:
+                # Every loopback packet leaves and re-enters lo: egress alone records each
+                # one once, as `tcpdump -i lo` does, and spares generic XDP's cost per packet
+                # (measured: 4 records per HTTP exchange on lo with both hooks, 2 with one).
+                self.notes.append(f"{i.name}: loopback, each packet recorded once at TC egress (no XDP)")
+                continue
+            mode_native = native
             mode = "native" if mode_native else "generic"
             if self.try_attach(f"xdp {mode} {i.name}", xdp.attach_xdp_mode, i.ifindex, mode_native):
                 how["xdp"] = mode
-            how["tc"] = self._attach_tc(tc, i, tc_mode)
         if not self.attached:
             raise BpfError(f"attach {self.name}: no program attached", 95)
 

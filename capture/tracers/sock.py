@@ -17,6 +17,7 @@ from uetrace.capture.tracers.contract import Tracer
 class SockTracer(Tracer):
     name = "sock"
     structs = ["ue_sock_data", "ue_sock_conn"]
+    fixed_slot = True
     description = "socket syscalls (accept, connect, read/write family, close) with payload prefix"
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:

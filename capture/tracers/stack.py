@@ -3,9 +3,12 @@ off-CPU intervals from sched_switch with --offcpu.
 
 Options: CaptureOptions.stack (capture/options.py).
 
-At finish the stack map is dumped to the `stacks` table (capture/tracers/stack_maps.py)
-and the objects mapped by every sampled process are snapshotted
-(capture/snapshot/symbols.py), so the archive alone names every frame.
+Samples carry their frames (bpf/stack.h); postprocess() turns them into ids of
+the `stacks` table, so `stack_sample` keeps the columns it always had. Off-CPU
+records use the stack map. At finish the interned stacks and the stack map are
+written to `stacks` (capture/tracers/stack_maps.py) and the objects mapped by every
+sampled process are snapshotted (capture/snapshot/symbols.py), so the archive
+alone names every frame.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import pyarrow as pa
 from uetrace.capture.libbpf import BpfError, BpfObject, Link
 from uetrace.capture.tracers.contract import Tracer
 from uetrace.capture.tracers.perf_event import online_cpus, open_cpu_clock
-from uetrace.capture.tracers.stack_maps import dump_stacks, size_stack_map
+from uetrace.capture.tracers.stack_maps import StackInterner, dump_stacks, size_stack_map
+
+SAMPLE_DEPTH = 127  # UE_SAMPLE_DEPTH in bpf/stack.h
 
 
 class StackTracer(Tracer):
@@ -34,6 +39,7 @@ class StackTracer(Tracer):
         self.freq = opts.stack.freq
         self.offcpu = opts.stack.offcpu
         self.perf_fds: list[int] = []  # ours; each link holds a dup, which libbpf closes on detach
+        self.interned = StackInterner(SAMPLE_DEPTH)
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         if self.freq <= 0:
@@ -59,16 +65,37 @@ class StackTracer(Tracer):
         if not self.attached:
             raise BpfError(f"attach {self.name}: no perf event attached", 95)
 
+    def postprocess(self, kind: str, table: pa.Table) -> pa.Table:
+        """Samples: frames -> stack ids (a few hundred rows a second: a Python step per row is fine)."""
+        if kind != "stack_sample":
+            return table
+        frames = table.column("frames").to_pylist()
+        kframes = table.column("kframes").to_pylist()
+        uframes = table.column("uframes").to_pylist()
+        kids, uids = table.column("kstack_id").to_pylist(), table.column("ustack_id").to_pylist()
+        user = SAMPLE_DEPTH * 8
+        for i, raw in enumerate(frames):
+            if kids[i] == 0:
+                kids[i] = self.interned.intern(raw[:kframes[i] * 8])
+            if uids[i] == 0:
+                uids[i] = self.interned.intern(raw[user:user + uframes[i] * 8])
+        table = table.set_column(table.schema.get_field_index("kstack_id"), "kstack_id", pa.array(kids, pa.int32()))
+        table = table.set_column(table.schema.get_field_index("ustack_id"), "ustack_id", pa.array(uids, pa.int32()))
+        return table.drop_columns(["kframes", "uframes", "frames"])
+
     def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
         pairs = table.select(["pid", "comm"]).group_by(["pid", "comm"]).aggregate([])
         self.symbols.saw(pairs.column("pid").to_numpy(), pairs.column("comm").to_numpy(zero_copy_only=False))
 
     def finish(self, write_table) -> None:
         try:
-            dump = dump_stacks(self.obj, self.name)
-            self.stats.update(dump.stats())
-            if dump.table.num_rows:
-                write_table("stacks", dump.table)
+            mapped, interned = dump_stacks(self.obj, self.name), self.interned.dump(self.name)
+            table = pa.concat_tables([interned.table, mapped.table])
+            self.stats.update({"stacks": table.num_rows, "stack_max_depth": mapped.max_depth,
+                               "stacks_truncated_at_max_depth": mapped.truncated_at_max_depth
+                               + interned.truncated_at_max_depth})
+            if table.num_rows:
+                write_table("stacks", table)
         finally:
             for fd in self.perf_fds:
                 os.close(fd)

@@ -41,6 +41,42 @@ class StackDump:
                 "stacks_truncated_at_max_depth": self.truncated_at_max_depth}
 
 
+# Ids that StackInterner gives, above any key of a stack map (maps hold far fewer slots),
+# so that one tracer's map ids and interned ids share its rows of `stacks` without clashing.
+INTERNED_ID_BASE = 1 << 24
+
+
+class StackInterner:
+    """Stacks that records carry themselves (the stack tracer's samples), turned into
+    ids of the `stacks` table: one id per distinct stack, rows written once."""
+
+    def __init__(self, depth: int):
+        self.depth = depth
+        self._ids: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def intern(self, frames: bytes) -> int:
+        sid = self._ids.get(frames)
+        if sid is None:
+            sid = self._ids[frames] = INTERNED_ID_BASE + len(self._ids)
+        return sid
+
+    def dump(self, tracer: str) -> StackDump:
+        stacks = list(self._ids)
+        lengths = np.fromiter((len(f) // 8 for f in stacks), dtype=np.int32, count=len(stacks))
+        offsets = np.zeros(len(stacks) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.frombuffer(b"".join(stacks), dtype="<u8")
+        table = pa.Table.from_arrays([
+            pa.array([tracer] * len(stacks), pa.string()),
+            pa.array(list(self._ids.values()), pa.int32()),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.uint64())),
+        ], schema=STACKS_SCHEMA)
+        return StackDump(table, self.depth, int((lengths == self.depth).sum()))
+
+
 def size_stack_map(obj: BpfObject, entries: int) -> None:
     """Set the number of stack slots before load (a power of two is what the kernel uses)."""
     obj.map(STACK_MAP).set_max_entries(max(1, int(entries)))

@@ -1,0 +1,99 @@
+"""An archive opened for analysis: the extracted archive plus a DuckDB connection with one view per
+table, typed reads of its manifest (`info`) and enums (`enums`), and the analyzers' cache.
+
+Every folder events/<kind>/ and symbols/<kind>/ becomes a view named <kind> over its Parquet
+segments, so a new tracer's records are queryable without any change here. Analyzers take an
+ArchiveDb and read through `con`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from uetrace.analyze.archive import ExtractedArchive, extract
+from uetrace.analyze.enums import Enums, read_enums
+from uetrace.analyze.manifest_info import ManifestInfo
+from uetrace.archive_format import EVENTS_DIR, SYMBOLS_DIR
+
+
+class ArchiveDb:
+    def __init__(self, archive: ExtractedArchive):
+        self.archive = archive
+        self.manifest = archive.manifest
+        self.info = ManifestInfo(archive.manifest)
+        self.enums: Enums = read_enums(archive.root)
+        self.warnings = archive.warnings
+        # Results that more than one caller needs (the http analysis feeds both its section and its SQL
+        # tables), keyed by who computed them: an explicit place instead of attributes set on the handle.
+        self.cache: dict[str, Any] = {}
+        self._process_names: dict[int, str] | None = None
+        self.con = duckdb.connect(":memory:")
+        self.views: dict[str, Path] = {}
+        for area in (EVENTS_DIR, SYMBOLS_DIR):
+            base = archive.root / area
+            if not base.is_dir():
+                continue
+            for kind_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+                if not any(kind_dir.glob("*.parquet")):
+                    continue
+                glob = str(kind_dir / "*.parquet").replace("'", "''")
+                self.con.execute(f'CREATE VIEW "{kind_dir.name}" AS SELECT * FROM '
+                                 f"read_parquet('{glob}', union_by_name=true)")
+                self.views[kind_dir.name] = kind_dir
+        self._extra_views()
+
+    def _extra_views(self) -> None:
+        """Friendlier views over the raw tables (names as users search for them)."""
+        if "sock_data" in self.views:
+            egress = self.enums.value("sock_data", "ue_sock_direction", "DIR_EGRESS")
+            ingress = self.enums.value("sock_data", "ue_sock_direction", "DIR_INGRESS")
+            self.con.execute(f"""
+                CREATE VIEW connections AS
+                SELECT sock_id, pid, any_value(fd) AS fd, any_value(laddr) AS laddr, any_value(lport) AS lport,
+                       any_value(raddr) AS raddr, any_value(rport) AS rport,
+                       any_value(protocol) AS protocol,
+                       sum(CASE WHEN direction = {int(egress)} THEN bytes ELSE 0 END) AS bytes_sent,
+                       sum(CASE WHEN direction = {int(ingress)} THEN bytes ELSE 0 END) AS bytes_received,
+                       count(*) AS syscalls, min(ts_enter) AS first_ts, max(ts_exit) AS last_ts
+                FROM sock_data GROUP BY sock_id, pid""")
+
+    def has(self, view: str) -> bool:
+        return view in self.views
+
+    def query(self, sql: str, params: list | None = None) -> list[tuple]:
+        return self.con.execute(sql, params or []).fetchall()
+
+    def process_names(self) -> dict[int, str]:
+        """pid -> comm, from the process snapshot and the proc tracer's exec and exit records (a
+        short-lived process, a curl run, may be gone before any snapshot). The latest row per pid wins:
+        a pid that exec'd during the capture is named after what it became, which is what did the work
+        in the usual fork+exec case."""
+        if self._process_names is None:
+            sources = []
+            if self.has("processes"):
+                sources.append("SELECT pid, comm, ts FROM processes")
+            if self.has("proc"):
+                ops = self.enums.sql_list("proc", "ue_proc_op", ("PROC_EXEC", "PROC_EXIT"))
+                sources.append(f"SELECT pid, comm, ts FROM proc WHERE op IN ({ops}) AND pid = tid")
+            self._process_names = dict(self.query(
+                f"SELECT pid, arg_max(comm, ts) FROM ({' UNION ALL '.join(sources)}) WHERE comm <> '' "
+                "GROUP BY pid")) if sources else {}
+        return self._process_names
+
+    def close(self) -> None:
+        self.con.close()
+        self.archive.cleanup()
+
+    def __enter__(self) -> ArchiveDb:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_archive_db(path: str | Path) -> ArchiveDb:
+    """Open an archive for analysis (raises ArchiveError with a one-line message)."""
+    return ArchiveDb(extract(path))

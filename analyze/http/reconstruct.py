@@ -1,0 +1,183 @@
+"""Reconstruction: every connection of `sock_data` (and `tls_data`) through the protocol parsers.
+
+`analyze_http(con, params, enums)` works on any DuckDB connection with a sock_data-shaped view, so tests and
+the benchmark need no archive (without `enums`, the values of archives that carried none).
+"""
+
+from __future__ import annotations
+
+import gc
+
+import duckdb
+
+from uetrace.analyze.enums import DEFAULT, Enums
+from uetrace.analyze.http import http1, http2, tls, websocket
+from uetrace.analyze.http.connection import Connection, Socket, View, pair_sockets
+from uetrace.analyze.http.filters import filter_result
+from uetrace.analyze.http.result import HttpParams, HttpResult, TlsConnection
+from uetrace.analyze.http.stream_loading import load_sockets
+
+
+def analyze_http(con: duckdb.DuckDBPyConnection, params: HttpParams | None = None,
+                 enums: Enums = DEFAULT) -> HttpResult:
+    """Reconstruct every HTTP/1, HTTP/2, gRPC, WebSocket and TLS connection from the `sock_data` view
+    (and `tls_data` when the TLS tracer ran), then keep what params select. Never raises on payload
+    content; a missing `sock_data` and `tls_data` gives an empty result with a note."""
+    result = HttpResult(HttpParams())
+    views = _views(con)
+    if "sock_data" not in views and "tls_data" not in views:
+        result.notes.append("no sock_data: the socket tracer did not run")
+        return filter_result(result, params or HttpParams())
+    # Loading and parsing allocate a few objects per record and message, none of them in cycles: the
+    # cyclic collector would only rescan the growing streams and result again and again (10-25% of
+    # the time on big captures).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _analyze(con, views, result, enums)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return filter_result(result, params or HttpParams())
+
+
+def _analyze(con: duckdb.DuckDBPyConnection, views: set[str], result: HttpResult, enums: Enums) -> None:
+    roles = _roles_from_conn_records(con, enums) if "sock_conn" in views else {}
+    ids: dict[tuple, int] = {}  # 4-tuple -> conn_id of the TLS tracer's connections
+    jobs: list[tuple[Connection, int, bool]] = []
+    # The TLS tracer's plaintext first: a connection it decrypted is read from it, and its encrypted
+    # bytes in sock_data only give the TLS handshake facts (SNI, ALPN, version).
+    decrypted: set[int] = set()
+    if "tls_data" in views:
+        for conn in pair_sockets(load_sockets(con, "tls_data", source="tls", enums=enums)):
+            conn_id = ids.setdefault(_conn_key(conn.sock), len(ids))
+            decrypted.add(conn_id)
+            jobs.append((conn, conn_id, True))
+    if "sock_data" in views:
+        conns = pair_sockets(load_sockets(con, "sock_data", enums=enums))
+        next_id = len(ids)
+        for conn in conns:
+            # The socket of a connection the TLS tracer decrypted shares its id. (Should the kernel
+            # reuse that 4-tuple within the capture, the later connection shares it too: rare enough.)
+            conn_id = ids.get(_conn_key(conn.sock))
+            if conn_id is None:
+                conn_id, next_id = next_id, next_id + 1
+            jobs.append((conn, conn_id, False))
+        result.connections = len(conns)
+    else:
+        result.connections = len(decrypted)
+    _run_jobs(jobs, roles, result, decrypted)
+    for t in result.tls:
+        t.decrypted = t.conn_id in decrypted
+
+
+def _run_jobs(jobs: list[tuple[Connection, int, bool]], roles: dict[int, bool], result: HttpResult,
+              decrypted: set[int]) -> None:
+    # Serial on purpose: a fork-based pool over connections was tried; pickling the results back and
+    # copy-on-write faults on the shared streams cost ~25% more CPU, and on a busy 2-CPU host it lost.
+    for conn, conn_id, plaintext in jobs:
+        _analyze_connection(conn, conn_id, roles, result, plaintext, conn_id in decrypted and not plaintext)
+
+
+def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
+def _roles_from_conn_records(con: duckdb.DuckDBPyConnection, enums: Enums) -> dict[int, bool]:
+    """sock_id -> is the client end, from the socket tracer's connect (client) and accept (server)
+    records, when the capture has them. Content decides when it is clear; this breaks ties."""
+    accept = enums.value("sock_conn", "ue_sock_conn_op", "CONN_ACCEPT")
+    connect = enums.value("sock_conn", "ue_sock_conn_op", "CONN_CONNECT")
+    try:
+        rows = con.execute("SELECT DISTINCT sock_id, op FROM sock_conn WHERE op IN (?, ?)",
+                           [accept, connect]).fetchall()
+    except duckdb.Error:
+        return {}
+    return {sock_id: op == connect for sock_id, op in rows}
+
+
+def _conn_key(s: Socket) -> tuple:
+    return tuple(sorted((s.local, s.remote)))
+
+
+def _choose_view(conn: Connection, roles: dict[int, bool]) -> View:
+    """Decide which end is the client, from what each end sent, then pick the end to read: the
+    client's (latency as the client saw it) unless the server's capture holds more of the bytes."""
+    ends = [s for s in (conn.sock, conn.peer) if s is not None]
+    client = server = None
+    for s in ends:
+        if _opens_connection(s.egress) or http1.looks_like_responses(s.ingress):
+            client = s
+        elif _opens_connection(s.ingress) or http1.looks_like_responses(s.egress):
+            server = s
+    for s in ends:
+        if client is None and server is not s and roles.get(s.sock_id) is True:
+            client = s
+        if server is None and client is not s and roles.get(s.sock_id) is False:
+            server = s
+    if client is None and server is None:  # no clue in content: the server usually has the lower port
+        s = ends[0]
+        client, server = (s, None) if s.lport > s.rport else (None, s)
+    if client is not None and server is None and len(ends) == 2:
+        server = ends[1] if ends[0] is client else ends[0]
+    if server is not None and client is None and len(ends) == 2:
+        client = ends[1] if ends[0] is server else ends[0]
+    if client is not None and (server is None or _bytes(client) >= _bytes(server)):
+        return View.of(conn, client, True)
+    assert server is not None
+    return View.of(conn, server, False)
+
+
+def _opens_connection(stream) -> bool:
+    return (tls.client_hello_in(stream) or http2.starts_with_preface(stream)
+            or http1.looks_like_requests(stream))
+
+
+def _bytes(s: Socket) -> int:
+    return s.egress.length + s.ingress.length
+
+
+def _analyze_connection(conn: Connection, conn_id: int, roles: dict[int, bool], result: HttpResult,
+                        plaintext: bool, tls_only: bool = False) -> None:
+    try:
+        view = _choose_view(conn, roles)
+        _dispatch(view, conn_id, result, plaintext, tls_only)
+    except Exception as e:  # a parser bug costs one connection, never the analysis
+        result.notes.append(f"connection {conn_id}: unparsed ({type(e).__name__}: {e})")
+
+
+def _dispatch(view: View, conn_id: int, result: HttpResult, plaintext: bool, tls_only: bool = False) -> None:
+    """tls_only: the TLS tracer decrypted this connection, so its socket bytes are ciphertext whatever
+    they look like; only a TLS handshake is taken from them."""
+    req, resp = view.requests, view.responses
+    if not plaintext:
+        info = tls.detect(req, resp)
+        if info is not None:
+            c_pid, _, s_pid, _ = view.who(req, 0) if req.length else view.who(resp, 0)
+            first = [s.first_ts for s in (req, resp) if s.hi > s.lo]
+            result.tls.append(TlsConnection(conn_id, view.client_addr, view.server_addr, info, c_pid, s_pid,
+                                            min(first) if first else 0, req.length, resp.length))
+            return
+        if tls_only:
+            return
+    if http2.starts_with_preface(req):
+        result.exchanges.extend(http2.exchanges(view, conn_id, tls=plaintext))
+        return
+    if http1.looks_like_requests(req) or http1.looks_like_responses(resp):
+        exchanges, switch = http1.parse_exchanges(view, conn_id, tls=plaintext)
+        result.exchanges.extend(exchanges)
+        if switch is None:
+            return
+        if switch.protocol == "websocket":
+            result.websockets.append(websocket.parse_session(switch.exchange, req, switch.request_end, resp,
+                                                             switch.response_end))
+        elif switch.protocol == "h2c":
+            result.exchanges.extend(http2.exchanges(view, conn_id, switch.request_end, switch.response_end,
+                                                    tls=plaintext, upgrade=switch.exchange))
+        else:
+            switch.exchange.note = switch.exchange.note or f"switched to {switch.protocol}: not decoded"
+        return
+    if http2.looks_like_frames(req) or http2.looks_like_frames(resp):
+        result.exchanges.extend(http2.exchanges(view, conn_id, tls=plaintext))
+        return
+    result.unrecognized += 1

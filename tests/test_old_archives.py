@@ -1,0 +1,25 @@
+"""Archives written by an earlier version still open and analyze the same.
+
+tests/data/format1/ holds a capture made before the capture-overhead rework (see its
+README) and what that version's analyzers printed for it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import trace_cmd
+
+DATA = Path(__file__).parent / "data" / "format1"
+
+
+@pytest.mark.parametrize("command", ["requests", "flows", "analyze"])
+def test_old_archive_gives_the_same_analysis(command):
+    res = trace_cmd(command, str(DATA / "http_keepalive.tar.zst"), "--json", check=True)
+    assert json.loads(res.stdout) == json.loads((DATA / f"{command}.json").read_text())
+
+
+def test_old_archive_info_reads_its_manifest():
+    res = trace_cmd("info", str(DATA / "http_keepalive.tar.zst"), check=True)
+    assert "format 1" in res.stdout and "sock" in res.stdout

@@ -1,0 +1,149 @@
+"""`trace capture`: record with every selected tracer into one archive."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from uetrace.capture import options as o
+from uetrace.cli.options import Duration
+from uetrace.units import human_bytes
+
+
+class ProgressView:
+    """Live per-tracer rates on a terminal; nothing on a pipe (CI logs stay readable)."""
+
+    def __init__(self, console: Console, enabled: bool):
+        self.console = console
+        self.live = Live(console=console, refresh_per_second=4, transient=False) if enabled else None
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def __enter__(self):
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.__exit__(*exc)
+
+    def update(self, p) -> None:
+        if not self.live:
+            return
+        t = Table(header_style="bold")
+        for col in ("tracer", "records", "records/s", "lost"):
+            t.add_column(col, justify="right" if col != "tracer" else "left")
+        now = time.monotonic()
+        for name, st in p.tracers.items():
+            prev_t, prev_n = self._last.get(name, (now, st["records"]))
+            rate = (st["records"] - prev_n) / (now - prev_t) if now > prev_t else 0.0
+            self._last[name] = (now, st["records"])
+            t.add_row(name, f"{st['records']:,}", f"{rate:,.0f}", f"{st['lost']:,}",
+                      style="red" if st["lost"] else None)
+        self.live.update(Group(Text(_title(p), style="bold"), t))
+
+
+def _range(b: o.Bounds) -> click.IntRange:
+    return click.IntRange(b.min, b.max)
+
+
+def _title(p) -> str:
+    left = f", {max(0.0, p.duration - p.elapsed):.0f}s left" if p.duration else ", Ctrl-C to stop"
+    return f"capturing: {p.elapsed:.0f}s elapsed{left}; {human_bytes(p.bytes_written)} written"
+
+
+@click.command("capture")
+@click.option("-d", "--duration", type=Duration(), default=None,
+              help="How long to record (500ms, 10s, 2m). Default: until Ctrl-C or SIGTERM.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("capture.tar.zst"),
+              show_default=True, help="Archive to write (created 0600).")
+@click.option("-t", "--tracers", default=None, metavar="LIST",
+              help="Comma-separated tracers: 'proc,lock' is exactly these, '+lock,+alloc' the default set "
+                   "plus these (default: proc, sock, tls, stack, net; lock and alloc only when named).")
+@click.option("-p", "--pid", "pids", type=int, multiple=True, help="Only record these processes (repeatable).")
+@click.option("-c", "--comm", "comms", multiple=True, help="Only record tasks with this command name (repeatable).")
+@click.option("--snaplen", type=_range(o.SNAPLEN), default=o.SNAPLEN.default, show_default=True,
+              help="Payload bytes kept per socket read/write.")
+@click.option("--ring-size", type=_range(o.RING_MIB), default=o.RING_MIB.default, show_default=True, metavar="MIB",
+              help="Ring buffer size per tracer, in MiB (a power of two).")
+@click.option("--segment-seconds", type=Duration(), default=o.SEGMENT_SECONDS, show_default=True,
+              help=f"Roll Parquet segments at this age (and at {o.SEGMENT_BYTES >> 20} MiB).")
+@click.option("--alloc-sample", type=_range(o.ALLOC_SAMPLE), default=o.ALLOC_SAMPLE.default, show_default=True,
+              metavar="N",
+              help="alloc tracer: keep 1 in N heap blocks (by address hash; leak figures are scaled back).")
+@click.option("--all-processes", is_flag=True,
+              help="lock/alloc tracers: probe every process, not only --pid/--comm (slows the whole system).")
+@click.option("--iface", "ifaces", multiple=True, metavar="NAME",
+              help="net tracer: interface to attach to (repeatable; default: every interface that is up).")
+@click.option("--xdp-mode", type=click.Choice(o.XDP_MODES), default=o.XDP_MODES[0], show_default=True,
+              help="net tracer: XDP mode; native may make some NIC drivers reset the link.")
+@click.option("--net-snaplen", type=_range(o.NET_SNAPLEN), default=o.NET_SNAPLEN.default, show_default=True,
+              help="net tracer: bytes kept of each packet (headers included).")
+@click.option("--tc-attach", type=click.Choice(o.TC_ATTACH_MODES), default=o.TC_ATTACH_MODES[0], show_default=True,
+              help="net tracer: egress hook; auto uses a TCX link where the kernel has it (>= 6.6).")
+@click.option("--freq", type=_range(o.FREQ), default=o.FREQ.default, show_default=True, metavar="HZ",
+              help="stack tracer: samples per second on each CPU.")
+@click.option("--offcpu", is_flag=True, help="stack tracer: also record off-CPU intervals (sched_switch).")
+@click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
+def command(duration, output, tracers, pids, comms, snaplen, ring_size, segment_seconds, alloc_sample,
+            all_processes, ifaces, xdp_mode, net_snaplen, tc_attach, freq, offcpu, quiet):
+    """Record what the tracers see into one archive (needs root).
+
+    Ctrl-C or SIGTERM stops early and still writes a complete archive.
+
+    \b
+    Examples:
+      sudo trace capture -d 60s -o run.tar.zst
+      sudo trace capture -d 10s --tracers sock,proc --pid 1234 -o web.tar.zst
+      sudo trace capture -d 10s -t +lock,+alloc --comm myserver -o slow.tar.zst
+    """
+    from uetrace.capture.session import CaptureSession
+    from uetrace.capture.tracers.catalog import TRACERS, select
+    from uetrace.errors import BadInputError
+
+    if ring_size & (ring_size - 1):
+        raise BadInputError(f"--ring-size {ring_size}: must be a power of two (MiB)")
+    names = select(tracers) if tracers else []
+    opts = o.CaptureOptions(output=output, duration=duration, tracers=names, pids=list(pids),
+                            comms=list(comms), snaplen=snaplen, ring_size=ring_size << 20,
+                            segment_seconds=segment_seconds, command_line=sys.argv[:],
+                            net=o.NetOptions(ifaces=list(ifaces), xdp_mode=xdp_mode, snaplen=net_snaplen,
+                                             tc_attach=tc_attach),
+                            stack=o.StackOptions(freq=freq, offcpu=offcpu),
+                            uprobe=o.UprobeOptions(all_processes=all_processes, alloc_sample=alloc_sample))
+    err = Console(stderr=True)
+    costly = [TRACERS[n] for n in names if TRACERS[n].cost]
+    if costly and all_processes:
+        err.print("[yellow]warning:[/] --all-processes: every process is probed, expect a slower system: "
+                  + "; ".join(f"{t.name} {t.cost}" for t in costly))
+    elif all_processes:
+        err.print("[yellow]warning:[/] --all-processes applies to the lock and alloc tracers only, and neither "
+                  "is selected (name them: -t +lock,+alloc)")
+    elif costly and (pids or comms):
+        err.print("[yellow]note:[/] the target processes will run slower: "
+                  + "; ".join(f"{t.name} {t.cost}" for t in costly))
+    with ProgressView(err, enabled=not quiet and err.is_terminal) as view:
+        session = CaptureSession(opts, on_progress=view.update)
+        manifest = session.run()
+    _summary(err, manifest, output)
+
+
+def _summary(console: Console, m: dict, output: Path) -> None:
+    for name, t in m["tracers"].items():
+        if not t.get("attached"):
+            console.print(f"[yellow]warning:[/] tracer {name} not attached: {t.get('reason')}")
+        for f in t.get("attach_failures", []) if t.get("attached") else []:
+            console.print(f"[yellow]warning:[/] {name}: {f['point']}: {f['error']}")
+        if t.get("lost"):
+            console.print(f"[red]warning:[/] {name} lost {t['lost']:,} records (see trace info)")
+    total = sum(t.get("records", 0) for t in m["tracers"].values())
+    size = output.stat().st_size if output.exists() else 0
+    console.print(f"wrote {output} ({human_bytes(size)}): {total:,} records, "
+                  f"stopped by {m.get('stop_reason', 'duration')}")

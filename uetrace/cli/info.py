@@ -1,0 +1,73 @@
+"""`trace info`: what an archive holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from uetrace.cli.options import archive_argument, json_option
+from uetrace.cli.output import print_rows
+from uetrace.units import human_bytes
+
+
+@click.command("info")
+@archive_argument
+@json_option("Print the manifest as JSON.")
+def command(archive: Path, as_json: bool):
+    """Show what is inside an archive: host, duration, tracers, counts, losses.
+
+    \b
+    Example:
+      trace info run.tar.zst
+    """
+    from uetrace.analyze.archive import extract
+    from uetrace.analyze.manifest_info import ManifestInfo
+    from uetrace.cli.reading import print_warnings
+
+    ex = extract(archive)  # the manifest and members only: no DuckDB views needed
+    try:
+        print_warnings(ex.warnings)
+        m = ex.manifest
+        if as_json:
+            click.echo(json.dumps(m, indent=1))
+            return
+        host = m.get("host", {})
+        dur = ManifestInfo(m).recording_seconds
+        console = Console()
+        console.print(f"[bold]{archive}[/]: uetrace {m.get('tool_version')} format {m.get('format_version')}")
+        console.print(f"host {host.get('hostname')} kernel {host.get('kernel')} {host.get('arch')} "
+                      f"{host.get('cpus')} CPUs")
+        console.print(f"recorded {dur:.2f}s" if dur is not None else "duration unknown (capture did not finish)")
+        console.print("command: " + " ".join(m.get("command_line", [])))
+        rows = []
+        for name, t in m.get("tracers", {}).items():
+            if not t.get("attached"):
+                rows.append((name, "no", "", "", t.get("reason", "")))
+                continue
+            fails = len(t.get("attach_failures", []))
+            rows.append((name, "yes", f"{t.get('records', 0):,}", f"{t.get('lost', 0):,}",
+                         f"{fails} attach points failed" if fails else ""))
+        print_rows(("tracer", "attached", "records", "lost", "notes"), rows, console=console)
+        seg_rows = {}
+        for s in m.get("segments", []):
+            k = seg_rows.setdefault(s["kind"], [0, 0, 0])
+            k[0] += 1
+            k[1] += s["rows"]
+            k[2] += s["bytes"]
+        if not m.get("complete"):
+            # The final manifest is missing: list what the archive really holds.
+            seg_rows = {}
+            for member in ex.members:
+                parts = member.split("/")
+                if len(parts) == 3 and parts[2].endswith(".parquet"):
+                    k = seg_rows.setdefault(parts[1], [0, 0, 0])
+                    k[0] += 1
+                    k[2] += (ex.root / member).stat().st_size
+        print_rows(("table", "segments", "rows", "size"),
+                   [(k, v[0], f"{v[1]:,}" if v[1] else "?", human_bytes(v[2])) for k, v in sorted(seg_rows.items())],
+                   console=console)
+    finally:
+        ex.cleanup()

@@ -1,0 +1,33 @@
+"""The prologue of every command that reads an archive: open it, print the reader's warnings to
+stderr, check that it holds what the command reads, else fail with one line (exit code 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from uetrace.analyze.archive_db import ArchiveDb, open_archive_db
+from uetrace.errors import BadInputError
+
+
+def print_warnings(warnings: Iterable[str]) -> None:
+    err = Console(stderr=True)
+    for w in warnings:
+        # A warning may quote the archive (a member name, a decoder's message): data, not markup.
+        err.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+@contextmanager
+def reading(archive: Path, applies: Callable[[ArchiveDb], bool] | None = None, missing: str = "",
+            opener: Callable[[Path], ArchiveDb] = open_archive_db) -> Iterator[ArchiveDb]:
+    """`with reading(path, ANALYZER.applies, "no lock records (...)") as db:`; `missing` says what the
+    archive lacks and how to capture it."""
+    with opener(archive) as db:
+        print_warnings(db.warnings)
+        if applies is not None and not applies(db):
+            raise BadInputError(f"{archive}: {missing}")
+        yield db

@@ -1,0 +1,82 @@
+"""`trace requests`: the HTTP, gRPC and WebSocket-handshake exchanges of a capture, one per line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+
+from uetrace.cli.options import Duration, archive_argument, format_option, json_option
+from uetrace.cli.output import echo_json, print_rows
+
+if TYPE_CHECKING:
+    from uetrace.analyze.http.exchange import Exchange
+
+COLUMNS = ("time s", "proto", "method", "path", "status", "latency ms", "req bytes", "resp bytes", "client",
+           "server", "note")
+
+
+@click.command("requests")
+@archive_argument
+@click.option("--status", default=None, metavar="LIST",
+              help="Keep these statuses: 404, 5xx, or a comma list (4xx,500); gRPC calls match on grpc-status.")
+@click.option("--path", "path_glob", default=None, metavar="GLOB", help="Keep request paths matching this glob "
+              "('/api/*'; gRPC paths are /package.Service/Method).")
+@click.option("--min-latency", type=Duration(), default=None,
+              help="Keep exchanges at least this slow (100ms, 1.5s).")
+@click.option("--pid", type=int, default=None, help="Keep exchanges with this process at either end.")
+@json_option("Every field of every exchange, as a JSON list.")
+@format_option
+def command(archive: Path, status: str | None, path_glob: str | None, min_latency: float | None,
+            pid: int | None, as_json: bool, fmt: str):
+    """List the requests of a capture: HTTP/1.x, HTTP/2, gRPC and the handshakes of
+    WebSocket sessions, decoded offline from the socket (and TLS) tracer's records.
+
+    Time is seconds since the capture started; latency is measured at the end
+    that was read (the client's when both were captured). The same rows are the
+    `http_exchanges` table of `trace query`.
+
+    \b
+    Examples:
+      trace requests run.tar.zst
+      trace requests run.tar.zst --status 5xx --path '/api/*'
+      trace requests run.tar.zst --min-latency 100ms --pid 1234 --json
+      trace query run.tar.zst "SELECT method, count(*) FROM http_exchanges GROUP BY 1"
+    """
+    from uetrace.analyze import http
+    from uetrace.cli.reading import reading
+
+    params = http.HttpParams(pid=pid, status=status, path=path_glob,
+                             min_latency_ms=min_latency * 1e3 if min_latency is not None else None)
+    missing = "no socket records (capture with the sock tracer: -t sock,proc)"
+    with reading(archive, http.ANALYZER.applies, missing) as db:
+        result = http.ANALYZER.run(db, params)
+        t0 = db.info.start_ns or 0
+    # Time order across connections: the parsers emit them connection by connection.
+    exchanges = sorted(result.exchanges, key=lambda e: (_when(e), e.conn_id, e.stream_id or 0))
+    if as_json:
+        echo_json([e.to_dict() for e in exchanges])
+        return
+    if not t0 and exchanges:
+        t0 = min(_when(e) for e in exchanges)
+    rows = [(f"{(_when(e) - t0) / 1e9:.3f}" if _when(e) else "", e.protocol + (" tls" if e.tls else ""), e.method,
+             _path(e), http.status_text(e), "" if e.latency_ns is None else f"{e.latency_ns / 1e6:.2f}",
+             e.req_bytes, e.resp_bytes, http.process_label(e.client_pid, e.client_comm),
+             http.process_label(e.server_pid, e.server_comm), e.note) for e in exchanges]
+    # Piped output is not cut to 80 columns: one exchange per line is what grep and less want.
+    console = None if sys.stdout.isatty() else Console(width=200)
+    print_rows(COLUMNS, rows, fmt, title=f"{len(rows)} exchanges", console=console)
+
+
+def _when(e: Exchange) -> int:
+    """The exchange's first timestamp: a response whose request predates the capture has only an end."""
+    return e.start_ts if e.start_ts is not None else (e.end_ts or 0)
+
+
+def _path(e: Exchange) -> str:
+    if e.protocol == "grpc" and e.grpc_method:
+        return f"{e.grpc_service}/{e.grpc_method}"
+    return e.path
