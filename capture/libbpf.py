@@ -77,11 +77,12 @@ _PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 @_PRINT_FN
 def _print_cb(level: int, fmt: bytes, args: int) -> int:
     # x86_64 passes va_list as a pointer, so libc's vsnprintf can format it.
-    # The verifier's log arrives as one message: keep its end (where the error is).
+    # The verifier's log arrives as one message of up to ~1 MB, with the error at its end:
+    # format it whole, keep its last lines.
     buf = ctypes.create_string_buffer(1 << 20)
     _libc.vsnprintf(buf, len(buf), fmt, args)
     with _log_lock:
-        _log.append(buf.value.decode(errors="replace").rstrip("\n"))
+        _log.extend(buf.value.decode(errors="replace").rstrip("\n").splitlines()[-20:])
         del _log[:-200]
     return 0
 

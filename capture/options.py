@@ -24,7 +24,7 @@ class Bounds:
 # SOCK_MAX_SNAPLEN in bpf/sock.h, NET_MAX_SNAPLEN in bpf/net.h (both 4096): the BPF side copies at most this.
 SNAPLEN = Bounds(default=512, min=0, max=4096)        # --snaplen: payload bytes per socket/TLS call
 NET_SNAPLEN = Bounds(default=128, min=0, max=4096)    # --net-snaplen: bytes per packet, headers included
-RING_MIB = Bounds(default=32, min=1, max=1024)         # --ring-size, MiB per tracer ring (a power of two)
+RING_MIB = Bounds(default=8, min=1, max=1024)          # --ring-size, MiB per tracer ring (a power of two)
 # 99 Hz: not a divisor of common timer periods, so sampling does not lock step with them.
 FREQ = Bounds(default=99, min=1, max=10000)            # --freq, Hz per CPU
 ALLOC_SAMPLE = Bounds(default=1, min=1)                # --alloc-sample N: keep 1 heap block in N
@@ -68,7 +68,7 @@ class CaptureOptions:
     pids: list[int] = field(default_factory=list)     # --pid, repeatable (kernel-side filter)
     comms: list[str] = field(default_factory=list)    # --comm (kernel-side filter, first one)
     snaplen: int = SNAPLEN.default
-    ring_size: int = RING_MIB.default << 20  # bytes per tracer ring
+    ring_size: int = RING_MIB.default << 20  # bytes per tracer ring: mapped twice, so twice that of RSS
     segment_bytes: int = SEGMENT_BYTES
     segment_seconds: float = SEGMENT_SECONDS
     poll_interval: float = 0.01             # ring drain period (programs use BPF_RB_NO_WAKEUP)

@@ -47,6 +47,15 @@ def our_bpf_programs(pid: int | None = None) -> list[str]:
             and (not holders.get(p["id"]) or pid in holders[p["id"]])]
 
 
+def programs_left(pid: int | None = None, timeout: float = 5) -> list[str]:
+    """our_bpf_programs() once the kernel is done freeing: programs of BTF tracepoint links
+    are freed after an RCU grace period, a few hundred ms after their last fd closed."""
+    deadline = time.monotonic() + timeout
+    while (left := our_bpf_programs(pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
 def busy_traffic(seconds: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(FIXTURES / "tcp_exchange.py"), "--delay", "0", "--rounds",
                              str(int(seconds * 200)), "--size", "100"], stdout=subprocess.DEVNULL)
@@ -66,7 +75,7 @@ def test_sigint_leaves_complete_archive(kernel, tmp_path, capture_run):
         assert cap.warnings == []
         assert cap.manifest["complete"] and cap.manifest["stop_reason"] == "signal"
         assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
-    assert our_bpf_programs(run.proc.pid) == []
+    assert programs_left(run.proc.pid) == []
 
 
 def test_sigterm_stops_like_sigint(kernel, tmp_path, capture_run):
@@ -78,7 +87,7 @@ def test_sigterm_stops_like_sigint(kernel, tmp_path, capture_run):
     assert rc == 0, err
     res = trace_cmd("info", str(out), check=True)
     assert "proc" in res.stdout and "warning" not in res.stderr
-    assert our_bpf_programs(run.proc.pid) == []
+    assert programs_left(run.proc.pid) == []
 
 
 def test_sigkill_keeps_finished_segments(kernel, tmp_path, capture_run):
@@ -98,16 +107,13 @@ def test_sigkill_keeps_finished_segments(kernel, tmp_path, capture_run):
     with open_archive_db(out) as cap:
         assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
     # The kernel detaches bpf_links when the last fd closes, i.e. when the process dies.
-    deadline = time.monotonic() + 5
-    while our_bpf_programs(run.proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert our_bpf_programs(run.proc.pid) == []
+    assert programs_left(run.proc.pid) == []
 
 
 def test_duration_exit_detaches_everything(kernel, tmp_path):
     res = trace_cmd("capture", "-q", "-d", "1s", "-o", str(tmp_path / "d.tar.zst"), check=True)
     assert "wrote" in res.stderr
-    assert our_bpf_programs() == []
+    assert programs_left() == []
 
 
 def test_without_privileges_one_line(kernel, tmp_path):

@@ -19,7 +19,7 @@ class ProcTracer(Tracer):
     description = "process lifecycle: exec, fork, exit"
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
-        obj.map("events").set_max_entries(min(self.opts.ring_size, 4 << 20))
+        obj.map("events").set_max_entries(min(self.opts.ring_size, 1 << 20))
 
     def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
         for pid in pc.filter(table.column("pid"), pc.equal(table.column("op"), 1)).to_pylist():

@@ -44,7 +44,7 @@ class StackTracer(Tracer):
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         if self.freq <= 0:
             raise BpfError(f"stack sampling at {self.freq} Hz", 22)
-        obj.map("events").set_max_entries(min(self.opts.ring_size, 8 << 20))
+        obj.map("events").set_max_entries(min(self.opts.ring_size, 2 << 20))
         size_stack_map(obj, self.opts.stack.stack_entries)
         rodata["min_offcpu_ns"] = int(self.opts.stack.min_offcpu_us * 1000)
         obj.program("ue_offcpu").set_autoload(self.offcpu)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -140,7 +141,8 @@ def _summary(console: Console, m: dict, output: Path) -> None:
         if not t.get("attached"):
             console.print(f"[yellow]warning:[/] tracer {name} not attached: {t.get('reason')}")
         for f in t.get("attach_failures", []) if t.get("attached") else []:
-            console.print(f"[yellow]warning:[/] {name}: {f['point']}: {f['error']}")
+            console.print(f"[yellow]warning:[/] {name}: {escape(f['point'])}: {escape(f['error'][:300])}",
+                          highlight=False)
         if t.get("lost"):
             console.print(f"[red]warning:[/] {name} lost {t['lost']:,} records (see trace info)")
     total = sum(t.get("records", 0) for t in m["tracers"].values())
