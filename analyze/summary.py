@@ -75,13 +75,13 @@ def run(cap: ArchiveDb, params: SummaryParams = SummaryParams()) -> Summary:
         names = cap.process_names()
         rows = cap.query("""
             SELECT pid, sum(bytes_sent), sum(bytes_received), count(*)
-            FROM connections c GROUP BY pid ORDER BY sum(bytes_sent) + sum(bytes_received) DESC LIMIT ?""",
+            FROM connections c GROUP BY pid ORDER BY sum(bytes_sent) + sum(bytes_received) DESC, pid LIMIT ?""",
                          [limit])
         s.top_processes = [{"pid": r[0], "comm": names.get(r[0], ""), "bytes_sent": int(r[1]),
                             "bytes_received": int(r[2]), "connections": r[3]} for r in rows]
         rows = cap.query("""
             SELECT pid, laddr, lport, raddr, rport, bytes_sent, bytes_received FROM connections
-            ORDER BY bytes_sent + bytes_received DESC LIMIT ?""", [limit])
+            ORDER BY bytes_sent + bytes_received DESC, pid, laddr, lport, raddr, rport LIMIT ?""", [limit])
         s.top_connections = [dict(zip(("pid", "laddr", "lport", "raddr", "rport", "bytes_sent",
                                        "bytes_received"), r)) for r in rows]
         for c in s.top_connections:

@@ -11,6 +11,9 @@
 char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u32 snaplen = 128;
+/* 1 when some attached interface carries raw IP (iface_cfg has entries): saves
+ * every Ethernet-only capture a hash lookup per packet. */
+const volatile __u8 any_raw_ip = 0;
 
 /* vmlinux.h carries no #defines */
 #define ETH_P_IP 0x0800
@@ -271,9 +274,11 @@ static __always_inline struct ue_net_packet *begin(__u8 dir, __u32 ifindex, __u3
 						   bool *in_ring)
 {
 	__u32 zero = 0, l2 = NET_L2_ETHERNET;
-	__u32 *cfg = bpf_map_lookup_elem(&iface_cfg, &ifindex);
-	if (cfg)
-		l2 = *cfg;
+	if (any_raw_ip) {
+		__u32 *cfg = bpf_map_lookup_elem(&iface_cfg, &ifindex);
+		if (cfg)
+			l2 = *cfg;
+	}
 	struct ue_net_packet *ev = bpf_ringbuf_reserve(&events, record_slot, 0);
 	*in_ring = ev != NULL;
 	if (!ev) {

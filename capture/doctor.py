@@ -88,8 +88,8 @@ def run_checks() -> list[Check]:
     libc = _libc_path()
     lo = socket.if_nametoindex("lo")
     probes = [
-        ("tracepoint", "ue_doc_tp", lambda p: p.attach(), "sock"),
-        ("tp_btf (BTF tracepoint)", "ue_doc_tp_btf", lambda p: p.attach(), "proc"),
+        ("tracepoint", "ue_doc_tp", lambda p: p.attach(), ""),
+        ("tp_btf (BTF tracepoint)", "ue_doc_tp_btf", lambda p: p.attach(), "proc, sock, stack"),
         ("raw tracepoint", "ue_doc_raw_tp", lambda p: p.attach(), ""),
         ("uprobe", "ue_doc_uprobe", lambda p: p.attach_uprobe(libc, "getpid", os.getpid()), "lock, alloc, tls"),
         ("perf_event cpu-clock", "ue_doc_perf", _perf, "stack"),

@@ -76,6 +76,7 @@ class NetTracer(Tracer):
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         rodata["snaplen"] = NET_SNAPLEN.clamp(self.opts.net.snaplen)
         obj.map("flows").set_max_entries(FLOW_ENTRIES)
+        rodata["any_raw_ip"] = int(any(i.raw_ip for i in self.ifaces))
 
     def attach(self, obj: BpfObject) -> None:
         native = self.opts.net.xdp_mode == "native"
