@@ -47,7 +47,7 @@ def sock_slot(snaplen: int) -> int:
     from uetrace.capture.btf import Btf
     from uetrace.capture.records import kinds_from_btf
     from uetrace.capture.session import record_slot
-    from uetrace.capture.sock_tracer import SockTracer
+    from uetrace.capture.tracers.sock import SockTracer
 
     return record_slot(kinds_from_btf(Btf.from_object(object_path("sock")), SockTracer.structs), snaplen)
 
@@ -56,7 +56,7 @@ def raw_drain(exe: Path, seconds: float, payload: int) -> dict:
     from uetrace.bpf import object_path
     from uetrace.capture.libbpf import BpfObject
     from uetrace.capture.ring import RingReader
-    from uetrace.capture.tracer import write_rodata
+    from uetrace.capture.tracers.contract import write_rodata
 
     slot = sock_slot(512)
     obj = BpfObject(object_path("sock"))
@@ -106,7 +106,7 @@ def replay(chunks: list, tmp: Path) -> dict:
     from uetrace.capture.options import CaptureOptions
     from uetrace.capture.records import Decoder, kinds_from_btf
     from uetrace.capture.segments import SegmentSink
-    from uetrace.capture.sock_tracer import SockTracer
+    from uetrace.capture.tracers.sock import SockTracer
 
     path = object_path("sock")
     decoder = Decoder(kinds_from_btf(Btf.from_object(path), SockTracer.structs))

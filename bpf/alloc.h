@@ -27,4 +27,9 @@ struct ue_alloc {
 
 _Static_assert(sizeof(struct ue_alloc) == 48, "ue_alloc layout changed: update the schema history");
 
+/* Keep these enums in the object's BTF (clang drops types nothing uses): the capture
+ * writes every enum of the object into schema/<kind>.json, where analysis looks values up. */
+enum ue_alloc_op unused_ue_alloc_op __attribute__((unused));
+enum ue_alloc_fn unused_ue_alloc_fn __attribute__((unused));
+
 #endif

@@ -42,4 +42,9 @@ struct ue_lock {
 
 _Static_assert(sizeof(struct ue_lock) == 64, "ue_lock layout changed: update the schema history");
 
+/* Keep these enums in the object's BTF (clang drops types nothing uses): the capture
+ * writes every enum of the object into schema/<kind>.json, where analysis looks values up. */
+enum ue_lock_op unused_ue_lock_op __attribute__((unused));
+enum ue_lock_fn unused_ue_lock_fn __attribute__((unused));
+
 #endif

@@ -78,4 +78,9 @@ struct ue_net_iface_stat {
 	__u64 dropped;       /* records lost because the ring buffer was full */
 };
 
+/* Keep these enums in the object's BTF (clang drops types nothing uses): the capture
+ * writes every enum of the object into schema/<kind>.json, where analysis looks values up. */
+enum ue_net_direction unused_ue_net_direction __attribute__((unused));
+enum ue_net_l2 unused_ue_net_l2 __attribute__((unused));
+
 #endif

@@ -19,4 +19,8 @@ struct ue_proc {
 	char filename[256];  /* exec: path given to execve */
 };
 
+/* Keep these enums in the object's BTF (clang drops types nothing uses): the capture
+ * writes every enum of the object into schema/<kind>.json, where analysis looks values up. */
+enum ue_proc_op unused_ue_proc_op __attribute__((unused));
+
 #endif

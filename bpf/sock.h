@@ -63,4 +63,10 @@ struct ue_sock_conn {
 	__u32 _pad1;
 };
 
+/* Keep these enums in the object's BTF (clang drops types nothing uses): the capture
+ * writes every enum of the object into schema/<kind>.json, where analysis looks values up. */
+enum ue_sock_syscall unused_ue_sock_syscall __attribute__((unused));
+enum ue_sock_direction unused_ue_sock_direction __attribute__((unused));
+enum ue_sock_conn_op unused_ue_sock_conn_op __attribute__((unused));
+
 #endif

@@ -51,4 +51,8 @@ struct ue_offcpu {
 };
 _Static_assert(sizeof(struct ue_offcpu) == 64, "ue_offcpu layout");
 
+/* Keep these enums in the object's BTF (clang drops types nothing uses): the capture
+ * writes every enum of the object into schema/<kind>.json, where analysis looks values up. */
+enum ue_stack_flag unused_ue_stack_flag __attribute__((unused));
+
 #endif

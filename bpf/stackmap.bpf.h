@@ -3,7 +3,7 @@
  * alloc), and the one helper that fills a record's kstack_id / ustack_id.
  *
  * Records keep stack ids, never aggregates: user space dumps the `stacks` map
- * once at the end of the capture (capture/stack_maps.py), so a sample can
+ * once at the end of the capture (capture/tracers/stack_maps.py), so a sample can
  * later be joined to whatever else happened on its thread at its time.
  *
  * No BPF_F_REUSE_STACKID: when two different stacks hash to the same bucket,
@@ -25,7 +25,7 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 16384); /* resized by the loader (capture/stack_maps.py) */
+	__uint(max_entries, 16384); /* resized by the loader (capture/tracers/stack_maps.py) */
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, UE_STACK_MAX_DEPTH * sizeof(__u64));
 } stacks SEC(".maps");

@@ -45,4 +45,8 @@ struct ue_tls_data {
 
 _Static_assert(sizeof(struct ue_tls_data) == 104, "ue_tls_data layout changed: update the schema history");
 
+/* Keep these enums in the object's BTF (clang drops types nothing uses): the capture
+ * writes every enum of the object into schema/<kind>.json, where analysis looks values up. */
+enum ue_tls_fn unused_ue_tls_fn __attribute__((unused));
+
 #endif

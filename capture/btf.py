@@ -197,6 +197,10 @@ class Btf:
                 return dict(t.extra)
         raise KeyError(f"BTF has no enum {name}")
 
+    def enums(self) -> dict[str, dict[str, int]]:
+        """Every named enum type: name -> {enumerator: value} (anonymous enums have no name to look up)."""
+        return {t.name: dict(t.extra) for t in self.types if t.kind in (KIND_ENUM, KIND_ENUM64) and t.name}
+
 
 
 def section_variables(path: str | Path, section: str) -> dict[str, tuple[int, int]]:

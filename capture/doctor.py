@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from uetrace.bpf import object_path
 from uetrace.capture import libbpf
 from uetrace.capture.libbpf import BpfObject
-from uetrace.capture.perf_event import open_cpu_clock
 from uetrace.capture.privileges import missing_caps, tracefs_path
+from uetrace.capture.procfs import read_maps
+from uetrace.capture.tracers.perf_event import open_cpu_clock
 from uetrace.errors import UetraceError
 
 
@@ -30,11 +31,9 @@ class Check:
 
 
 def _libc_path() -> str:
-    with open("/proc/self/maps") as fh:
-        for line in fh:
-            path = line.split()[-1]
-            if "/libc.so" in path or "/libc-" in path:
-                return path
+    for m in read_maps(os.getpid()):
+        if "/libc.so" in m["path"] or "/libc-" in m["path"]:
+            return m["path"]
     return "/lib/x86_64-linux-gnu/libc.so.6"
 
 
@@ -106,7 +105,7 @@ def run_checks() -> list[Check]:
         if not ok and needed:
             fix = "kernel lockdown or missing CONFIG option; the tracers listed cannot run"
         checks.append(Check(name, ok, detail if not ok else "works", needed, fix))
-    from uetrace.capture.netlink_cleanup import leftover_filters
+    from uetrace.capture.tracers.netlink_cleanup import leftover_filters
     left = leftover_filters()
     checks.append(Check("leftover clsact filters", not left, ", ".join(f"{f[1]} prog {f[4]}" for f in left) or
                         "none", "", "sudo trace doctor --cleanup (a capture crashed while attached)"))

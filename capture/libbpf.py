@@ -7,6 +7,9 @@ Every pointer-returning libbpf call returns NULL and sets errno on failure
 what failed, the errno, the last lines of libbpf's own log, and a fix when
 there is an obvious one. Links are bpf_link objects: when this process dies,
 however it dies, the kernel detaches them with the file descriptors.
+
+Over 400 lines on purpose: it is the one place that imports ctypes, so every
+libbpf prototype and the thin classes over them live here together.
 """
 
 from __future__ import annotations

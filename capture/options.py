@@ -1,10 +1,63 @@
-"""What the user asked `trace capture` to do."""
+"""What the user asked `trace capture` to do, and the one place each option's
+default and limits are defined (the CLI's click options take theirs from here)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Default and inclusive limits of a numeric option (max None: unbounded)."""
+
+    default: int
+    min: int
+    max: int | None = None
+
+    def clamp(self, value: int) -> int:
+        value = max(self.min, int(value))
+        return value if self.max is None else min(self.max, value)
+
+
+# SOCK_MAX_SNAPLEN in bpf/sock.h, NET_MAX_SNAPLEN in bpf/net.h (both 4096): the BPF side copies at most this.
+SNAPLEN = Bounds(default=512, min=0, max=4096)        # --snaplen: payload bytes per socket/TLS call
+NET_SNAPLEN = Bounds(default=128, min=0, max=4096)    # --net-snaplen: bytes per packet, headers included
+RING_MIB = Bounds(default=8, min=1, max=1024)          # --ring-size, MiB per tracer ring (a power of two)
+# 99 Hz: not a divisor of common timer periods, so sampling does not lock step with them.
+FREQ = Bounds(default=99, min=1, max=10000)            # --freq, Hz per CPU
+ALLOC_SAMPLE = Bounds(default=1, min=1)                # --alloc-sample N: keep 1 heap block in N
+SEGMENT_BYTES = 64 << 20   # roll a Parquet segment at this size...
+SEGMENT_SECONDS = 5.0      # ...or this age (--segment-seconds)
+STACK_ENTRIES = 16384    # stack map slots, x 1016 bytes each, preallocated by the kernel
+MIN_OFFCPU_US = 1.0                                    # shorter off-CPU intervals are not recorded
+XDP_MODES = ("generic", "native")
+TC_ATTACH_MODES = ("auto", "tcx", "clsact")
+
+
+@dataclass
+class NetOptions:
+    ifaces: list[str] = field(default_factory=list)   # --iface; empty: every interface that is up
+    xdp_mode: str = XDP_MODES[0]
+    snaplen: int = NET_SNAPLEN.default
+    tc_attach: str = TC_ATTACH_MODES[0]
+
+
+@dataclass
+class StackOptions:
+    freq: int = FREQ.default
+    offcpu: bool = False
+    min_offcpu_us: float = MIN_OFFCPU_US
+    stack_entries: int = STACK_ENTRIES
+
+
+@dataclass
+class UprobeOptions:
+    """lock and alloc tracers."""
+
+    all_processes: bool = False      # probe every process, not only --pid/--comm
+    alloc_sample: int = ALLOC_SAMPLE.default
 
 
 @dataclass
@@ -14,19 +67,26 @@ class CaptureOptions:
     tracers: list[str] = field(default_factory=list)  # empty: the default set
     pids: list[int] = field(default_factory=list)     # --pid, repeatable (kernel-side filter)
     comms: list[str] = field(default_factory=list)    # --comm (kernel-side filter, first one)
-    snaplen: int = 512
-    ring_size: int = 8 << 20                # bytes per tracer ring: mapped twice, so 16 MiB of RSS each
-    segment_bytes: int = 64 << 20           # roll a segment at this many bytes...
-    segment_seconds: float = 5.0            # ...or this age
+    snaplen: int = SNAPLEN.default
+    ring_size: int = RING_MIB.default << 20  # bytes per tracer ring: mapped twice, so twice that of RSS
+    segment_bytes: int = SEGMENT_BYTES
+    segment_seconds: float = SEGMENT_SECONDS
     poll_interval: float = 0.01             # ring drain period (programs use BPF_RB_NO_WAKEUP)
     progress: bool = True
     command_line: list[str] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)  # tracer-specific options (freq, iface, ...)
+    net: NetOptions = field(default_factory=NetOptions)
+    stack: StackOptions = field(default_factory=StackOptions)
+    uprobe: UprobeOptions = field(default_factory=UprobeOptions)
     # Key that hides kernel socket addresses in sock_id; one per capture so that the sock and tls
     # tracers give one socket the same id. Never written to the manifest.
     sock_id_key: int = field(default_factory=lambda: int.from_bytes(os.urandom(8), "little") >> 1)
 
     def to_manifest(self) -> dict:
+        # Flat keys, as archives have always had them: analyze reads options.net_snaplen, alloc_sample...
         return {"duration": self.duration, "tracers": self.tracers, "pids": self.pids, "comms": self.comms,
                 "snaplen": self.snaplen, "ring_size": self.ring_size, "segment_bytes": self.segment_bytes,
-                "segment_seconds": self.segment_seconds, **self.extra}
+                "segment_seconds": self.segment_seconds,
+                "alloc_sample": self.uprobe.alloc_sample, "all_processes": self.uprobe.all_processes,
+                "net_ifaces": list(self.net.ifaces), "net_xdp_mode": self.net.xdp_mode,
+                "net_snaplen": self.net.snaplen, "net_tc_attach": self.net.tc_attach,
+                "freq": self.stack.freq, "offcpu": self.stack.offcpu}

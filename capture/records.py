@@ -10,7 +10,7 @@ Fields named `kind` or starting with `_pad` are not written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +27,9 @@ class RecordKind:
     name: str          # table name, e.g. "sock_data"
     kind_id: int       # value of the leading `kind` field
     layout: StructLayout
+    # Every enum of the tracer object's BTF, written with the layout so that an analysis
+    # looks values up by enumerator name: a renumbered enum still decodes old archives.
+    enums: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[Field]:
@@ -70,7 +73,8 @@ class RecordKind:
         return {"kind": self.name, "kind_id": self.kind_id, "struct": self.layout.name,
                 "size": self.layout.size,
                 "fields": [{"name": f.name, "offset": f.offset, "size": f.size, "type": f.kind,
-                            "signed": f.signed} for f in self.layout.fields]}
+                            "signed": f.signed} for f in self.layout.fields],
+                "enums": self.enums}
 
 
 def _round8(n: int) -> int:
@@ -80,10 +84,11 @@ def _round8(n: int) -> int:
 def kinds_from_btf(btf: Btf, struct_names: list[str]) -> list[RecordKind]:
     """Bind each `ue_<kind>` struct to its UE_KIND_<KIND> value."""
     values = btf.enum("ue_kind")
+    enums = btf.enums()
     out = []
     for sname in struct_names:
         name = sname.removeprefix("ue_")
-        out.append(RecordKind(name, values[f"UE_KIND_{name.upper()}"], btf.struct(sname)))
+        out.append(RecordKind(name, values[f"UE_KIND_{name.upper()}"], btf.struct(sname), enums))
     return out
 
 

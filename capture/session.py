@@ -27,12 +27,13 @@ from uetrace.capture.libbpf import BpfError, BpfObject, possible_cpus
 from uetrace.capture.manifest import base_manifest, clock_anchors
 from uetrace.capture.options import CaptureOptions
 from uetrace.capture.privileges import ensure_tracefs, require_tracing_privileges
-from uetrace.capture.process_snapshot import ProcessSnapshotter
 from uetrace.capture.records import Decoder, kinds_from_btf
-from uetrace.capture.registry import TRACERS, default_tracers
 from uetrace.capture.ring import Chunk, RingReader
 from uetrace.capture.segments import SegmentSink
-from uetrace.capture.tracer import NotAttached, Tracer, write_rodata
+from uetrace.capture.snapshot.processes import ProcessSnapshotter
+from uetrace.capture.snapshot.symbols import SymbolSnapshot
+from uetrace.capture.tracers.catalog import TRACERS, default_tracers
+from uetrace.capture.tracers.contract import NotAttached, Tracer, write_rodata
 from uetrace.errors import BadInputError, UetraceError
 
 
@@ -78,6 +79,7 @@ class CaptureSession:
         self._drain_lock = threading.Lock()
         self.stop_reason = "duration"
         self.ncpu = 1
+        self.symbols = SymbolSnapshot()   # shared by the tracers that record stacks
 
     def request_stop(self, reason: str = "requested") -> None:
         if not self._stop.is_set():
@@ -96,7 +98,7 @@ class CaptureSession:
     def _start_tracer(self, cls: type[Tracer]) -> None:
         """Load and attach one tracer. Its ring is drained between attachments: under
         load, attaching 20 tracepoints takes long enough to fill a ring."""
-        tracer = cls(self.opts)
+        tracer = cls(self.opts, self.symbols) if cls.records_stacks else cls(self.opts)
         try:
             tracer.check()
         except NotAttached as e:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 _built: dict[str, Path] = {}
 

@@ -60,7 +60,8 @@ class Topology:
 
     def attachments(self, ns: str, ifname: str) -> dict:
         """What is attached to an interface: XDP prog id, TCX egress/ingress prog ids, our clsact filters."""
-        code = (f"import json, socket; from uetrace.capture import libbpf, netlink_cleanup as n; "
+        code = (f"import json, socket; from uetrace.capture import libbpf; "
+                f"from uetrace.capture.tracers import netlink_cleanup as n; "
                 f"i = socket.if_nametoindex({ifname!r}); "
                 f"print(json.dumps({{'xdp': libbpf.xdp_prog_id(i), 'tcx_egress': libbpf.tcx_prog_ids(i, True), "
                 f"'tcx_ingress': libbpf.tcx_prog_ids(i, False), 'clsact': [f[3] for f in n.leftover_filters()]}}))")

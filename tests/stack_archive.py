@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from uetrace.analyze.archive import ExtractedArchive
 from uetrace.analyze.archive_db import ArchiveDb
-from uetrace.capture.process_snapshot import MAPPING_SCHEMA
+from uetrace.capture.snapshot.processes import MAPPING_SCHEMA
 
 APP, LIBC = "aa" * 20, "cc" * 20
 APP_BASE = 0x555500001000 - 0x401000  # runtime address = vaddr + APP_BASE

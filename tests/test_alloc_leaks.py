@@ -10,7 +10,7 @@ import time
 
 import pytest
 from c_fixtures import FixtureProcess, compile_fixture
-from conftest import CaptureRun, require_kernel, trace_cmd
+from helpers import CaptureRun, require_kernel, trace_cmd
 
 N_MALLOC, N_CALLOC, N_REALLOC, N_FREED = 100, 50, 20, 1000
 SITES = {"leak_site_malloc": (100, 100), "leak_site_calloc": (256, 50), "leak_site_realloc": (512, 20)}

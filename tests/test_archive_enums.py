@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_http_parsers import MS, SOCK_SCHEMA, Conn, keepalive, request, response
+from http_rows import MS, SOCK_SCHEMA, Conn, keepalive, request, response
 
 from uetrace.analyze import deadlock, flows, http, leaks
 from uetrace.analyze.archive import ExtractedArchive

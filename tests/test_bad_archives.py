@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 import zstandard
-from conftest import trace_cmd
+from helpers import trace_cmd
 
 from uetrace.analyze.archive import extract
 from uetrace.archive_format import FORMAT_VERSION

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import FIXTURES, trace_cmd
+from helpers import FIXTURES, trace_cmd
 
 from uetrace.analyze.archive_db import open_archive_db
 

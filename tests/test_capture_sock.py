@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 import threading
 
 import pytest
-from conftest import run_fixture, trace_cmd
+import zstandard
+from helpers import run_fixture, trace_cmd
 
 from uetrace.analyze.archive_db import open_archive_db
 
@@ -50,6 +54,18 @@ def test_exchange_bytes_ports_and_payload(kernel, tmp_path, capture_run, family)
         m = cap.manifest
         assert m["complete"] and m["tracers"]["sock"]["lost"] == 0
         assert m["tracers"]["sock"]["attach_failures"] == []
+    # The enums travel with the archive, from the object's BTF (bpf/sock.h).
+    enums = _archive_json(out, "schema/sock_data.json")["enums"]
+    assert enums["ue_sock_direction"] == {"DIR_EGRESS": 0, "DIR_INGRESS": 1}
+    assert enums["ue_sock_conn_op"] == {"CONN_ACCEPT": 1, "CONN_CONNECT": 2, "CONN_CLOSE": 3}
+    assert "ue_sock_direction" in _archive_json(out, "schema/sock_conn.json")["enums"]
+
+
+def _archive_json(archive, member: str) -> dict:
+    with open(archive, "rb") as fh:
+        data = zstandard.ZstdDecompressor().stream_reader(fh).read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return json.load(tar.extractfile(member))
 
 
 def test_pid_filter_in_kernel(kernel, tmp_path, capture_run):

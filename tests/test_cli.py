@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from conftest import trace_cmd
+from helpers import trace_cmd
 
 from uetrace.cli import main
 from uetrace.durations import parse_duration

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import trace_cmd
+from helpers import trace_cmd
 
 from uetrace.capture.doctor import run_checks
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-from test_http_parsers import MS, Conn, keepalive, open_rows, request, response
+from http_rows import MS, Conn, keepalive, open_rows, request, response
 
 from uetrace.analyze import http
 from uetrace.analyze.archive_db import ArchiveDb

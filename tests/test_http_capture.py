@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, run_fixture, trace_cmd
+from helpers import IN_CI, run_fixture, trace_cmd
 
 from uetrace.analyze import http
 from uetrace.analyze.archive_db import open_archive_db

@@ -15,13 +15,13 @@ import time
 
 import pytest
 from c_fixtures import FixtureProcess, compile_fixture
-from conftest import CaptureRun, require_kernel, trace_cmd
+from helpers import CaptureRun, require_kernel, trace_cmd
 
 from uetrace.analyze.cycles import simple_cycles
 from uetrace.analyze.deadlock import OP_ACQUIRE, OP_REQUEST, OP_TRYLOCK, OP_UNLOCK, ProcessLocks, feasible
-from uetrace.capture.lock_tracer import LockTracer
-from uetrace.capture.targets import libc_path
-from uetrace.capture.uprobe_offsets import function_offsets
+from uetrace.capture.tracers.lock import LockTracer
+from uetrace.capture.tracers.uprobe_offsets import function_offsets
+from uetrace.capture.tracers.uprobe_targets import libc_path
 
 # enum ue_lock_fn (bpf/lock.h)
 LOCK, UNLOCK, COND_WAIT, COND_TIMEDWAIT, RDLOCK, WRLOCK, TRYWRLOCK, RWUNLOCK = 1, 4, 5, 6, 8, 9, 13, 14

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from c_fixtures import FixtureProcess, compile_fixture
-from conftest import CaptureRun, require_kernel, trace_cmd
+from helpers import CaptureRun, require_kernel, trace_cmd
 
 MODES = ("inversion", "cycle3", "deadlock", "clean")
 

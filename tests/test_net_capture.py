@@ -17,7 +17,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import FIXTURES, IN_CI, require_kernel, trace_cmd
+from helpers import FIXTURES, IN_CI, require_kernel, trace_cmd
 from netns_topology import ADDR6_B, ADDR_B, Topology, sh
 from pcap_flows import count_flows, flow_key
 
@@ -59,8 +59,10 @@ def recorded(tmp_path_factory):
                                       text=True)
             procs.append(server)
             _wait_line(server, server.stdout, "ready")
-            dump = subprocess.Popen(topo.cmd(topo.ns_b, "tcpdump", "-i", topo.if_b, "-n", "-U", "-w", str(pcap)),
-                                    stderr=subprocess.PIPE, text=True)
+            # --immediate-mode: libpcap hands over each packet at once instead of when its TPACKET_V3
+            # block fills or times out; a SIGINT before that loses the packets still in the block.
+            dump = subprocess.Popen(topo.cmd(topo.ns_b, "tcpdump", "-i", topo.if_b, "-n", "-U", "--immediate-mode",
+                                             "-w", str(pcap)), stderr=subprocess.PIPE, text=True)
             procs.append(dump)
             _wait_line(dump, dump.stderr, "listening on")
             cap = subprocess.Popen(topo.trace(topo.ns_b, "capture", "-q", "-t", "net", "--iface", topo.if_b,
@@ -80,6 +82,7 @@ def recorded(tmp_path_factory):
             _, cap_err = cap.communicate(timeout=60)
             assert cap.returncode == 0, cap_err
             after = {name: topo.attachments(topo.ns_b, name) for name in (topo.if_b, "lo")}
+            _wait_until_written(pcap)
             dump.send_signal(signal.SIGINT)
             dump.communicate(timeout=30)
         finally:
@@ -90,6 +93,19 @@ def recorded(tmp_path_factory):
     flows = json.loads(trace_cmd("flows", str(archive), "--json", check=True).stdout)
     yield {"archive": archive, "pcap": pcap, "client": client, "served": served, "flows": flows,
            "during": during, "after": after, "if_b": topo.if_b, "tmp": tmp, "stderr": cap_err}
+
+
+def _wait_until_written(path, quiet: float = 0.5, timeout: float = 10) -> None:
+    """Until the file has stopped growing for `quiet` seconds: tcpdump has written every packet it got."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        size = path.stat().st_size if path.exists() else 0
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.05)
 
 
 def _has(tool: str) -> bool:

@@ -12,8 +12,6 @@ import sys
 import pytest
 from netns_topology import ADDR_B, Topology, sh
 
-from uetrace.capture.tracer import Tracer
-
 pytestmark = pytest.mark.kernel
 
 
@@ -83,8 +81,6 @@ def test_clsact_normal_exit_detaches(topo, tmp_path):
     assert "clsact" not in sh("tc", "-n", topo.ns_b, "qdisc", "show", "dev", topo.if_b).stdout
 
 
-@pytest.mark.xfail(not hasattr(Tracer, "tick"), strict=True,
-                   reason="the session has no periodic tracer hook (Tracer.tick) to snapshot the flow table")
 def test_sigkill_keeps_flow_table_snapshots(topo, tmp_path):
     """The flow table is snapshotted every --segment-seconds, so a SIGKILLed
     capture still has net_flows rows (from the segments closed before the kill)."""

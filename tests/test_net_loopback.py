@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import IN_CI, require_kernel, trace_cmd
+from helpers import IN_CI, require_kernel, trace_cmd
 from netns_topology import Topology, sh
 
 TRAFFIC = """

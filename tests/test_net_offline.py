@@ -14,7 +14,7 @@ import subprocess
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import IN_CI, trace_cmd
+from helpers import IN_CI, trace_cmd
 
 from uetrace.analyze import flows, pcapng
 from uetrace.analyze.archive_db import open_archive_db

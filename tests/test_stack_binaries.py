@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, CaptureRun, require_kernel
+from helpers import FIXTURES, CaptureRun, require_kernel
 
 from uetrace.analyze.archive_db import open_archive_db
 from uetrace.analyze.stacks import folded, profile

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, IN_CI, CaptureRun, require_kernel, trace_cmd
+from helpers import FIXTURES, IN_CI, CaptureRun, require_kernel, trace_cmd
 
 from uetrace.analyze.archive_db import open_archive_db
 from uetrace.analyze.stacks import folded
 from uetrace.analyze.stacks import samples as stack_samples
-from uetrace.capture.perf_event import online_cpus
+from uetrace.capture.tracers.perf_event import online_cpus
 
 CPU_SECONDS, WRITE_SECONDS = "4", "3"
 

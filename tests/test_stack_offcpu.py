@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, CaptureRun, require_kernel
+from helpers import FIXTURES, CaptureRun, require_kernel
 
 from uetrace.analyze.stacks import folded
 from uetrace.cli import main

@@ -13,16 +13,16 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import CaptureRun, require_kernel, run_fixture
+from helpers import CaptureRun, require_kernel, run_fixture
 
 from uetrace.analyze.archive_db import open_archive_db
 from uetrace.analyze.http import analyze_http
 from uetrace.bpf import object_path
-from uetrace.capture import tls_tracer
 from uetrace.capture.btf import Btf
 from uetrace.capture.options import CaptureOptions
 from uetrace.capture.records import kinds_from_btf
-from uetrace.capture.tracer import NotAttached
+from uetrace.capture.tracers import tls as tls_tracer
+from uetrace.capture.tracers.contract import NotAttached
 
 SSL_READ, SSL_WRITE, SSL_READ_EX, SSL_WRITE_EX = 21, 22, 23, 24
 SECRET = b"uetrace-secret"

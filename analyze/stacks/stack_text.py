@@ -1,7 +1,7 @@
 """User stacks of the uprobe tracers (lock, alloc) as readable frames.
 
 A record's ustack_id points into its tracer's rows of the `stacks` table
-(capture/stack_maps.py); frames are named offline by analyze/symbolize.py.
+(capture/tracers/stack_maps.py); frames are named offline by analyze/stacks/symbolize.py.
 Whether the first frame is an exact instruction or a return address depends on
 where the stack was taken: at a function's entry (lock: the probed function's
 first instruction) or at its return (alloc: the caller's return address, which

@@ -1,7 +1,7 @@
 """Offline symbolization: name a frame from the archive alone.
 
 Inputs are the snapshot tables the capture wrote under symbols/ (see
-capture/symbol_snapshot.py): mappings, elf_segments, elf_symbols, elf_lines and
+capture/snapshot/symbols.py): mappings, elf_segments, elf_symbols, elf_lines and
 kallsyms. Nothing on the analyzing machine is read, so a copy of the archive
 names frames identically anywhere, even after the binaries are gone.
 

@@ -13,13 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from uetrace.capture import options as o
 from uetrace.cli.options import Duration
 from uetrace.units import human_bytes
-
-
-def _tracer_names() -> list[str]:
-    from uetrace.capture.registry import TRACERS
-    return list(TRACERS)
 
 
 class ProgressView:
@@ -55,6 +51,10 @@ class ProgressView:
         self.live.update(Group(Text(_title(p), style="bold"), t))
 
 
+def _range(b: o.Bounds) -> click.IntRange:
+    return click.IntRange(b.min, b.max)
+
+
 def _title(p) -> str:
     left = f", {max(0.0, p.duration - p.elapsed):.0f}s left" if p.duration else ", Ctrl-C to stop"
     return f"capturing: {p.elapsed:.0f}s elapsed{left}; {human_bytes(p.bytes_written)} written"
@@ -66,28 +66,30 @@ def _title(p) -> str:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("capture.tar.zst"),
               show_default=True, help="Archive to write (created 0600).")
 @click.option("-t", "--tracers", default=None, metavar="LIST",
-              help="Comma-separated tracers to attach (default: all default tracers).")
+              help="Comma-separated tracers: 'proc,lock' is exactly these, '+lock,+alloc' the default set "
+                   "plus these (default: proc, sock, tls, stack, net; lock and alloc only when named).")
 @click.option("-p", "--pid", "pids", type=int, multiple=True, help="Only record these processes (repeatable).")
 @click.option("-c", "--comm", "comms", multiple=True, help="Only record tasks with this command name (repeatable).")
-@click.option("--snaplen", type=click.IntRange(0, 4096), default=512, show_default=True,
+@click.option("--snaplen", type=_range(o.SNAPLEN), default=o.SNAPLEN.default, show_default=True,
               help="Payload bytes kept per socket read/write.")
-@click.option("--ring-size", type=click.IntRange(1, 1024), default=8, show_default=True, metavar="MIB",
+@click.option("--ring-size", type=_range(o.RING_MIB), default=o.RING_MIB.default, show_default=True, metavar="MIB",
               help="Ring buffer size per tracer, in MiB (a power of two).")
-@click.option("--segment-seconds", type=Duration(), default=5.0, show_default=True,
-              help="Roll Parquet segments at this age (and at 64 MiB).")
-@click.option("--alloc-sample", type=click.IntRange(1), default=1, show_default=True, metavar="N",
+@click.option("--segment-seconds", type=Duration(), default=o.SEGMENT_SECONDS, show_default=True,
+              help=f"Roll Parquet segments at this age (and at {o.SEGMENT_BYTES >> 20} MiB).")
+@click.option("--alloc-sample", type=_range(o.ALLOC_SAMPLE), default=o.ALLOC_SAMPLE.default, show_default=True,
+              metavar="N",
               help="alloc tracer: keep 1 in N heap blocks (by address hash; leak figures are scaled back).")
 @click.option("--all-processes", is_flag=True,
               help="lock/alloc tracers: probe every process, not only --pid/--comm (slows the whole system).")
 @click.option("--iface", "ifaces", multiple=True, metavar="NAME",
               help="net tracer: interface to attach to (repeatable; default: every interface that is up).")
-@click.option("--xdp-mode", type=click.Choice(["generic", "native"]), default="generic", show_default=True,
+@click.option("--xdp-mode", type=click.Choice(o.XDP_MODES), default=o.XDP_MODES[0], show_default=True,
               help="net tracer: XDP mode; native may make some NIC drivers reset the link.")
-@click.option("--net-snaplen", type=click.IntRange(0, 4096), default=128, show_default=True,
+@click.option("--net-snaplen", type=_range(o.NET_SNAPLEN), default=o.NET_SNAPLEN.default, show_default=True,
               help="net tracer: bytes kept of each packet (headers included).")
-@click.option("--tc-attach", type=click.Choice(["auto", "tcx", "clsact"]), default="auto", show_default=True,
+@click.option("--tc-attach", type=click.Choice(o.TC_ATTACH_MODES), default=o.TC_ATTACH_MODES[0], show_default=True,
               help="net tracer: egress hook; auto uses a TCX link where the kernel has it (>= 6.6).")
-@click.option("--freq", type=click.IntRange(1, 10000), default=99, show_default=True, metavar="HZ",
+@click.option("--freq", type=_range(o.FREQ), default=o.FREQ.default, show_default=True, metavar="HZ",
               help="stack tracer: samples per second on each CPU.")
 @click.option("--offcpu", is_flag=True, help="stack tracer: also record off-CPU intervals (sched_switch).")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
@@ -101,28 +103,33 @@ def command(duration, output, tracers, pids, comms, snaplen, ring_size, segment_
     Examples:
       sudo trace capture -d 60s -o run.tar.zst
       sudo trace capture -d 10s --tracers sock,proc --pid 1234 -o web.tar.zst
+      sudo trace capture -d 10s -t +lock,+alloc --comm myserver -o slow.tar.zst
     """
-    from uetrace.capture.options import CaptureOptions
     from uetrace.capture.session import CaptureSession
+    from uetrace.capture.tracers.catalog import TRACERS, select
     from uetrace.errors import BadInputError
 
     if ring_size & (ring_size - 1):
         raise BadInputError(f"--ring-size {ring_size}: must be a power of two (MiB)")
-    names = [n.strip() for n in tracers.split(",") if n.strip()] if tracers else []
-    for n in names:
-        if n not in _tracer_names():
-            raise BadInputError(f"unknown tracer {n!r}; choose from {', '.join(_tracer_names())}")
-    opts = CaptureOptions(output=output, duration=duration, tracers=names, pids=list(pids),
-                          comms=list(comms), snaplen=snaplen, ring_size=ring_size << 20,
-                          segment_seconds=segment_seconds, command_line=sys.argv[:])
-    opts.extra.update(alloc_sample=alloc_sample, all_processes=all_processes)
-    opts.extra.update(net_ifaces=list(ifaces), net_xdp_mode=xdp_mode, net_snaplen=net_snaplen,
-                      net_tc_attach=tc_attach)
-    opts.extra.update(freq=freq, offcpu=offcpu)
+    names = select(tracers) if tracers else []
+    opts = o.CaptureOptions(output=output, duration=duration, tracers=names, pids=list(pids),
+                            comms=list(comms), snaplen=snaplen, ring_size=ring_size << 20,
+                            segment_seconds=segment_seconds, command_line=sys.argv[:],
+                            net=o.NetOptions(ifaces=list(ifaces), xdp_mode=xdp_mode, snaplen=net_snaplen,
+                                             tc_attach=tc_attach),
+                            stack=o.StackOptions(freq=freq, offcpu=offcpu),
+                            uprobe=o.UprobeOptions(all_processes=all_processes, alloc_sample=alloc_sample))
     err = Console(stderr=True)
-    if all_processes:
-        err.print("[yellow]warning:[/] --all-processes: every malloc, free and pthread_mutex call of every "
-                  "process traps into the kernel (~0.6 us malloc, ~10 us free/mutex): expect a slower system")
+    costly = [TRACERS[n] for n in names if TRACERS[n].cost]
+    if costly and all_processes:
+        err.print("[yellow]warning:[/] --all-processes: every process is probed, expect a slower system: "
+                  + "; ".join(f"{t.name} {t.cost}" for t in costly))
+    elif all_processes:
+        err.print("[yellow]warning:[/] --all-processes applies to the lock and alloc tracers only, and neither "
+                  "is selected (name them: -t +lock,+alloc)")
+    elif costly and (pids or comms):
+        err.print("[yellow]note:[/] the target processes will run slower: "
+                  + "; ".join(f"{t.name} {t.cost}" for t in costly))
     with ProgressView(err, enabled=not quiet and err.is_terminal) as view:
         session = CaptureSession(opts, on_progress=view.update)
         manifest = session.run()

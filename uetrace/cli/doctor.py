@@ -44,8 +44,8 @@ def command(cleanup: bool):
 
 
 def _cleanup() -> None:
-    from uetrace.capture.netlink_cleanup import remove_leftovers
     from uetrace.capture.privileges import require_tracing_privileges
+    from uetrace.capture.tracers.netlink_cleanup import remove_leftovers
 
     require_tracing_privileges()
     removed = remove_leftovers()

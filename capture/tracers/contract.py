@@ -16,6 +16,7 @@ from uetrace.bpf import object_path
 from uetrace.capture.btf import section_variables
 from uetrace.capture.libbpf import BpfError, BpfObject, Link
 from uetrace.capture.options import CaptureOptions
+from uetrace.capture.snapshot.symbols import SymbolSnapshot
 
 
 class NotAttached(Exception):
@@ -28,13 +29,18 @@ class Tracer:
     structs: ClassVar[list[str]]           # record structs, e.g. ["ue_sock_data", "ue_sock_conn"]
     description: ClassVar[str] = ""
     default: ClassVar[bool] = True          # part of the default tracer set
+    cost: ClassVar[str] = ""                # said before attaching a tracer that slows its targets
+    records_stacks: ClassVar[bool] = False  # its records name user stacks: it gets the capture's SymbolSnapshot
     ring_map: ClassVar[str] = "events"
     # Busy tracers give every record a fixed slot in the ring (see RingReader): the largest
     # record, payload included. Their configure() sets rodata["snaplen"], the payload bound.
     fixed_slot: ClassVar[bool] = False
 
-    def __init__(self, opts: CaptureOptions):
+    def __init__(self, opts: CaptureOptions, symbols: SymbolSnapshot | None = None):
         self.opts = opts
+        # One per capture, shared by the tracers that record stacks, so an object two of them saw
+        # is stored once. The session passes it to those (records_stacks); a tracer made alone gets its own.
+        self.symbols = symbols if symbols is not None else SymbolSnapshot()
         self.obj: BpfObject | None = None
         self.failures: list[dict] = []      # attach points that failed: {"point", "error"}
         self.attached: list[str] = []

@@ -22,7 +22,6 @@ import pyarrow as pa
 from uetrace.capture.libbpf import BpfObject
 
 STACK_MAP = "stacks"
-DEFAULT_STACK_ENTRIES = 16384  # x 1016 bytes per entry, preallocated by the kernel
 
 STACKS_SCHEMA = pa.schema([
     pa.field("tracer", pa.string()),

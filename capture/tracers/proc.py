@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uetrace.capture.libbpf import BpfObject
-from uetrace.capture.tracer import Tracer
+from uetrace.capture.tracers.contract import Tracer
 
 OPS = {1: "exec", 2: "fork", 3: "exit", 4: "thread", 5: "thread_exit"}  # enum ue_proc_op
 

@@ -1,15 +1,14 @@
 """Stack tracer: cpu-clock sampling on every online CPU (bpf/stack.bpf.c), and
 off-CPU intervals from sched_switch with --offcpu.
 
-Options (CaptureOptions.extra): freq (Hz per CPU, default 99), offcpu (bool),
-min_offcpu_us (default 1), stack_entries (stack map slots, default 16384).
+Options: CaptureOptions.stack (capture/options.py).
 
 Samples carry their frames (bpf/stack.h); postprocess() turns them into ids of
 the `stacks` table, so `stack_sample` keeps the columns it always had. Off-CPU
 records use the stack map. At finish the interned stacks and the stack map are
-written to `stacks` (capture/stack_maps.py) and the objects mapped by every
-sampled process are snapshotted
-(capture/symbol_snapshot.py), so the archive alone names every frame.
+written to `stacks` (capture/tracers/stack_maps.py) and the objects mapped by every
+sampled process are snapshotted (capture/snapshot/symbols.py), so the archive
+alone names every frame.
 """
 
 from __future__ import annotations
@@ -19,12 +18,10 @@ import os
 import pyarrow as pa
 
 from uetrace.capture.libbpf import BpfError, BpfObject, Link
-from uetrace.capture.perf_event import online_cpus, open_cpu_clock
-from uetrace.capture.stack_maps import DEFAULT_STACK_ENTRIES, StackInterner, dump_stacks, size_stack_map
-from uetrace.capture.symbol_snapshot import SymbolSnapshot
-from uetrace.capture.tracer import Tracer
+from uetrace.capture.tracers.contract import Tracer
+from uetrace.capture.tracers.perf_event import online_cpus, open_cpu_clock
+from uetrace.capture.tracers.stack_maps import StackInterner, dump_stacks, size_stack_map
 
-DEFAULT_FREQ = 99  # Hz: not a divisor of common timer periods, so sampling does not lock step with them
 SAMPLE_DEPTH = 127  # UE_SAMPLE_DEPTH in bpf/stack.h
 
 
@@ -32,24 +29,24 @@ class StackTracer(Tracer):
     name = "stack"
     structs = ["ue_stack_sample", "ue_offcpu"]
     description = "cpu-clock stack samples on every CPU (and off-CPU intervals with --offcpu)"
-    # Opt-in (-t stack) for now: closing the capture costs seconds of symbol snapshot
+    # In the default set, although closing the capture costs seconds of symbol snapshot
     # (an ELF read per mapped object, DWARF line tables within a budget).
     default = True
+    records_stacks = True
 
-    def __init__(self, opts):
-        super().__init__(opts)
-        self.freq = int(opts.extra.get("freq") or DEFAULT_FREQ)
-        self.offcpu = bool(opts.extra.get("offcpu"))
+    def __init__(self, opts, symbols=None):
+        super().__init__(opts, symbols)
+        self.freq = opts.stack.freq
+        self.offcpu = opts.stack.offcpu
         self.perf_fds: list[int] = []  # ours; each link holds a dup, which libbpf closes on detach
-        self.symbols = SymbolSnapshot.for_capture(opts)
         self.interned = StackInterner(SAMPLE_DEPTH)
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         if self.freq <= 0:
             raise BpfError(f"stack sampling at {self.freq} Hz", 22)
         obj.map("events").set_max_entries(min(self.opts.ring_size, 2 << 20))
-        size_stack_map(obj, int(self.opts.extra.get("stack_entries") or DEFAULT_STACK_ENTRIES))
-        rodata["min_offcpu_ns"] = int(float(self.opts.extra.get("min_offcpu_us", 1)) * 1000)
+        size_stack_map(obj, self.opts.stack.stack_entries)
+        rodata["min_offcpu_ns"] = int(self.opts.stack.min_offcpu_us * 1000)
         obj.program("ue_offcpu").set_autoload(self.offcpu)
 
     def attach(self, obj: BpfObject) -> None:

@@ -10,9 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uetrace.capture.libbpf import BpfObject
-from uetrace.capture.tracer import Tracer
-
-MAX_SNAPLEN = 4096  # SOCK_MAX_SNAPLEN in bpf/sock.h
+from uetrace.capture.options import SNAPLEN
+from uetrace.capture.tracers.contract import Tracer
 
 
 class SockTracer(Tracer):
@@ -22,7 +21,7 @@ class SockTracer(Tracer):
     description = "socket syscalls (accept, connect, read/write family, close) with payload prefix"
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
-        rodata["snaplen"] = min(self.opts.snaplen, MAX_SNAPLEN)
+        rodata["snaplen"] = SNAPLEN.clamp(self.opts.snaplen)
         # Socket identity without writing kernel addresses into a file that may be shared.
         rodata["sock_id_key"] = self.opts.sock_id_key
 

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from uetrace.capture.procfs import live_pids, read_comm, read_maps, root_path
+
 # glibc >= 2.34 has everything in libc.so.6; older ones have the mutex functions in libpthread.
 _LIBC_RE = re.compile(r"/(libc\.so\.6|libc-[0-9.]+\.so|libc\.musl-[^/]+\.so\.1|ld-musl-[^/]+\.so\.1)$")
 
@@ -27,32 +29,14 @@ class Target:
     library: str   # the C library as this process maps it, openable from our mount namespace
 
 
-def read_comm(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/comm", "rb") as fh:
-            return fh.read().decode(errors="replace").rstrip("\n")
-    except OSError:
-        return None
-
-
-def live_pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
 def libc_path(pid: int) -> str | None:
     """The C library mapped by `pid`, as a path this process can open, or None
     (a static binary, or the process is gone). A process in another mount
     namespace (a container) is reached through /proc/<pid>/root."""
-    try:
-        with open(f"/proc/{pid}/maps") as fh:
-            maps = fh.read()
-    except OSError:
-        return None
-    for line in maps.splitlines():
-        parts = line.split(maxsplit=5)
-        if len(parts) == 6 and "x" in parts[1] and _LIBC_RE.search(parts[5]):
-            path = parts[5].removesuffix(" (deleted)")
-            return path if _same_file(path, f"/proc/{pid}/root{path}") else f"/proc/{pid}/root{path}"
+    for m in read_maps(pid):
+        if _LIBC_RE.search(m["path"]):
+            own = root_path(pid, m["path"])
+            return m["path"] if _same_file(m["path"], own) else own
     return None
 
 

@@ -20,9 +20,11 @@ import re
 import pyarrow as pa
 
 from uetrace.capture.libbpf import BpfError, BpfObject
-from uetrace.capture.sock_tracer import MAX_SNAPLEN, addresses_to_text
-from uetrace.capture.tracer import NotAttached, Tracer
-from uetrace.capture.uprobe_offsets import function_offsets
+from uetrace.capture.options import SNAPLEN
+from uetrace.capture.procfs import live_pids, read_maps, root_path
+from uetrace.capture.tracers.contract import NotAttached, Tracer
+from uetrace.capture.tracers.sock import addresses_to_text
+from uetrace.capture.tracers.uprobe_offsets import function_offsets
 from uetrace.errors import UetraceError
 
 # OpenSSL 3 and 1.1 (1.0 is long dead and has no _ex functions). Not NSS's libssl3.so.
@@ -68,7 +70,7 @@ class TlsTracer(Tracer):
             raise NotAttached("no libssl found")
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
-        rodata["snaplen"] = min(self.opts.snaplen, MAX_SNAPLEN)
+        rodata["snaplen"] = SNAPLEN.clamp(self.opts.snaplen)
         rodata["sock_id_key"] = self.opts.sock_id_key
 
     def attach(self, obj: BpfObject) -> None:
@@ -96,7 +98,7 @@ class TlsTracer(Tracer):
                 # SSL_read_ex and SSL_write_ex exist since 1.1.1 only.
                 self.failures.append({"point": point, "error": f"find function {func}: not in {lib}"})
                 continue
-            # By offset, like the other uprobe tracers (capture/uprobe_offsets.py).
+            # By offset, like the other uprobe tracers (capture/tracers/uprobe_offsets.py).
             link = self.try_attach(point, obj.program(prog).attach_uprobe, lib, "", -1, ret, offsets[func])
             attached += link is not None and func in _DATA_FUNCS
         return attached
@@ -133,16 +135,6 @@ def find_libssl(exclude: int = 0) -> list[str]:
 
 
 def _mapped_libssl(exclude: int) -> list[str]:
-    out = []
-    for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != exclude):
-        try:
-            with open(f"/proc/{pid}/maps") as fh:
-                maps = fh.read()
-        except OSError:
-            continue
-        for line in maps.splitlines():
-            parts = line.split(maxsplit=5)
-            if len(parts) == 6 and "x" in parts[1] and _LIBSSL_RE.search(parts[5]):
-                # Through /proc/<pid>/root: the path is in that process's mount namespace.
-                out.append(f"/proc/{pid}/root{parts[5].removesuffix(' (deleted)')}")
-    return out
+    # Through /proc/<pid>/root: the path is in that process's mount namespace.
+    return [root_path(pid, m["path"]) for pid in live_pids() if pid != exclude
+            for m in read_maps(pid) if _LIBSSL_RE.search(m["path"])]

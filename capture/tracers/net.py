@@ -23,16 +23,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from uetrace.capture import interfaces as ifsnap
-from uetrace.capture import netlink_cleanup
 from uetrace.capture.btf import Btf, StructLayout
 from uetrace.capture.libbpf import BpfError, BpfObject, possible_cpus, tc_attach
-from uetrace.capture.sock_tracer import addresses_to_text
-from uetrace.capture.tracer import NotAttached, Tracer
+from uetrace.capture.options import NET_SNAPLEN
+from uetrace.capture.snapshot import interfaces as ifsnap
+from uetrace.capture.tracers import netlink_cleanup
+from uetrace.capture.tracers.contract import NotAttached, Tracer
+from uetrace.capture.tracers.sock import addresses_to_text
 from uetrace.errors import BadInputError
 
-MAX_SNAPLEN = 4096       # NET_MAX_SNAPLEN in bpf/net.h
-DEFAULT_SNAPLEN = 128
 FLOW_ENTRIES = 65536
 NET_L2_RAW_IP = 1        # enum ue_net_l2
 
@@ -52,12 +51,8 @@ class NetTracer(Tracer):
         self._next_snapshot = 0.0
         self._dumper: threading.Thread | None = None
 
-    @property
-    def _extra(self) -> dict:
-        return self.opts.extra
-
     def check(self) -> None:
-        wanted = list(self._extra.get("net_ifaces") or [])
+        wanted = list(self.opts.net.ifaces)
         all_ifaces = ifsnap.snapshot()
         self.snapshot = all_ifaces
         if wanted:
@@ -79,13 +74,13 @@ class NetTracer(Tracer):
             self.failures.append({"point": "cleanup", "error": str(e)})
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
-        rodata["snaplen"] = min(int(self._extra.get("net_snaplen", DEFAULT_SNAPLEN)), MAX_SNAPLEN)
+        rodata["snaplen"] = NET_SNAPLEN.clamp(self.opts.net.snaplen)
         obj.map("flows").set_max_entries(FLOW_ENTRIES)
         rodata["any_raw_ip"] = int(any(i.raw_ip for i in self.ifaces))
 
     def attach(self, obj: BpfObject) -> None:
-        native = self._extra.get("net_xdp_mode", "generic") == "native"
-        tc_mode = self._extra.get("net_tc_attach", "auto")
+        native = self.opts.net.xdp_mode == "native"
+        tc_mode = self.opts.net.tc_attach
         cfg = obj.map("iface_cfg")
         xdp, tc = obj.program("ue_net_xdp"), obj.program("ue_net_tc_egress")
         for i in self.ifaces:

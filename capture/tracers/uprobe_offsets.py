@@ -15,6 +15,7 @@ import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from uetrace.capture.elf import STT_FUNC, symbol_array
 from uetrace.errors import UetraceError
 
 _HIDDEN = 0x8000  # versym bit: a non-default version (name@VER, not name@@VER)
@@ -42,10 +43,6 @@ def function_offset(path: str, name: str) -> int:
     return offsets[name]
 
 
-# Elf64_Sym (elf.h): st_name, st_info, st_other, st_shndx, st_value, st_size
-_SYM = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"),
-                 ("size", "<u8")])
-_STT_FUNC = 2
 
 
 def _read_offsets(elf: ELFFile) -> dict[str, int]:
@@ -55,16 +52,15 @@ def _read_offsets(elf: ELFFile) -> dict[str, int]:
     loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
     out: dict[str, int] = {}
     for table in (".symtab", ".dynsym"):  # later tables win: the dynamic one is what callers bind to
-        sec = elf.get_section_by_name(table)
-        if sec is None:
+        found = symbol_array(elf, table)
+        if found is None:
             continue
-        syms = np.frombuffer(sec.data(), dtype=_SYM)
-        strtab = elf.get_section(sec["sh_link"]).data()
+        syms, strtab = found
         hidden = np.zeros(len(syms), dtype=bool)
         versym = elf.get_section_by_name(".gnu.version") if table == ".dynsym" else None
         if versym is not None:
             hidden = (np.frombuffer(versym.data(), dtype="<u2")[: len(syms)] & _HIDDEN) != 0
-        funcs = np.nonzero(((syms["info"] & 0xF) == _STT_FUNC) & (syms["shndx"] != 0) & (syms["value"] != 0))[0]
+        funcs = np.nonzero(((syms["info"] & 0xF) == STT_FUNC) & (syms["shndx"] != 0) & (syms["value"] != 0))[0]
         # Default versions last, so that they overwrite a hidden version of the same name.
         for i in sorted(funcs, key=lambda i: not hidden[i]):
             off = _file_offset(loads, int(syms["value"][i]))

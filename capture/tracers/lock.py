@@ -4,21 +4,23 @@ processes (bpf/lock.bpf.c).
 Every call is recorded, none sampled: the deadlock analyzer needs every
 acquisition to see the lock order. Condition waits are probed because they
 release and re-take their mutex inside the C library, past the mutex probes.
-Names resolve to the default symbol version (capture/uprobe_offsets.py):
+Names resolve to the default symbol version (capture/tracers/uprobe_offsets.py):
 pthread_cond_wait@@GLIBC_2.3.2, not the old-ABI @GLIBC_2.2.5 one. Records carry the user stack id of the
 call; the `stacks` map is dumped at the end like the stack tracer's, and the
-targets' data symbols (capture/data_symbols.py) are added to name mutexes.
+targets' data symbols (capture/snapshot/data_symbols.py), read as each target
+is attached, are added to name mutexes.
 """
 
 from __future__ import annotations
 
-from uetrace.capture.data_symbols import data_symbols_of
-from uetrace.capture.uprobe_tracer import UprobeTracer
+from uetrace.capture.snapshot.data_symbols import DataSymbols
+from uetrace.capture.tracers.uprobe import UprobeTracer
 
 
 class LockTracer(UprobeTracer):
     name = "lock"
     structs = ["ue_lock"]
+    cost = "~10 us per pthread_mutex_*/rwlock/condition wait call (a uprobe trap, per hit)"
     description = ("pthread mutex and rwlock lock/trylock/timedlock/unlock and condition waits "
                    "of the target processes (uprobes)")
     probes = [
@@ -38,9 +40,25 @@ class LockTracer(UprobeTracer):
         ("rwunlock_enter", "pthread_rwlock_unlock", False),
     ]
 
+    def __init__(self, opts, symbols=None):
+        super().__init__(opts, symbols)
+        self.data_symbols = DataSymbols()
+
+    def snapshot_target(self, pid: int) -> None:
+        super().snapshot_target(pid)
+        # Static mutexes (a global `lock_a`) are named from these offline.
+        self.data_symbols.add(pid)
+
+    def tick(self, write_table) -> None:
+        self._write_data_symbols(write_table)   # a killed capture keeps what was read so far
+
     def finish(self, write_table) -> None:
         super().finish(write_table)
-        # Static mutexes (a global `lock_a`) are named from these offline.
-        table = data_symbols_of([t.pid for t in self.targets], set())
+        for t in self.targets:   # objects loaded (dlopen) after attach; gone processes read as empty
+            self.data_symbols.add(t.pid)
+        self._write_data_symbols(write_table)
+
+    def _write_data_symbols(self, write_table) -> None:
+        table = self.data_symbols.take()
         if table.num_rows:
             write_table("elf_data_symbols", table)

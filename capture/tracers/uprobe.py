@@ -1,5 +1,5 @@
 """What the lock and alloc tracers share: uprobes on C library functions,
-attached per target process (capture/targets.py), never system-wide unless
+attached per target process (capture/tracers/uprobe_targets.py), never system-wide unless
 the user passed --all-processes.
 
 Each uprobe link is bound to one process (perf_event_open with its pid), so
@@ -16,39 +16,37 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from uetrace.capture import targets as tg
 from uetrace.capture.libbpf import BpfError, BpfObject
-from uetrace.capture.stack_maps import dump_stacks
-from uetrace.capture.symbol_snapshot import SymbolSnapshot
-from uetrace.capture.tracer import NotAttached, Tracer
-from uetrace.capture.uprobe_offsets import function_offsets
+from uetrace.capture.tracers import uprobe_targets as tg
+from uetrace.capture.tracers.contract import NotAttached, Tracer
+from uetrace.capture.tracers.stack_maps import dump_stacks
+from uetrace.capture.tracers.uprobe_offsets import function_offsets
 from uetrace.errors import UetraceError
-
-ALL_PROCESSES = "all_processes"   # opts.extra key set by --all-processes
-UPROBE_COST = "uprobes trap on every call (~0.6 us malloc, ~10 us free and pthread_mutex_*)"
 
 
 class UprobeTracer(Tracer):
     # (BPF program, C library function, is a return probe), in attach order:
     # return probes after their entry probes, so no return is seen without its entry.
     probes: ClassVar[list[tuple[str, str, bool]]]
+    # Each call of a probed function traps into the kernel: never switched on by a filter.
+    default = False
+    records_stacks = True
 
-    def __init__(self, opts):
-        super().__init__(opts)
+    def __init__(self, opts, symbols=None):
+        super().__init__(opts, symbols)
         self.targets: list[tg.Target] = []
         self.libraries: list[str] = []       # --all-processes: one attachment per library file
         self._watcher: tg.CommWatcher | None = None
         self._attach_lock = threading.Lock()
         self._stopped = False
-        self.symbols = SymbolSnapshot.for_capture(opts)
 
     @property
     def all_processes(self) -> bool:
-        return bool(self.opts.extra.get(ALL_PROCESSES))
+        return self.opts.uprobe.all_processes
 
     def check(self) -> None:
         if not (self.opts.pids or self.opts.comms or self.all_processes):
-            raise NotAttached(f"no target process: pass --pid or --comm (or --all-processes; {UPROBE_COST})")
+            raise NotAttached(f"no target process: pass --pid or --comm (or --all-processes; it costs {self.cost})")
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         # Each link is bound to its target process already; the kernel-side comm
@@ -82,6 +80,12 @@ class UprobeTracer(Tracer):
         self._attach_binary(obj, target.library, target.pid)
         if len(self.attached) > before:
             self.targets.append(target)
+            self.snapshot_target(target.pid)
+
+    def snapshot_target(self, pid: int) -> None:
+        """Read what naming this target's records needs offline now, while it is alive:
+        it may exit long before the capture ends."""
+        self.symbols.saw([pid])
 
     def _attach_binary(self, obj: BpfObject, binary: str, pid: int) -> None:
         try:
@@ -94,7 +98,7 @@ class UprobeTracer(Tracer):
             if func not in offsets:
                 self.failures.append({"point": point, "error": f"find function {func}: not in {binary}"})
                 continue
-            # By offset: libbpf 1.1 rejects names with two versions (see capture/uprobe_offsets.py).
+            # By offset: libbpf 1.1 rejects names with two versions (see capture/tracers/uprobe_offsets.py).
             self.try_attach(point, obj.program(prog).attach_uprobe, binary, "", pid, ret, offsets[func])
 
     def _attach_new(self, pid: int) -> None:

@@ -1,0 +1,1 @@
+"""The tracers: the contract, each tracer, and what the uprobe tracers share."""
