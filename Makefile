@@ -2,7 +2,7 @@
 PYTHON ?= python3
 OUT ?= out
 
-.PHONY: setup demo test bpf bpf-check lint bench
+.PHONY: setup demo test bpf bpf-check lint bench bench-overhead
 
 setup:
 	bash scripts/setup.sh
@@ -30,3 +30,7 @@ lint:
 
 bench:
 	$(PYTHON) bench/bench_ingest.py
+
+# Throughput nginx keeps under each recorder (root, quiet machine, ~5 minutes): docs/performance.md.
+bench-overhead:
+	$(PYTHON) bench/bench_overhead.py
