@@ -13,30 +13,11 @@
 #include "sockfd.bpf.h"
 #include "sock.h"
 
-#ifndef __TARGET_ARCH_x86
-#error "system call numbers below are x86_64's"
-#endif
-
 char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u32 snaplen = 512;
 const volatile __u64 sock_id_key = 0;
 
-/* x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl) */
-#define NR_READ 0
-#define NR_WRITE 1
-#define NR_CLOSE 3
-#define NR_READV 19
-#define NR_WRITEV 20
-#define NR_SENDFILE 40
-#define NR_CONNECT 42
-#define NR_ACCEPT 43
-#define NR_SENDTO 44
-#define NR_RECVFROM 45
-#define NR_SENDMSG 46
-#define NR_RECVMSG 47
-#define NR_ACCEPT4 288
-#define USER_CS_64 0x33 /* __USER_CS: a 32-bit task's numbers mean other calls */
 #define EINPROGRESS 115
 
 struct {

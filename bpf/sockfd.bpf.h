@@ -8,6 +8,29 @@
 #include "common.bpf.h"
 #include <bpf/bpf_endian.h>
 
+#ifndef __TARGET_ARCH_x86
+#error "the system call numbers below are x86_64's"
+#endif
+
+/* x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl) of the
+ * socket calls the sock and tls tracers act on at the raw sys_enter/sys_exit
+ * tracepoints, and the code segment of a 64-bit task (a 32-bit task's numbers
+ * mean other calls). */
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_CLOSE 3
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDFILE 40
+#define NR_CONNECT 42
+#define NR_ACCEPT 43
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#define NR_ACCEPT4 288
+#define USER_CS_64 0x33
+
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define AF_INET 2

@@ -74,9 +74,9 @@ class TlsTracer(Tracer):
         rodata["sock_id_key"] = self.opts.sock_id_key
 
     def attach(self, obj: BpfObject) -> None:
-        # Syscall tracepoints first: an SSL call that starts before them would not learn its socket.
+        # The syscall tracepoint first: an SSL call that starts before it would not learn its socket.
         for prog in obj.programs():
-            if prog.section.startswith("tp/"):
+            if prog.section.startswith("tp_btf/"):
                 self.try_attach(prog.section, prog.attach)
         data_probes = 0
         for lib in self.libraries:
