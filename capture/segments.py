@@ -27,7 +27,7 @@ class _OpenSegment:
     written as one row group: a write per drained chunk costs more than the
     decoding itself."""
 
-    ROW_GROUP_ROWS = 32 * 1024
+    ROW_GROUP_ROWS = 8 * 1024  # pending rows keep their chunk buffers alive (payload views): bounds RSS
 
     def __init__(self, path: Path, schema: pa.Schema):
         self.path = path
