@@ -136,7 +136,7 @@ class RingReader:
         self._cons_pos[0] = cons + n * stride
         offsets = np.arange(n, dtype=np.int64) * stride + HDR_SIZE
         lengths = (headers & LEN_MASK).astype(np.int64)
-        if ((lengths + HDR_SIZE + 7) & ~7).min() != stride or ((lengths + HDR_SIZE + 7) & ~7).max() != stride:
+        if ((lengths + HDR_SIZE + 7) & ~7 != stride).any():
             raise ValueError(f"a record in a fixed-slot ring is not {stride - HDR_SIZE} bytes: the programs and "
                              "the reader disagree on the slot size")
         discard = (headers & DISCARD) != 0

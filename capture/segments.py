@@ -8,7 +8,9 @@ it by size or age, and appends each finished file to the archive at once.
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -20,6 +22,29 @@ import pyarrow.parquet as pq
 
 from uetrace.archive_format import segment_member, table_member
 from uetrace.capture.archive_writer import ArchiveWriter
+
+SPOOL_PREFIX = "uetrace-seg-"
+
+
+def remove_stale_spools(tmp: str | None = None) -> list[str]:
+    """Remove the spool folders of captures that died without cleaning up (SIGKILL, power
+    loss): each is named for its capture's pid, and only folders of this user whose pid no
+    longer runs are touched. Returns what was removed."""
+    removed = []
+    tmp = tmp or tempfile.gettempdir()
+    for entry in os.scandir(tmp):
+        parts = entry.name.removeprefix(SPOOL_PREFIX).split("-", 1)
+        if not entry.name.startswith(SPOOL_PREFIX) or len(parts) != 2 or not parts[0].isdigit():
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid() or not entry.is_dir(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        if not os.path.exists(f"/proc/{parts[0]}"):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
 
 
 class _OpenSegment:
@@ -76,7 +101,8 @@ class SegmentSink:
         self.bytes_written = 0
         self._open: dict[tuple[str, str], _OpenSegment] = {}
         self._seq: dict[tuple[str, str], int] = {}
-        self._tmp = tempfile.TemporaryDirectory(prefix="uetrace-seg-")
+        remove_stale_spools()
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"{SPOOL_PREFIX}{os.getpid()}-")
         self._q: queue.Queue = queue.Queue(maxsize=4096)
         self._on_error = on_error
         self.error: BaseException | None = None

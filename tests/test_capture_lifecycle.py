@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -108,12 +110,20 @@ def test_sigkill_keeps_finished_segments(kernel, tmp_path, capture_run):
         assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
     # The kernel detaches bpf_links when the last fd closes, i.e. when the process dies.
     assert programs_left(run.proc.pid) == []
+    # Its spool folder is left behind (SIGKILL runs no cleanup); the next capture removes it.
+    spools = glob.glob(os.path.join(tempfile.gettempdir(), f"uetrace-seg-{run.proc.pid}-*"))
+    assert spools, "the killed capture had no spool folder"
+    trace_cmd("capture", "-q", "-d", "500ms", "-t", "proc", "-o", str(tmp_path / "next.tar.zst"), check=True)
+    assert not any(os.path.exists(p) for p in spools)
 
 
 def test_duration_exit_detaches_everything(kernel, tmp_path):
-    res = trace_cmd("capture", "-q", "-d", "1s", "-o", str(tmp_path / "d.tar.zst"), check=True)
-    assert "wrote" in res.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "uetrace", "capture", "-q", "-d", "1s", "-o",
+                             str(tmp_path / "d.tar.zst")], stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "wrote" in err, err
     assert programs_left() == []
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"uetrace-seg-{proc.pid}-*"))  # spool removed
 
 
 def test_without_privileges_one_line(kernel, tmp_path):
