@@ -194,7 +194,7 @@ class CaptureSession:
     @contextlib.contextmanager
     def _draining_in_background(self):
         """Drain the rings on a thread of their own while the main thread loads, attaches or
-        detaches: verifying the net tracer, or detaching the sock tracer's 26 links, takes
+        detaches: verifying the net tracer, or detaching the tls tracer's uprobe links, takes
         longer than a busy server needs to fill the sock tracer's ring."""
         done = threading.Event()
 
