@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from uetrace.cli.options import archive_argument, json_option
+from uetrace.cli.output import make_console
 
 
 @click.command("analyze")
@@ -36,7 +36,7 @@ def command(archive: Path, as_json: bool, only: str | None, top: int):
         if unknown:
             raise BadInputError(f"unknown section {sorted(unknown)[0]!r}; choose from "
                                 + ", ".join(a.name for a in sections))
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     with reading(archive) as db:
         report = {}
         for a in sections:

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from uetrace.capture import options as o
 from uetrace.cli.options import Duration
+from uetrace.cli.output import make_console
 from uetrace.units import human_bytes
 
 
@@ -119,7 +120,7 @@ def command(duration, output, tracers, pids, comms, snaplen, ring_size, segment_
                                              tc_attach=tc_attach),
                             stack=o.StackOptions(freq=freq, offcpu=offcpu),
                             uprobe=o.UprobeOptions(all_processes=all_processes, alloc_sample=alloc_sample))
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     costly = [TRACERS[n] for n in names if TRACERS[n].cost]
     if costly and all_processes:
         err.print("[yellow]warning:[/] --all-processes: every process is probed, expect a slower system: "

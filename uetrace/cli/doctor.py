@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
+
+from uetrace.cli.output import make_console
 
 
 @click.command("doctor")
@@ -39,7 +40,7 @@ def command(cleanup: bool):
         else:
             status = "[yellow]unavailable[/]"
         t.add_row(c.name, status, c.detail, c.needed_by or "(optional)", "" if c.ok else c.fix)
-    Console().print(t)
+    make_console().print(t)
     raise SystemExit(1 if bad else 0)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from uetrace.cli.options import archive_argument
+from uetrace.cli.output import make_console
 
 
 @click.command("export")
@@ -29,7 +29,7 @@ def command(archive: Path, fmt: str, output: Path):
     from uetrace.analyze.pcapng import ExportError, export_file
     from uetrace.cli.reading import reading
 
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     with reading(archive) as db:
         try:
             res = export_file(db, output)

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
+from rich.text import Text
 
 from uetrace.cli.options import archive_argument, json_option
-from uetrace.cli.output import print_rows
+from uetrace.cli.output import make_console, print_rows
 from uetrace.units import human_bytes
 
 
@@ -36,12 +36,15 @@ def command(archive: Path, as_json: bool):
             return
         host = m.get("host", {})
         dur = ManifestInfo(m).recording_seconds
-        console = Console()
-        console.print(f"[bold]{archive}[/]: uetrace {m.get('tool_version')} format {m.get('format_version')}")
-        console.print(f"host {host.get('hostname')} kernel {host.get('kernel')} {host.get('arch')} "
-                      f"{host.get('cpus')} CPUs")
-        console.print(f"recorded {dur:.2f}s" if dur is not None else "duration unknown (capture did not finish)")
-        console.print("command: " + " ".join(m.get("command_line", [])))
+        console = make_console()
+        # Every value here comes from the archive (or the user's path): printed as data, never as markup.
+        console.print(Text.assemble((str(archive), "bold"),
+                                    f": uetrace {m.get('tool_version')} format {m.get('format_version')}"))
+        for line in (f"host {host.get('hostname')} kernel {host.get('kernel')} {host.get('arch')} "
+                     f"{host.get('cpus')} CPUs",
+                     f"recorded {dur:.2f}s" if dur is not None else "duration unknown (capture did not finish)",
+                     "command: " + " ".join(str(a) for a in m.get("command_line", []))):
+            console.print(line, markup=False, highlight=False)
         rows = []
         for name, t in m.get("tracers", {}).items():
             if not t.get("attached"):

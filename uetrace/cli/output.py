@@ -10,7 +10,15 @@ from collections.abc import Sequence
 import click
 from rich.console import Console
 
-from uetrace.analyze.render import jsonable, render_table
+from uetrace.analyze.render import jsonable, render_table, report_width
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The CLI's console: lines are never folded (a path or a host name longer than the terminal
+    stays on one line, whole for grep), and off a terminal tables are as wide as report_width()."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else report_width()
+    return Console(stderr=stderr, soft_wrap=True, width=width)
 
 
 def print_rows(columns: Sequence[str], rows: Sequence[Sequence], fmt: str = "table", title: str | None = None,
@@ -24,7 +32,7 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence], fmt: str = "tab
         for r in rows:
             w.writerow([jsonable(v) for v in r])
     else:
-        console = console or Console()
+        console = console or make_console()
         console.print(render_table(columns, rows, title))
 
 

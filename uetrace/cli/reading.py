@@ -7,15 +7,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 
 from uetrace.analyze.archive_db import ArchiveDb, open_archive_db
+from uetrace.cli.output import make_console
 from uetrace.errors import BadInputError
 
 
 def print_warnings(warnings: Iterable[str]) -> None:
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     for w in warnings:
         # A warning may quote the archive (a member name, a decoder's message): data, not markup.
         err.print(f"[yellow]warning:[/] {escape(w)}")

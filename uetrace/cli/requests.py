@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
 from uetrace.cli.options import Duration, archive_argument, format_option, json_option
 from uetrace.cli.output import echo_json, print_rows
@@ -66,9 +64,7 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
              _path(e), http.status_text(e), "" if e.latency_ns is None else f"{e.latency_ns / 1e6:.2f}",
              e.req_bytes, e.resp_bytes, http.process_label(e.client_pid, e.client_comm),
              http.process_label(e.server_pid, e.server_comm), e.note) for e in exchanges]
-    # Piped output is not cut to 80 columns: one exchange per line is what grep and less want.
-    console = None if sys.stdout.isatty() else Console(width=200)
-    print_rows(COLUMNS, rows, fmt, title=f"{len(rows)} exchanges", console=console)
+    print_rows(COLUMNS, rows, fmt, title=f"{len(rows)} exchanges")
 
 
 def _when(e: Exchange) -> int:
