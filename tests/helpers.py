@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,14 @@ def require_kernel() -> None:
         if IN_CI:
             pytest.fail(f"kernel test cannot run in CI: {why}")
         pytest.skip(why)
+
+
+def need_program(name: str) -> None:
+    """Skip without a program that scripts/setup.sh installs; fail under CI=true."""
+    if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists():
+        if IN_CI:
+            pytest.fail(f"{name} is not installed (scripts/setup.sh installs it)")
+        pytest.skip(f"needs {name}")
 
 
 def trace_cmd(*args: str, check: bool = False, timeout: float = 120, **kw) -> subprocess.CompletedProcess:

@@ -5,12 +5,10 @@ fixture made (it prints them), matched by the fixture's pids, since the capture 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 from pathlib import Path
 
-import pytest
-from helpers import IN_CI, run_fixture, trace_cmd
+from helpers import need_program, run_fixture, trace_cmd
 
 from uetrace.analyze import http
 from uetrace.analyze.archive_db import open_archive_db
@@ -41,13 +39,6 @@ def analyze(out: Path, params: http.HttpParams | None = None) -> http.HttpResult
 def in_order(exchanges: list[Exchange]) -> list[Exchange]:
     assert all(e.start_ts is not None for e in exchanges), [e.to_dict() for e in exchanges]
     return sorted(exchanges, key=lambda e: (e.start_ts or 0, e.stream_id or 0))
-
-
-def need_program(name: str) -> None:
-    if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists():
-        if IN_CI:
-            pytest.fail(f"{name} is not installed (scripts/setup.sh installs it)")
-        pytest.skip(f"needs {name}")
 
 
 def test_python_keepalive_server(kernel, tmp_path, capture_run):
