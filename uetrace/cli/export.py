@@ -1,4 +1,4 @@
-"""`trace export`: write recorded packets in a format other tools read."""
+"""`trace export`: write what an archive recorded in a format other tools read."""
 
 from __future__ import annotations
 
@@ -6,34 +6,66 @@ from pathlib import Path
 
 import click
 
-from uetrace.cli.options import archive_argument
 from uetrace.cli.output import make_console
+from uetrace.errors import BadInputError
 
 
 @click.command("export")
-@archive_argument
-@click.option("--format", "fmt", type=click.Choice(["pcapng"]), default="pcapng", show_default=True,
-              help="Output format.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="File to write.")
-def command(archive: Path, fmt: str, output: Path):
-    """Export the net tracer's packets (Wireshark, tshark, tcpdump -r).
+@click.argument("archives", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["pcapng", "parquet"]), default="pcapng", show_default=True,
+              help="pcapng: the net tracer's packets (one archive). parquet: every table of every archive "
+                   "as a Hive-partitioned dataset in a folder.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="File to write (pcapng) or folder (parquet).")
+def command(archives: tuple[Path, ...], fmt: str, output: Path):
+    """Export recorded data for other tools.
 
-    One interface block per interface, the captured bytes and original length
-    of each packet, and per-interface statistics with the tracer's drop counts.
+    pcapng (Wireshark, tshark, tcpdump -r): one interface block per interface,
+    the captured bytes and original length of each packet, and per-interface
+    statistics with the tracer's drop counts.
+
+    parquet (Spark, Trino, DuckDB, also on object storage): every table, raw and
+    derived (connections, http_exchanges, flows, stack_profile), as
+    OUTPUT/<table>/capture_id=<id>/part-0.parquet with a host column and
+    OUTPUT/_schema.json. Exporting into an existing dataset adds the captures
+    (a capture exported again replaces its partition). See docs/dataset.md.
 
     \b
-    Example:
+    Examples:
       trace export run.tar.zst --format pcapng -o run.pcapng
+      trace export client.tar.zst server.tar.zst --format parquet -o dataset/
     """
+    err = make_console(stderr=True)
+    if fmt == "parquet":
+        _export_parquet(archives, output, err)
+        return
+    if len(archives) != 1:
+        raise BadInputError("--format pcapng takes one archive")
     from uetrace.analyze.pcapng import ExportError, export_file
     from uetrace.cli.reading import reading
 
-    err = make_console(stderr=True)
-    with reading(archive) as db:
+    with reading(archives[0]) as db:
         try:
             res = export_file(db, output)
         except ExportError:
             output.unlink(missing_ok=True)
             raise
-    err.print(f"wrote {output}: {res['packets']:,} packets on {res['interfaces']} interfaces")
+    err.print(f"wrote {output}: {res['packets']:,} packets on {res['interfaces']} interfaces",
+              markup=False, highlight=False)
+
+
+def _export_parquet(archives: tuple[Path, ...], output: Path, err) -> None:
+    from uetrace.analyze.dataset import export_dataset
+    from uetrace.analyze.query_views import open_for_query
+    from uetrace.cli.reading import reading
+
+    if output.exists() and not output.is_dir():
+        raise BadInputError(f"{output}: not a folder")
+
+    def opener(path: Path):
+        return reading(path, opener=lambda p: open_for_query(p, all_views=True))
+
+    res = export_dataset(list(archives), output, opener=opener)
+    tables = sum(1 for n in res.rows.values() if n)
+    err.print(f"wrote {output}: {len(res.captures)} capture(s), {tables} tables with rows, "
+              f"{sum(res.rows.values()):,} rows", markup=False, highlight=False)

@@ -1,0 +1,166 @@
+"""A Hive-partitioned Parquet dataset of one or more archives, for engines users already run (Spark,
+Trino, DuckDB, also over object storage): `DIR/<table>/capture_id=<id>/part-0.parquet`.
+
+Every table of every archive is written, raw (sock_data, net_packet, ...) and derived (connections,
+http_exchanges, flows, stack_profile with resolved frames), with a `host` column; `capture_id` comes
+from the partition path, as Hive-style readers expect (a column of the same name inside the files
+would clash with it in Spark). Exporting a capture again replaces its partition and keeps the others,
+so a dataset grows one capture at a time.
+
+Types are the ones every engine reads: Parquet's unsigned integers are widened to the next signed type
+(Trino and Spark handle unsigned poorly), a 64-bit unsigned column becomes BIGINT when it holds times
+or durations (nanoseconds fit) and DECIMAL(20,0) otherwise (kernel addresses such as sock_id use the
+top bit). `_schema.json` lists tables, columns and captures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.capture_identity import capture_identity
+from uetrace.analyze.query_views import open_for_query
+from uetrace.analyze.stacks import samples
+from uetrace.analyze.stacks.folded import frame_name
+from uetrace.errors import BadInputError
+
+ROW_GROUP_ROWS = 1 << 20
+# flows' per-packet helper view: net_packet holds the same rows.
+LEFT_OUT = frozenset({"net_observed"})
+WIDER = {"UTINYINT": "SMALLINT", "USMALLINT": "INTEGER", "UINTEGER": "BIGINT", "HUGEINT": "BIGINT"}
+SCHEMA_FILE = "_schema.json"
+
+
+@dataclass
+class DatasetResult:
+    out_dir: Path
+    captures: list[dict] = field(default_factory=list)  # capture_id, host, archive
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows written (all captures)
+
+
+def export_dataset(archives: Sequence[Path], out_dir: Path,
+                   opener: Callable[[Path], ArchiveDb] | None = None) -> DatasetResult:
+    """Write each archive's tables into out_dir; returns what was written."""
+    opener = opener or (lambda p: open_for_query(p, all_views=True))
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    schema = _read_schema(out_dir)
+    result = DatasetResult(out_dir)
+    seen: dict[str, Path] = {}
+    for archive in archives:
+        with opener(archive) as db:
+            ident = capture_identity(db.manifest)
+            if ident.capture_id in seen:
+                raise BadInputError(f"{archive}: the same capture as {seen[ident.capture_id]}")
+            seen[ident.capture_id] = archive
+            _add_stack_profile(db)
+            for table in _tables(db):
+                n, columns = _write_table(db, table, out_dir / table / f"capture_id={ident.capture_id}", ident.host)
+                result.rows[table] = result.rows.get(table, 0) + n
+                schema["tables"][table] = {"columns": columns, "partitioned_by": ["capture_id"]}
+            entry = {"capture_id": ident.capture_id, "host": ident.host, "archive": archive.name,
+                     "start_realtime_ns": (db.info.start_ns or 0) + db.info.realtime_offset_ns
+                     if db.info.start_ns is not None else None,
+                     "tool_version": db.manifest.get("tool_version"), "complete": db.info.complete}
+            schema["captures"] = [c for c in schema["captures"] if c["capture_id"] != ident.capture_id] + [entry]
+            result.captures.append(entry)
+    _write_private(out_dir / SCHEMA_FILE, json.dumps(schema, indent=1, sort_keys=True).encode())
+    return result
+
+
+def _tables(db: ArchiveDb) -> list[str]:
+    names = [r[0] for r in db.query("SELECT table_name FROM information_schema.tables ORDER BY table_name")]
+    return [n for n in names if n not in LEFT_OUT and not n.startswith("_")]
+
+
+def _columns(db: ArchiveDb, table: str) -> list[tuple[str, str]]:
+    return db.query("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+                    "ORDER BY ordinal_position", [table])
+
+
+def _engine_type(column: str, dtype: str) -> str | None:
+    """The type to cast to, or None to keep the column's type."""
+    if dtype == "UBIGINT":
+        timeish = column == "ts" or column.startswith("ts_") or column.endswith(("_ts", "_ns"))
+        return "BIGINT" if timeish else "DECIMAL(20,0)"
+    return WIDER.get(dtype)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _write_table(db: ArchiveDb, table: str, part_dir: Path, host: str) -> tuple[int, list[dict]]:
+    cols = _columns(db, table)
+    select = []
+    for name, dtype in cols:
+        cast = _engine_type(name, dtype)
+        select.append(f"CAST({_quote(name)} AS {cast}) AS {_quote(name)}" if cast else _quote(name))
+    if "host" not in {c for c, _ in cols}:
+        select.append("CAST(? AS VARCHAR) AS host")
+    part_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for old in part_dir.glob("*.parquet"):
+        old.unlink()
+    target = part_dir / "part-0.parquet"
+    tmp = part_dir / ".part-0.parquet.tmp"
+    params = [host] if "host" not in {c for c, _ in cols} else []
+    # COPY's target is a literal, never a parameter: the path is ours, escaped for a SQL string.
+    path_sql = "'" + str(tmp).replace("'", "''") + "'"
+    db.con.execute(f"COPY (SELECT {', '.join(select)} FROM {_quote(table)}) TO {path_sql} "
+                   f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})", params)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, target)
+    meta = pq.ParquetFile(target).metadata
+    return meta.num_rows, [{"name": f.name, "type": str(f.type)} for f in meta.schema.to_arrow_schema()]
+
+
+def _add_stack_profile(db: ArchiveDb) -> None:
+    """stack_profile: one row per distinct (pid, comm, stack) with its weight and resolved frames, root
+    first (kernel frames end in _[k], as in folded files), for engines that cannot symbolize."""
+    rows: dict[str, list] = {k: [] for k in ("kind", "pid", "comm", "weight", "unit", "frames", "leaf")}
+    for kind in samples.KIND_TABLES:
+        if not samples.available(db, kind):
+            continue
+        stacks = samples.load(db, samples.SampleFilter(kind=kind))
+        names = [frame_name(f) for f in stacks.frames]
+        for path, w, pid, comm in zip(stacks.stacks, stacks.weights, stacks.pids, stacks.comms):
+            frames = [names[i] for i in path]
+            for k, v in zip(rows, (kind, pid, comm, w, stacks.unit, frames, frames[-1] if frames else "")):
+                rows[k].append(v)
+    if not rows["kind"]:
+        return
+    table = pa.table(rows, schema=pa.schema([("kind", pa.string()), ("pid", pa.int64()), ("comm", pa.string()),
+                                             ("weight", pa.int64()), ("unit", pa.string()),
+                                             ("frames", pa.list_(pa.string())), ("leaf", pa.string())]))
+    db.con.register("_stack_profile_rows", table)
+    db.con.execute("CREATE OR REPLACE TEMP TABLE stack_profile AS SELECT * FROM _stack_profile_rows")
+    db.con.unregister("_stack_profile_rows")
+
+
+def _read_schema(out_dir: Path) -> dict:
+    path = out_dir / SCHEMA_FILE
+    if not path.exists():
+        if any(out_dir.iterdir()):
+            raise BadInputError(f"{out_dir}: not empty and not a uetrace dataset (no {SCHEMA_FILE})")
+        return {"format": "uetrace-dataset-1", "tables": {}, "captures": []}
+    try:
+        schema = json.loads(path.read_text())
+        if schema.get("format") != "uetrace-dataset-1":
+            raise ValueError("unknown format")
+        return schema
+    except (ValueError, OSError, AttributeError) as e:
+        raise BadInputError(f"{path}: not a uetrace dataset schema ({e})") from None
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
