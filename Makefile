@@ -2,7 +2,7 @@
 PYTHON ?= python3
 OUT ?= out
 
-.PHONY: setup demo test bpf bpf-check lint bench bench-overhead
+.PHONY: setup demo test bpf bpf-check lint bench bench-overhead bench-analyze
 
 setup:
 	bash scripts/setup.sh
@@ -34,3 +34,6 @@ bench:
 # Throughput nginx keeps under each recorder (root, quiet machine, ~5 minutes): docs/performance.md.
 bench-overhead:
 	$(PYTHON) bench/bench_overhead.py
+
+bench-analyze:
+	$(PYTHON) bench/bench_analyze.py
