@@ -237,6 +237,12 @@ class DeadlockReport:
         return "\n".join(out)
 
 
+def _age_s(since: int, end: int) -> float:
+    """Seconds from `since` to the end of recording. The uprobes still fire while they detach, after
+    the end's anchor: a wait that began then is 0 s old at the end, never negative."""
+    return max(0, end - since) / 1e9
+
+
 def _mode(shared: bool) -> str:
     return "read" if shared else "exclusive"
 
@@ -285,7 +291,7 @@ def run(cap: ArchiveDb, params: DeadlockParams = DeadlockParams()) -> DeadlockRe
         _hangs(p, report, end, mutex_name, stacks, comms.get(p.pid, ""))
         for tid, (m, since, site) in sorted(p.cond_waits.items()):
             report.cond_waits.append({"pid": p.pid, "comm": comms.get(p.pid, ""), "tid": tid,
-                                      "mutex": mutex_name(m), "waited_s": (end - since) / 1e9,
+                                      "mutex": mutex_name(m), "waited_s": _age_s(since, end),
                                       "stack": stacks.frames(p.pid, *site)})
     return report
 
@@ -310,7 +316,7 @@ def _waiter(p: ProcessLocks, tid: int, end: int, mutex_name, stacks, ring: list[
     holders = p.holders(mutex, shared)
     holder = next((t for t in holders if t in ring), holders[0] if holders else None)
     return {"tid": tid, "wants": mutex_name(mutex), "mode": _mode(shared),
-            "holder": holder, "holders": holders, "waited_s": (end - since) / 1e9,
+            "holder": holder, "holders": holders, "waited_s": _age_s(since, end),
             "wait_stack": stacks.frames(p.pid, *site),
             "holds": [{"mutex": mutex_name(m), "since_s": (end - h.ts) / 1e9, "stack": stacks.frames(p.pid, *h.site)}
                       for m, h in p.held.get(tid, {}).items()]}

@@ -88,13 +88,15 @@ def sample_rate(cap: ArchiveDb) -> int:
 
 
 def register_views(cap: ArchiveDb) -> None:
-    """alloc_blocks: one row per allocation, with when (and whether) it was freed."""
+    """alloc_blocks: one row per allocation, with when (and whether) it was freed. A block's end is
+    the first exit of its pid at or after the allocation (a pid reused by a later process must not
+    end the earlier one's blocks, nor the reverse), else the end of recording."""
     op_alloc, op_free = _ops(cap)
     if cap.has("proc"):
         op_exit = int(cap.enums.value("proc", "ue_proc_op", "PROC_EXIT"))
-        exit_ts = f"(SELECT pid, min(ts) AS exit_ts FROM proc WHERE op = {op_exit} GROUP BY pid)"
+        exits = f"(SELECT pid, ts AS exit_ts FROM proc WHERE op = {op_exit})"
     else:
-        exit_ts = "(SELECT NULL::UINTEGER AS pid, NULL::UBIGINT AS exit_ts)"
+        exits = "(SELECT NULL::UINTEGER AS pid, NULL::UBIGINT AS exit_ts)"
     end = _end(cap)
     cap.con.execute(f"""
         CREATE OR REPLACE VIEW alloc_blocks AS
@@ -105,8 +107,8 @@ def register_views(cap: ArchiveDb) -> None:
         SELECT ev.pid, ev.tid, ev.ts, ev.fn, ev.addr, ev.size, ev.ustack_id,
                CASE WHEN next_op = {op_free} THEN next_ts END AS freed_ts,
                next_op = {op_alloc} AS missed_free,
-               least(coalesce(x.exit_ts, {end}), {end}) AS end_ts
-        FROM ev LEFT JOIN {exit_ts} x ON x.pid = ev.pid
+               greatest(least(coalesce(x.exit_ts, {end}), {end}), ev.ts) AS end_ts
+        FROM ev ASOF LEFT JOIN {exits} x ON x.pid = ev.pid AND x.exit_ts >= ev.ts
         WHERE ev.op = {op_alloc}""")
 
 

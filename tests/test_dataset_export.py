@@ -120,8 +120,9 @@ def test_second_export_adds_and_replaces(dataset, tmp_path):
     again = trace_cmd("export", str(OLD), "--format", "parquet", "-o", str(out))
     assert again.returncode == 0, again.stderr
     n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/sock_data/*/*.parquet')").fetchall()[0][0]
-    assert n == duckdb.sql(f"SELECT count(*) FROM read_parquet('{dataset['dir']}/sock_data/capture_id="
-                           f"{next(c for c, a in dataset['archives'].items() if a == OLD)}/*.parquet')").fetchall()[0][0]
+    old_id = next(c for c, a in dataset["archives"].items() if a == OLD)
+    part = dataset["dir"] / "sock_data" / f"capture_id={old_id}"
+    assert n == duckdb.sql(f"SELECT count(*) FROM read_parquet('{part}/*.parquet')").fetchall()[0][0]
     # A folder that is not a dataset is refused, one line, nothing written into it.
     other = tmp_path / "other"
     other.mkdir()
