@@ -15,6 +15,8 @@ demo: setup
 	wait
 	trace info $(OUT)/demo.tar.zst
 	trace analyze $(OUT)/demo.tar.zst
+	trace report $(OUT)/demo.tar.zst -o $(OUT)/report.html
+	@echo "open $(OUT)/report.html in a browser: the whole capture on one page"
 
 test: setup
 	$(PYTHON) -m pytest -q -ra tests

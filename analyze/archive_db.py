@@ -31,6 +31,7 @@ class ArchiveDb:
         self.cache: dict[str, Any] = {}
         self._process_names: dict[int, str] | None = None
         self.con = duckdb.connect(":memory:")
+        self.con.execute("SET enable_progress_bar = false")  # it would print to stdout mid-report
         self.views: dict[str, Path] = {}
         for area in (EVENTS_DIR, SYMBOLS_DIR):
             base = archive.root / area

@@ -28,6 +28,7 @@ COMMANDS = (
     "uetrace.cli.flamegraph",
     "uetrace.cli.deadlocks",
     "uetrace.cli.leaks",
+    "uetrace.cli.report",
     "uetrace.cli.upload",
 )
 
