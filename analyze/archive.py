@@ -23,7 +23,7 @@ from pathlib import Path
 
 import zstandard
 
-from uetrace.analyze.tar_stream import DEFAULT_MAX_HEADER, TarStream, TruncatedError
+from uetrace.analyze.tar_stream import DEFAULT_MAX_HEADER, TarRefusedError, TarStream, TruncatedError
 from uetrace.analyze.text import printable
 from uetrace.archive_format import ALLOWED_TOP, FORMAT_VERSION, MANIFEST
 from uetrace.errors import BadInputError
@@ -173,6 +173,8 @@ def _extract(path: Path, fh, size: int, limits: ReadLimits, tmp: tempfile.Tempor
                 members.append(name)
     except ArchiveError:
         raise
+    except TarRefusedError as e:
+        raise ArchiveError(f"{path}: {printable(str(e))}; refusing") from None
     except (zstandard.ZstdError, BadInputError, TruncatedError, EOFError, OSError) as e:
         if isinstance(e, OSError) and not isinstance(e, EOFError) and e.errno is not None:
             raise ArchiveError(f"{path}: cannot extract: {e.strerror}") from None

@@ -26,6 +26,10 @@ class TarFormatError(BadInputError):
     """The tar stream is malformed or holds what a uetrace archive never does."""
 
 
+class TarRefusedError(TarFormatError):
+    """The stream holds what is refused outright, not read around: an oversized header, a link."""
+
+
 class TruncatedError(EOFError):
     """The stream ended inside a member: a capture killed while writing."""
 
@@ -122,7 +126,7 @@ class TarStream:
 
     def _extended(self, size: int, what: str) -> bytes:
         if size > self.max_header:
-            raise TarFormatError(f"{what} header of {size} bytes (the limit is {self.max_header}): refusing")
+            raise TarRefusedError(f"{what} header of {size:,} bytes (the limit is {self.max_header:,})")
         body = _read_exact(self._stream, size)
         _read_exact(self._stream, -size % BLOCK)
         return body
@@ -157,7 +161,7 @@ class TarStream:
                 name = f"{_text(block[345:500])}/{name}"
             name = pax.get("path", long_name if long_name is not None else name)
             if kind not in _REGULAR:
-                raise TarFormatError(f"unexpected member {name!r} (not a regular file)")
+                raise TarRefusedError(f"unexpected member {name!r} (not a regular file)")
             if "size" in pax:
                 try:
                     size = int(pax["size"])

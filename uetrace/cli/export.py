@@ -28,6 +28,7 @@ def command(archive: Path, fmt: str, output: Path):
     """
     from uetrace.analyze.pcapng import ExportError, export_file
     from uetrace.cli.reading import reading
+    from uetrace.errors import BadInputError
 
     err = make_console(stderr=True)
     with reading(archive) as db:
@@ -36,4 +37,6 @@ def command(archive: Path, fmt: str, output: Path):
         except ExportError:
             output.unlink(missing_ok=True)
             raise
+        except OSError as e:
+            raise BadInputError(f"cannot write {output}: {e.strerror}") from None
     err.print(f"wrote {output}: {res['packets']:,} packets on {res['interfaces']} interfaces")
