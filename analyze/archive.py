@@ -133,7 +133,8 @@ def extract(path: str | Path, limits: ReadLimits | None = None) -> ExtractedArch
 def _extract(path: Path, fh, size: int, limits: ReadLimits, tmp: tempfile.TemporaryDirectory) -> ExtractedArchive:
     root = Path(tmp.name)
     budget = limits.expand_limit(size)
-    members: list[str] = []
+    members: dict[str, None] = {}  # in archive order, each once
+    made: set[str] = set()
     digests: dict[str, tuple[str, int]] = {}
     manifests: list[dict] = []
     warnings: list[str] = []
@@ -157,20 +158,23 @@ def _extract(path: Path, fh, size: int, limits: ReadLimits, tmp: tempfile.Tempor
             if name.endswith(".json") and member.size > limits.max_json:
                 raise ArchiveError(f"{path}: {name} is {member.size:,} bytes (the limit is {limits.max_json:,}); "
                                    "refusing")
-            data_path = root / name
-            data_path.parent.mkdir(parents=True, exist_ok=True)
-            part = data_path.with_name(data_path.name + ".part")
+            parent = os.path.join(root, os.path.dirname(name))
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            # A member cut short is written to NAME.part and removed below: a later copy of a member
+            # (the final manifest) must not be replaced by a truncated one.
+            part = os.path.join(root, name + ".part")
             digest = hashlib.sha256()
             with open(part, "wb") as out:
                 while chunk := tar.read_data():
                     digest.update(chunk)
                     out.write(chunk)
             if name == MANIFEST:
-                manifests.append(_parse_manifest(part, path))
-            part.replace(data_path)
+                manifests.append(_parse_manifest(Path(part), path))
+            os.replace(part, os.path.join(root, name))
             digests[name] = (digest.hexdigest(), member.size)
-            if name not in members:
-                members.append(name)
+            members.setdefault(name)
     except ArchiveError:
         raise
     except TarRefusedError as e:
@@ -195,7 +199,7 @@ def _extract(path: Path, fh, size: int, limits: ReadLimits, tmp: tempfile.Tempor
     if problems and limits.strict:
         raise ArchiveError(f"{path}: {problems[0]} (--strict)")
     warnings.extend(problems)
-    return ExtractedArchive(root, manifest, members, warnings, tmp, limits, path, size)
+    return ExtractedArchive(root, manifest, list(members), warnings, tmp, limits, path, size)
 
 
 def _verify(manifest: dict, digests: dict[str, tuple[str, int]]) -> list[str]:

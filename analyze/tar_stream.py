@@ -72,8 +72,9 @@ def _number(field: bytes) -> int:
 def _checksum_ok(block: bytes) -> bool:
     stored = _number(block[148:156])
     unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    signed = unsigned - sum(256 for b in block[:148] + block[156:] if b > 127)  # old writers signed it
-    return stored in (unsigned, signed)
+    if stored == unsigned:
+        return True
+    return stored == unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b > 127)  # old writers signed it
 
 
 def _text(field: bytes) -> str:
