@@ -34,7 +34,7 @@ PARTIAL_SUFFIX = ".partial"  # what a capture writes before renaming the finishe
 # EXPAND_FLOOR, at most EXPAND_CEILING. Segments are zstd Parquet, so a real archive unpacks to
 # 1-3 times its size; a bomb unpacks to thousands of times.
 EXPAND_RATIO = 64
-EXPAND_FLOOR = 512 << 20
+EXPAND_FLOOR = 256 << 20
 EXPAND_CEILING = 32 << 30
 TABLE_NAME = re.compile(r"[a-z0-9_]{1,64}")
 _SEGMENT_FILE = re.compile(r"[0-9]{1,12}\.parquet")
@@ -139,7 +139,9 @@ def _extract(path: Path, fh, size: int, limits: ReadLimits, tmp: tempfile.Tempor
     manifests: list[dict] = []
     warnings: list[str] = []
     total = count = 0
-    reader = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
+    # A frame may ask for any window size; zstd's default ceiling (128 MiB) bounds that memory, stated here.
+    dctx = zstandard.ZstdDecompressor(max_window_size=1 << 27)
+    reader = dctx.stream_reader(fh, read_across_frames=True)
     tar = TarStream(reader, limits.max_header)
     try:
         for member in tar:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-SMALL_BOUND = 8 << 20  # below this, a dictionary chunk's upper bound is used as is
+SMALL_BOUND = 1 << 20  # below this, a dictionary chunk's upper bound is used as is
 _WIDTH = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
 
 

@@ -118,12 +118,27 @@ def test_huge_tar_header_is_refused_before_it_is_read(tmp_path, base, kind, afte
         assert_one_line_error(run, "header of 3,221,225,472 bytes")
 
 
-def test_dictionary_bomb_is_refused_before_rows_are_read(tmp_path, base):
+def _dictionary_bomb() -> bytes:
     """5 M rows that all point at one 4 KiB dictionary value: a small file, 20 GB once decoded."""
     rows = 5_000_000
     payload = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), pa.array([b"G" * 4096]))
     table = pa.table({"pid": pa.array(np.ones(rows, dtype=np.uint32)), "payload": payload})
-    data = parquet_bytes(table, use_dictionary=True, compression="zstd")
+    return parquet_bytes(table, use_dictionary=True, compression="zstd")
+
+
+def _plain_bomb() -> bytes:
+    """The sock_data segment with 100 k rows of 4 KiB zero payloads, plain-encoded: zstd inside the
+    Parquet file makes 400 MB of pages a 1.4 MB file, and the archive a few KiB."""
+    table = member_table(base_members(), SOCK)
+    table = table.take(pa.array(np.zeros(100_000, dtype=np.int64)))
+    zeros = pa.array([bytes(4096)] * table.num_rows, pa.binary())
+    table = table.set_column(table.schema.get_field_index("payload"), "payload", zeros)
+    return parquet_bytes(table, compression="zstd", use_dictionary=False)
+
+
+@pytest.mark.parametrize("bomb", [_dictionary_bomb, _plain_bomb])
+def test_parquet_bomb_is_refused_before_rows_are_read(tmp_path, base, bomb):
+    data = bomb()
     assert len(data) < 4 << 20
     path = write_archive(tmp_path / "dict.tar.zst", reseal(replace(base, SOCK, data)))
     for args in (["requests"], ["analyze"], ["query", "SELECT sum(length(payload)) FROM sock_data"]):

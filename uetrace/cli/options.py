@@ -45,7 +45,7 @@ def archive_argument(f):
     f = click.option("--max-expand", type=Size(), default=None, expose_value=False, callback=_store,
                      envvar="UETRACE_MAX_EXPAND", show_envvar=True, metavar="SIZE",
                      help="Refuse archives that unpack (or whose tables decode) to more than SIZE "
-                     "[default: 64 times the archive's size, at least 512M, at most 32G].")(f)
+                     "[default: 64 times the archive's size, at least 256M, at most 32G].")(f)
     return click.argument("archive", type=click.Path(dir_okay=False, path_type=Path), callback=_store,
                           expose_value=True)(f)
 
