@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +109,18 @@ def _limits() -> None:
 
 
 def run_limited(*args: str, cwd: Path, env: dict | None = None, timeout: float = TIME_LIMIT) -> Run:
-    """`trace ARGS` in `cwd` under the memory, file-size and time bounds."""
+    """`trace ARGS` in `cwd` under the memory, file-size and time bounds, with a TMPDIR of its own
+    that must be empty again when it exits (the extracted archive removed, nothing left over)."""
+    tmpdir = Path(tempfile.mkdtemp(prefix="uetrace-tmpdir-"))
+    env = {**(os.environ if env is None else env), "TMPDIR": str(tmpdir)}
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "uetrace", *args], capture_output=True, text=True, cwd=cwd,
-                         timeout=timeout, preexec_fn=_limits, env=env, errors="replace")
+    try:
+        res = subprocess.run([sys.executable, "-m", "uetrace", *args], capture_output=True, text=True, cwd=cwd,
+                             timeout=timeout, preexec_fn=_limits, env=env, errors="replace")
+        left = [str(p.relative_to(tmpdir)) for p in tmpdir.rglob("*")]
+        assert not left, f"left in TMPDIR: {left[:5]}"
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return Run(res.returncode, res.stdout, res.stderr, time.monotonic() - t0)
 
 
