@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SMALL_BOUND = 1 << 20  # below this, a dictionary chunk's upper bound is used as is
+MAX_CHUNKS = 1 << 20  # row groups times columns: each costs a metadata read here (a segment has thousands)
 _WIDTH = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
 
 
@@ -31,6 +32,8 @@ def estimate_bytes(path: Path) -> int:
         md = pq.read_metadata(path)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise SegmentError(f"not a readable Parquet file ({_first_line(e)})") from None
+    if md.num_row_groups * md.num_columns > MAX_CHUNKS:
+        raise SegmentError(f"{md.num_row_groups:,} row groups of {md.num_columns:,} columns: more than uetrace reads")
     total = 0
     dict_columns: dict[int, list[int]] = {}
     for rg in range(md.num_row_groups):
