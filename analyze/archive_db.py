@@ -53,7 +53,7 @@ class ArchiveDb:
                 files = []
                 for seg in sorted(kind_dir.glob("*.parquet")):
                     try:
-                        decoded += estimate_bytes(seg)
+                        decoded += estimate_bytes(seg, budget - decoded)
                     except SegmentError as e:
                         problem = f"segment {area}/{name}/{seg.name}: {e}"
                         if archive.limits.strict:

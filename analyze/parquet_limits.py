@@ -26,8 +26,10 @@ class SegmentError(Exception):
     """The file is not a Parquet file uetrace can read safely (the message says why)."""
 
 
-def estimate_bytes(path: Path) -> int:
-    """Bytes the file's columns take once decoded (an upper-bound estimate), or SegmentError."""
+def estimate_bytes(path: Path, budget: int | None = None) -> int:
+    """Bytes the file's columns take once decoded (an upper-bound estimate), or SegmentError. When the
+    metadata alone already exceeds `budget`, that is returned without reading any dictionary (whose
+    indices alone could be billions: a run-length header encodes 2^31 of them in a few bytes)."""
     try:
         md = pq.read_metadata(path)
     except (pa.ArrowException, OSError, ValueError) as e:
@@ -60,7 +62,7 @@ def estimate_bytes(path: Path) -> int:
                     else:
                         dict_columns.setdefault(ci, []).append(rg)
             total += estimate
-    if dict_columns:
+    if dict_columns and (budget is None or total <= budget):
         total += _dictionary_bytes(path, md, dict_columns)
     return total
 
