@@ -48,7 +48,8 @@ class ArchiveDb:
             for kind_dir in sorted(p for p in base.iterdir() if p.is_dir()):
                 name = kind_dir.name
                 if not TABLE_NAME.fullmatch(name) or name in self.views:
-                    self.warnings.append(f"skipped table {printable(name)!r}: not a table name uetrace uses")
+                    why = "both under events/ and symbols/" if name in self.views else "not a table name uetrace uses"
+                    self.warnings.append(f"skipped table {area}/{printable(name)!r}: {why}")
                     continue
                 files = []
                 for seg in sorted(kind_dir.glob("*.parquet")):
