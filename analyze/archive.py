@@ -36,6 +36,7 @@ PARTIAL_SUFFIX = ".partial"  # what a capture writes before renaming the finishe
 EXPAND_RATIO = 64
 EXPAND_FLOOR = 256 << 20
 EXPAND_CEILING = 32 << 30
+MAX_NAMED_SKIPS = 10  # warnings naming a skipped member; the rest are counted in one line
 TABLE_NAME = re.compile(r"[a-z0-9_]{1,64}")
 _SEGMENT_FILE = re.compile(r"[0-9]{1,12}\.parquet")
 
@@ -138,7 +139,7 @@ def _extract(path: Path, fh, size: int, limits: ReadLimits, tmp: tempfile.Tempor
     digests: dict[str, tuple[str, int]] = {}
     manifests: list[dict] = []
     warnings: list[str] = []
-    total = count = 0
+    total = count = skipped = 0
     # A frame may ask for any window size; zstd's default ceiling (128 MiB) bounds that memory, stated here.
     dctx = zstandard.ZstdDecompressor(max_window_size=1 << 27)
     reader = dctx.stream_reader(fh, read_across_frames=True)
@@ -154,7 +155,9 @@ def _extract(path: Path, fh, size: int, limits: ReadLimits, tmp: tempfile.Tempor
                 raise ArchiveError(f"{path}: unpacks to more than {budget:,} bytes; refusing (a decompression "
                                    "bomb? raise the limit with --max-expand or UETRACE_MAX_EXPAND)")
             if not _well_formed(name):
-                warnings.append(f"skipped member {printable(name)!r}: not a name a uetrace archive uses")
+                skipped += 1
+                if skipped <= MAX_NAMED_SKIPS:
+                    warnings.append(f"skipped member {printable(name)!r}: not a name a uetrace archive uses")
                 tar.skip_data()
                 continue
             if name.endswith(".json") and member.size > limits.max_json:
@@ -188,6 +191,8 @@ def _extract(path: Path, fh, size: int, limits: ReadLimits, tmp: tempfile.Tempor
             raise ArchiveError(f"{path}: corrupt or truncated archive ({_short(e)})") from None
         warnings.append(f"archive is truncated or corrupt ({_short(e)}): the capture was cut short? "
                         f"reading the {len(members)} complete members")
+    if skipped > MAX_NAMED_SKIPS:
+        warnings.append(f"skipped {skipped - MAX_NAMED_SKIPS} more members with names a uetrace archive never uses")
     for part in root.rglob("*.part"):
         part.unlink()
     if not manifests:

@@ -154,6 +154,13 @@ def test_member_flood_is_refused(tmp_path, base):
     assert run.seconds < 20
 
 
+def test_many_odd_members_make_few_warnings(tmp_path, base):
+    members = [*base[:-1], *((f"events/x/{i}.txt", b"") for i in range(500)), base[-1]]
+    run = run_limited("info", str(write_archive(tmp_path / "odd.tar.zst", members)), cwd=tmp_path)
+    assert run.code == 0 and len(run.err_lines) == 11, run.stderr
+    assert run.err_lines[-1].startswith("warning: skipped 490 more members"), run.stderr
+
+
 def test_huge_manifest_is_refused(tmp_path, base):
     manifest = final_manifest(base)
     manifest["host"]["hostname"] = "h" * (17 << 20)
