@@ -97,6 +97,17 @@ def test_max_expand_flag_and_environment_set_the_limit(tmp_path, base):
     assert "--max-expand" in help_text and "UETRACE_MAX_EXPAND" in help_text and "--strict" in help_text
 
 
+def test_every_reading_command_takes_the_limits():
+    from uetrace.cli import main
+
+    readers = [name for name, cmd in main.commands.items() if any(p.name == "archive" for p in cmd.params)]
+    assert set(readers) >= {"info", "analyze", "query", "requests", "flows", "export", "flamegraph", "deadlocks",
+                            "leaks"}
+    for name in readers:
+        opts = {o for p in main.commands[name].params for o in getattr(p, "opts", [])}
+        assert {"--strict", "--max-expand"} <= opts, name
+
+
 def _huge_header(kind: bytes, size: int) -> bytes:
     """A PAX ('x') or GNU long-name ('L') header that declares `size` bytes of body."""
     info = tarfile.TarInfo("././@LongLink" if kind == b"L" else "./PaxHeaders/x")
