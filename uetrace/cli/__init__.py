@@ -62,7 +62,9 @@ class Group(click.Group):
             _usage_error(e)
         except BrokenPipeError:
             sys.exit(1)
-        except (Exception, MemoryError) as e:
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:  # MemoryError included
             if not ctx.meta.get(READING_KEY) or os.environ.get("UETRACE_DEBUG"):
                 raise
             what = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
