@@ -194,6 +194,13 @@ def test_altered_segment_is_a_warning_and_strict_makes_it_an_error(tmp_path, bas
     path = write_archive(tmp_path / "ok.tar.zst", base)
     run = run_limited("info", str(path), "--strict", cwd=tmp_path)
     assert run.code == 0 and run.stderr == "", run.stderr
+    # No segment list: nothing to verify, which only --strict minds.
+    manifest = final_manifest(base)
+    del manifest["segments"]
+    path = write_archive(tmp_path / "unlisted.tar.zst", [*base[:-1], ("manifest.json", json.dumps(manifest).encode())])
+    run = run_limited("info", str(path), cwd=tmp_path)
+    assert run.code == 0 and run.stderr == "", run.stderr
+    assert_one_line_error(run_limited("info", str(path), "--strict", cwd=tmp_path), "lists no segments")
 
 
 # Finding 8: every reader failure is one line.
@@ -239,6 +246,9 @@ def test_broken_segment_is_one_line(tmp_path, base, case):
             assert_one_line_error(run)
         if case in ("garbage", "scrambled-pages") and args[0] == "requests":
             assert run.code == 2, run.stderr
+    if case == "garbage":  # unreadable Parquet: a warning and the segment skipped; --strict refuses
+        assert any(SOCK in line and "skipped" in line for line in run.err_lines), run.stderr
+        assert_one_line_error(run_limited("analyze", str(path), "--strict", cwd=tmp_path), SOCK, "--strict")
 
 
 WRONG_TYPES = {"host": "not a dict", "tracers": [1, 2], "segments": "abc", "clock": 5, "command_line": 7,
