@@ -159,7 +159,8 @@ def test_parquet_bomb_is_refused_before_rows_are_read(tmp_path, base, bomb):
 
 def test_member_flood_is_refused(tmp_path, base):
     members = [base[0]] + [(f"events/x/{i:06d}.parquet", b"") for i in range(20_001)]
-    path = write_archive(tmp_path / "flood.tar.zst", members)
+    path = tmp_path / "flood.tar.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(member_blocks(members)))
     run = run_limited("info", str(path), cwd=tmp_path)
     assert_one_line_error(run, "more than 20000 members")
     assert run.seconds < 20
