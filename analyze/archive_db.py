@@ -4,6 +4,11 @@ table, typed reads of its manifest (`info`) and enums (`enums`), and the analyze
 Every folder events/<kind>/ and symbols/<kind>/ becomes a view named <kind> over its Parquet
 segments, so a new tracer's records are queryable without any change here. Analyzers take an
 ArchiveDb and read through `con`.
+
+Folder names are archive text: only names of the form [a-z0-9_]+ become views (the extractor
+already skips others; checked again here because this is where they meet SQL), always quoted.
+Each segment's decoded size is estimated from its Parquet metadata (parquet_limits) before any
+row is read: the total is bounded like the unpacked archive (ReadLimits).
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from typing import Any
 
 import duckdb
 
-from uetrace.analyze.archive import ExtractedArchive, extract
+from uetrace.analyze.archive import TABLE_NAME, ArchiveError, ExtractedArchive, ReadLimits, extract
 from uetrace.analyze.enums import Enums, read_enums
 from uetrace.analyze.manifest_info import ManifestInfo
+from uetrace.analyze.parquet_limits import SegmentError, estimate_bytes
+from uetrace.analyze.text import printable
 from uetrace.archive_format import EVENTS_DIR, SYMBOLS_DIR
 
 
@@ -33,17 +40,38 @@ class ArchiveDb:
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET enable_progress_bar = false")  # it would print to stdout mid-report
         self.views: dict[str, Path] = {}
+        budget = archive.limits.expand_limit(archive.size)
+        decoded = 0
         for area in (EVENTS_DIR, SYMBOLS_DIR):
             base = archive.root / area
             if not base.is_dir():
                 continue
             for kind_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-                if not any(kind_dir.glob("*.parquet")):
+                name = kind_dir.name
+                if not TABLE_NAME.fullmatch(name) or name in self.views:
+                    why = "both under events/ and symbols/" if name in self.views else "not a table name uetrace uses"
+                    self.warnings.append(f"skipped table {area}/{printable(name)!r}: {why}")
                     continue
-                glob = str(kind_dir / "*.parquet").replace("'", "''")
-                self.con.execute(f'CREATE VIEW "{kind_dir.name}" AS SELECT * FROM '
-                                 f"read_parquet('{glob}', union_by_name=true)")
-                self.views[kind_dir.name] = kind_dir
+                files = []
+                for seg in sorted(kind_dir.glob("*.parquet")):
+                    try:
+                        decoded += estimate_bytes(seg, budget - decoded)
+                    except SegmentError as e:
+                        problem = f"segment {area}/{name}/{seg.name}: {e}"
+                        if archive.limits.strict:
+                            raise ArchiveError(f"{archive.path}: {problem} (--strict)") from None
+                        self.warnings.append(f"{problem}: skipped")
+                        continue
+                    files.append(seg)
+                if decoded > budget:
+                    raise ArchiveError(f"{archive.path}: its tables decode to more than {budget:,} bytes; refusing (a "
+                                       "decompression bomb? raise the limit with --max-expand or UETRACE_MAX_EXPAND)")
+                if not files:
+                    continue
+                paths = ", ".join(_sql_string(str(f)) for f in files)
+                self.con.execute(f"CREATE VIEW {_sql_identifier(name)} AS SELECT * FROM "
+                                 f"read_parquet([{paths}], union_by_name=true)")
+                self.views[name] = kind_dir
         self._extra_views()
 
     def _extra_views(self) -> None:
@@ -95,6 +123,19 @@ class ArchiveDb:
         self.close()
 
 
-def open_archive_db(path: str | Path) -> ArchiveDb:
+def _sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def open_archive_db(path: str | Path, limits: ReadLimits | None = None) -> ArchiveDb:
     """Open an archive for analysis (raises ArchiveError with a one-line message)."""
-    return ArchiveDb(extract(path))
+    archive = extract(path, limits)
+    try:
+        return ArchiveDb(archive)
+    except BaseException:
+        archive.cleanup()
+        raise

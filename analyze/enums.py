@@ -107,7 +107,7 @@ def read_enums(root: Path) -> Enums:
     for path in sorted(schema_dir.glob("*.json")):
         try:
             enums = json.loads(path.read_text()).get("enums")
-        except (ValueError, UnicodeDecodeError, AttributeError, OSError):
+        except (ValueError, UnicodeDecodeError, AttributeError, OSError, RecursionError):
             continue
         if isinstance(enums, dict):
             by_kind[path.stem] = {t: {str(k): int(v) for k, v in vals.items() if isinstance(v, int)}

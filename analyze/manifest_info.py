@@ -80,15 +80,50 @@ class ManifestInfo:
         h = self.raw.get("host")
         return h if isinstance(h, dict) else {}
 
+    def text(self, key: str) -> str | None:
+        """A top-level scalar as text (tool_version, format_version...), None when absent or not a scalar."""
+        return _scalar(self.raw.get(key))
+
+    def host_text(self, key: str) -> str | None:
+        return _scalar(self.host.get(key))
+
+    @property
+    def command_line(self) -> list[str]:
+        cl = self.raw.get("command_line")
+        return [str(a) for a in cl if _scalar(a) is not None] if isinstance(cl, list) else []
+
+    @property
+    def segments(self) -> list[dict]:
+        """The segments the manifest lists, each {member, kind, rows, bytes}, malformed entries left out."""
+        segs = self.raw.get("segments")
+        out = []
+        for s in segs if isinstance(segs, list) else []:
+            if (isinstance(s, dict) and isinstance(s.get("kind"), str)
+                    and all(as_count(s.get(k)) is not None for k in ("rows", "bytes"))):
+                out.append({"member": str(s.get("member", "")), "kind": s["kind"], "rows": s["rows"],
+                            "bytes": s["bytes"]})
+        return out
+
     @property
     def net_snaplen(self) -> int:
-        return int(self.option("net_snaplen") or 0)
+        return as_count(self.option("net_snaplen")) or 0
 
     @property
     def alloc_sample(self) -> int:
         """1 in N heap blocks the alloc tracer kept (1: all)."""
-        return int(self.tracer_stats("alloc").get("alloc_sample") or self.option("alloc_sample") or 1)
+        return as_count(self.tracer_stats("alloc").get("alloc_sample")) or as_count(self.option("alloc_sample")) or 1
 
 
 def _ns(v: object) -> int | None:
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v else None
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v or v != v or abs(v) > 1 << 64:
+        return None
+    return int(v)
+
+
+def as_count(v: object) -> int | None:
+    """A non-negative integer, else None (JSON gives floats, strings, booleans too)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def _scalar(v: object) -> str | None:
+    return str(v) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else None

@@ -130,7 +130,7 @@ def export(cap: ArchiveDb, out: BinaryIO) -> dict:
         snaplen = int(cap.query("SELECT max(captured) FROM net_packet")[0][0] or 0)
     ifaces = _interfaces(cap)
     ids = {int(i["ifindex"]): n for n, i in enumerate(ifaces)}
-    out.write(section_header(cap.info.host.get("kernel", "Linux")))
+    out.write(section_header(cap.info.host_text("kernel") or "Linux"))
     for i in ifaces:
         linktype = LINKTYPE_RAW if int(i.get("link_type") or 1) in RAW_IP_LINK_TYPES else LINKTYPE_ETHERNET
         desc = f"{i.get('kind') or 'device'}; XDP {i.get('xdp_attach') or '-'}, TC {i.get('tc_attach') or '-'}"

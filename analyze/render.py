@@ -12,9 +12,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from uetrace.analyze.text import printable
 from uetrace.units import human_bytes
 
-__all__ = ["human_bytes", "jsonable", "render_table", "report_width", "text_table"]
+__all__ = ["human_bytes", "jsonable", "printable", "render_table", "report_width", "safe_cell", "text_table"]
 
 
 def jsonable(v):
@@ -25,13 +26,18 @@ def jsonable(v):
 
 
 def render_table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None = None) -> Table:
-    t = Table(title=title, title_justify="left", header_style="bold")
+    t = Table(title=escape(printable(title)) if title else None, title_justify="left", header_style="bold")
     for c in columns:
-        t.add_column(str(c), overflow="fold")
+        t.add_column(safe_cell(c), overflow="fold")
     for r in rows:
-        # Cells are data, not markup: "[truncated]" or "[k]" must print as written.
-        t.add_row(*("" if v is None else escape(str(jsonable(v))) for v in r))
+        t.add_row(*("" if v is None else safe_cell(jsonable(v)) for v in r))
     return t
+
+
+def safe_cell(v: object) -> str:
+    """A table cell from archive data: not markup ("[truncated]" or "[link=...]" print as written),
+    control characters escaped."""
+    return escape(printable(str(v)))
 
 
 def report_width() -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from uetrace.analyze.analyzer import ResultRendering
 from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.manifest_info import as_count
 from uetrace.analyze.render import human_bytes
 
 NAME = "summary"
@@ -60,12 +61,15 @@ def run(cap: ArchiveDb, params: SummaryParams = SummaryParams()) -> Summary:
     info = cap.info
     s = Summary(info.recording_seconds, info.complete, warnings=list(cap.warnings))
     for name, t in info.tracers.items():
-        records = t.get("records", 0)
+        records = as_count(t.get("records")) or 0
         if not info.complete:
-            records = sum(cap.query(f'SELECT count(*) FROM "{k}"')[0][0] for k in t.get("kinds", {})
-                          if cap.has(k))
+            kinds = t.get("kinds")
+            # cap.has(k): only the archive's own view names reach SQL, never manifest text
+            records = sum(cap.query(f'SELECT count(*) FROM "{k}"')[0][0]
+                          for k in (kinds if isinstance(kinds, (dict, list)) else ())
+                          if isinstance(k, str) and cap.has(k))
         s.tracers.append({"tracer": name, "attached": bool(t.get("attached")), "records": records,
-                          "lost": t.get("lost", 0), "note": t.get("reason", "")})
+                          "lost": as_count(t.get("lost")) or 0, "note": str(t.get("reason") or "")})
     if not info.complete and not s.tracers:
         for kind in cap.views:
             n = cap.query(f'SELECT count(*) FROM "{kind}"')[0][0]

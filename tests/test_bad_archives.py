@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -35,8 +36,11 @@ def tar_zst(members: dict[str, bytes]) -> bytes:
 def good_archive(path) -> None:
     w = ArchiveWriter(path)
     w.add_bytes("manifest.json", manifest(complete=False))
-    w.add_bytes("events/x/000001.parquet", b"not really parquet but a member")
-    w.add_bytes("manifest.json", manifest())
+    segment = b"not really parquet but a member"
+    w.add_bytes("events/x/000001.parquet", segment)
+    w.add_bytes("manifest.json", manifest(segments=[{"member": "events/x/000001.parquet", "kind": "x", "rows": 1,
+                                                     "bytes": len(segment),
+                                                     "sha256": hashlib.sha256(segment).hexdigest()}]))
     w.close()
 
 

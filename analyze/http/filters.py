@@ -7,12 +7,16 @@ import fnmatch
 import re
 
 from uetrace.analyze.http.result import HttpParams, HttpResult
+from uetrace.errors import BadInputError
 
 
-def _status_matcher(spec: str):
-    """"404" or "5xx" or "4xx,500" -> predicate on a status code."""
+def status_matcher(spec: str):
+    """"404" or "5xx" or "4xx,500" -> predicate on a status code; BadInputError for anything else
+    (the spec becomes a regular expression: only digits and x reach it)."""
     pats = []
     for part in spec.replace(" ", "").split(","):
+        if part and not re.fullmatch(r"[0-9xX]{1,3}", part):
+            raise BadInputError(f"bad status {part!r}: use a code (404), a class (5xx) or a comma list (4xx,500)")
         if part:
             pats.append(re.compile("^" + part.lower().replace("x", r"\d") + "$"))
     return lambda status: status is not None and any(p.match(str(status)) for p in pats)
@@ -27,7 +31,7 @@ def filter_result(full: HttpResult, p: HttpParams) -> HttpResult:
         keep = [e for e in keep if p.pid in (e.client_pid, e.server_pid)]
         result.tls = [t for t in result.tls if p.pid in (t.client_pid, t.server_pid)]
     if p.status:
-        match = _status_matcher(p.status)
+        match = status_matcher(p.status)
         keep = [e for e in keep if match(e.status) or (e.protocol == "grpc" and match(e.grpc_status))]
     if p.path:
         keep = [e for e in keep if fnmatch.fnmatchcase(e.path, p.path)]

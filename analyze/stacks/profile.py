@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from uetrace.analyze.analyzer import ResultRendering
 from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.manifest_info import as_count
 from uetrace.analyze.stacks import samples as stack_samples
 from uetrace.analyze.stacks.samples import SampleFilter, StackSet
 
@@ -162,7 +163,9 @@ def _idle_samples(cap: ArchiveDb, kind: str) -> int:
 
 
 def _lost_stacks(cap: ArchiveDb) -> int:
-    return int(sum(cap.info.tracer("stack").get("lost_per_cpu", {}).get("stack", [])))
+    per_cpu = cap.info.tracer("stack").get("lost_per_cpu")
+    lost = per_cpu.get("stack") if isinstance(per_cpu, dict) else None
+    return sum(as_count(n) or 0 for n in lost) if isinstance(lost, list) else 0
 
 
 class ProfileAnalyzer(ResultRendering[Profile]):

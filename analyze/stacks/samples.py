@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.manifest_info import as_count
 from uetrace.analyze.stacks.symbolize import FRAME_SCHEMA, Symbolizer
 
 DEFAULT_MAX_DEPTH = 127
@@ -172,7 +173,7 @@ def _where(cap: ArchiveDb, flt: SampleFilter) -> tuple[str, list]:
 
 
 def _max_depth(cap: ArchiveDb) -> int:
-    return int(cap.info.tracer_stats("stack").get("stack_max_depth", DEFAULT_MAX_DEPTH))
+    return as_count(cap.info.tracer_stats("stack").get("stack_max_depth")) or DEFAULT_MAX_DEPTH
 
 
 def _resolve(cap: ArchiveDb, groups: list[tuple], tracer: str) -> tuple[dict[int, list[Frame]],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from uetrace.analyze.text import printable
 from uetrace.cli.options import archive_argument, json_option
 from uetrace.cli.output import make_console
 
@@ -48,7 +49,7 @@ def command(archive: Path, as_json: bool, only: str | None, top: int):
                 report[a.name] = a.to_json(result)
             else:
                 click.echo(f"== {a.name} ==")
-                click.echo(a.render(result))
+                click.echo(printable(a.render(result), keep_lines=True))
                 click.echo()
         if as_json:
             click.echo(json.dumps(report, indent=1, default=str))

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
+from uetrace.cli.options import archives_argument
 from uetrace.cli.output import make_console
 from uetrace.errors import BadInputError
 
 
 @click.command("export")
-@click.argument("archives", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@archives_argument
 @click.option("--format", "fmt", type=click.Choice(["pcapng", "parquet"]), default="pcapng", show_default=True,
               help="pcapng: the net tracer's packets (one archive). parquet: every table of every archive "
                    "as a Hive-partitioned dataset in a folder.")
@@ -50,6 +51,8 @@ def command(archives: tuple[Path, ...], fmt: str, output: Path):
         except ExportError:
             output.unlink(missing_ok=True)
             raise
+        except OSError as e:
+            raise BadInputError(f"cannot write {output}: {e.strerror}") from None
     err.print(f"wrote {output}: {res['packets']:,} packets on {res['interfaces']} interfaces",
               markup=False, highlight=False)
 
@@ -63,9 +66,12 @@ def _export_parquet(archives: tuple[Path, ...], output: Path, err) -> None:
         raise BadInputError(f"{output}: not a folder")
 
     def opener(path: Path):
-        return reading(path, opener=lambda p: open_for_query(p, all_views=True))
+        return reading(path, opener=lambda p, limits: open_for_query(p, all_views=True, limits=limits))
 
-    res = export_dataset(list(archives), output, opener=opener)
+    try:
+        res = export_dataset(list(archives), output, opener=opener)
+    except OSError as e:
+        raise BadInputError(f"cannot write {output}: {e.strerror}") from None
     tables = sum(1 for n in res.rows.values() if n)
     err.print(f"wrote {output}: {len(res.captures)} capture(s), {tables} tables with rows, "
               f"{sum(res.rows.values()):,} rows", markup=False, highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -59,6 +60,7 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title):
       trace flamegraph run.tar.zst --format speedscope -o run.speedscope.json
     """
     from uetrace.analyze.stacks import samples
+    from uetrace.analyze.text import printable
     from uetrace.cli.reading import reading
     from uetrace.errors import BadInputError
 
@@ -73,9 +75,12 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title):
     output = output or Path({"svg": "flamegraph.svg", "folded": "flamegraph.folded",
                              "speedscope": "flamegraph.speedscope.json"}[fmt])
     if str(output) == "-":
-        click.echo(text, nl=False)
+        click.echo(printable(text, keep_lines=True) if sys.stdout.isatty() else text, nl=False)
     else:
-        output.write_text(text)
+        try:
+            output.write_text(text)
+        except OSError as e:
+            raise BadInputError(f"cannot write {output}: {e.strerror}") from None
         click.echo(f"wrote {output}: {stacks.total:,} {stacks.unit}, {len(stacks.stacks):,} distinct stacks",
                    err=True)
 

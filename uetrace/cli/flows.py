@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from uetrace.analyze.text import printable
 from uetrace.cli.options import archive_argument, json_option
 
 
@@ -35,4 +36,4 @@ def command(archive: Path, as_json: bool, top: int):
     if as_json:
         echo_json(ANALYZER.to_json(result))
     else:
-        click.echo(ANALYZER.render(result))
+        click.echo(printable(ANALYZER.render(result), keep_lines=True))

@@ -24,43 +24,47 @@ def command(archive: Path, as_json: bool):
       trace info run.tar.zst
     """
     from uetrace.analyze.archive import extract
-    from uetrace.analyze.manifest_info import ManifestInfo
+    from uetrace.analyze.manifest_info import ManifestInfo, as_count
+    from uetrace.analyze.text import printable
+    from uetrace.cli.options import read_limits
     from uetrace.cli.reading import print_warnings
 
-    ex = extract(archive)  # the manifest and members only: no DuckDB views needed
+    ex = extract(archive, read_limits())  # the manifest and members only: no DuckDB views needed
     try:
         print_warnings(ex.warnings)
-        m = ex.manifest
+        info = ManifestInfo(ex.manifest)
         if as_json:
-            click.echo(json.dumps(m, indent=1))
+            click.echo(json.dumps(ex.manifest, indent=1))  # JSON escapes control characters itself
             return
-        host = m.get("host", {})
-        dur = ManifestInfo(m).recording_seconds
+        dur = info.recording_seconds
         console = make_console()
-        # Every value here comes from the archive (or the user's path): printed as data, never as markup.
-        console.print(Text.assemble((str(archive), "bold"),
-                                    f": uetrace {m.get('tool_version')} format {m.get('format_version')}"))
-        for line in (f"host {host.get('hostname')} kernel {host.get('kernel')} {host.get('arch')} "
-                     f"{host.get('cpus')} CPUs",
+        # Every value here comes from the archive (or the user's path): printed as data, never as markup,
+        # control characters escaped.
+        console.print(Text.assemble((printable(str(archive)), "bold"),
+                                    printable(f": uetrace {info.text('tool_version')} format "
+                                              f"{info.text('format_version')}")))
+        for line in (f"host {info.host_text('hostname')} kernel {info.host_text('kernel')} "
+                     f"{info.host_text('arch')} {info.host_text('cpus')} CPUs",
                      f"recorded {dur:.2f}s" if dur is not None else "duration unknown (capture did not finish)",
-                     "command: " + " ".join(str(a) for a in m.get("command_line", []))):
-            console.print(line, markup=False, highlight=False)
+                     "command: " + " ".join(info.command_line)):
+            console.print(printable(line), markup=False, highlight=False)
         rows = []
-        for name, t in m.get("tracers", {}).items():
+        for name, t in info.tracers.items():
             if not t.get("attached"):
-                rows.append((name, "no", "", "", t.get("reason", "")))
+                rows.append((name, "no", "", "", str(t.get("reason") or "")))
                 continue
-            fails = len(t.get("attach_failures", []))
-            rows.append((name, "yes", f"{t.get('records', 0):,}", f"{t.get('lost', 0):,}",
+            failures = t.get("attach_failures")
+            fails = len(failures) if isinstance(failures, list) else 0
+            rows.append((name, "yes", f"{as_count(t.get('records')) or 0:,}", f"{as_count(t.get('lost')) or 0:,}",
                          f"{fails} attach points failed" if fails else ""))
         print_rows(("tracer", "attached", "records", "lost", "notes"), rows, console=console)
-        seg_rows = {}
-        for s in m.get("segments", []):
+        seg_rows: dict[str, list[int]] = {}
+        for s in info.segments:
             k = seg_rows.setdefault(s["kind"], [0, 0, 0])
             k[0] += 1
             k[1] += s["rows"]
             k[2] += s["bytes"]
-        if not m.get("complete"):
+        if not info.complete:
             # The final manifest is missing: list what the archive really holds.
             seg_rows = {}
             for member in ex.members:

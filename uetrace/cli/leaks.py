@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from uetrace.analyze.text import printable
 from uetrace.cli.options import Duration, archive_argument, json_option
 
 
@@ -41,4 +42,4 @@ def command(archive: Path, as_json: bool, min_age: float, top: int):
     if as_json:
         echo_json(ANALYZER.to_json(report))
     else:
-        click.echo(ANALYZER.render(report))
+        click.echo(printable(ANALYZER.render(report), keep_lines=True))

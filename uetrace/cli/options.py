@@ -1,5 +1,6 @@
-"""Click pieces every reading command shares: the archive argument, --json, --format, and the
-parameter types for durations as users type them."""
+"""Click pieces every reading command shares: the archive argument with the reader's limits
+(--strict, --max-expand), --json, --format, and the parameter types for durations and sizes as
+users type them."""
 
 from __future__ import annotations
 
@@ -8,10 +9,62 @@ from pathlib import Path
 import click
 
 from uetrace.durations import parse_duration
+from uetrace.units import parse_size
 
 FORMATS = ("table", "csv", "json")
+_LIMITS_KEY = "uetrace.read_limits"
+READING_KEY = "uetrace.reading"  # set on a command that reads an archive: its failures are bad input
 
-archive_argument = click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+
+class Size(click.ParamType):
+    """512M, 4G, or plain bytes."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+def _store(ctx: click.Context, param: click.Parameter, value):
+    ctx.meta[READING_KEY] = True
+    ctx.meta.setdefault(_LIMITS_KEY, {})[param.name] = value
+    return value
+
+
+def _limit_options(f):
+    f = click.option("--strict", is_flag=True, expose_value=False, callback=_store,
+                     help="Fail, instead of warning, when a segment does not match the manifest's sha256 "
+                     "or is not a readable Parquet file.")(f)
+    return click.option("--max-expand", type=Size(), default=None, expose_value=False, callback=_store,
+                        envvar="UETRACE_MAX_EXPAND", show_envvar=True, metavar="SIZE",
+                        help="Refuse archives that unpack (or whose tables decode) to more than SIZE "
+                        "[default: 64 times the archive's size, at least 256M, at most 32G].")(f)
+
+
+def archive_argument(f):
+    """The ARCHIVE argument and the options that bound what opening it may cost. The archive is
+    untrusted: see docs/architecture.md, "Reading untrusted archives"."""
+    return click.argument("archive", type=click.Path(dir_okay=False, path_type=Path), callback=_store,
+                          expose_value=True)(_limit_options(f))
+
+
+def archives_argument(f):
+    """ARCHIVE... (one or more) with the same limits, for commands that read several captures."""
+    return click.argument("archives", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path),
+                          callback=_store, expose_value=True)(_limit_options(f))
+
+
+def read_limits():
+    """The ReadLimits the current command's options ask for."""
+    from uetrace.analyze.archive import ReadLimits
+
+    given = click.get_current_context().meta.get(_LIMITS_KEY, {})
+    return ReadLimits(max_expand=given.get("max_expand"), strict=bool(given.get("strict")))
 
 
 def json_option(help: str = "Machine-readable report."):

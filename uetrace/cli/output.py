@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import click
 from rich.console import Console
 
-from uetrace.analyze.render import jsonable, render_table, report_width
+from uetrace.analyze.render import jsonable, printable, render_table, report_width
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -29,8 +29,10 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence], fmt: str = "tab
     elif fmt == "csv":
         w = csv.writer(sys.stdout)
         w.writerow(columns)
+        # CSV is data for programs, kept as is; on a terminal it is read by a person: escaped.
+        cell = (lambda v: printable(str(jsonable(v))) if v is not None else "") if sys.stdout.isatty() else jsonable
         for r in rows:
-            w.writerow([jsonable(v) for v in r])
+            w.writerow([cell(v) for v in r])
     else:
         console = console or make_console()
         console.print(render_table(columns, rows, title))

@@ -35,7 +35,7 @@ def command(archive: Path, sql: str | None, tables: bool, fmt: str):
 
     if not sql and not tables:
         raise BadInputError("give a SQL statement, or --tables to list the tables")
-    with reading(archive, opener=lambda path: open_for_query(path, sql, all_views=tables)) as cap:
+    with reading(archive, opener=lambda path, limits: open_for_query(path, sql, tables, limits)) as cap:
         if tables:
             rows = cap.query("SELECT table_name, string_agg(column_name || ' ' || data_type, ', ') "
                              "FROM information_schema.columns GROUP BY table_name ORDER BY table_name")

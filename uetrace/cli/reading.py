@@ -10,6 +10,8 @@ from pathlib import Path
 from rich.markup import escape
 
 from uetrace.analyze.archive_db import ArchiveDb, open_archive_db
+from uetrace.analyze.text import printable
+from uetrace.cli.options import read_limits
 from uetrace.cli.output import make_console
 from uetrace.errors import BadInputError
 
@@ -18,15 +20,16 @@ def print_warnings(warnings: Iterable[str]) -> None:
     err = make_console(stderr=True)
     for w in warnings:
         # A warning may quote the archive (a member name, a decoder's message): data, not markup.
-        err.print(f"[yellow]warning:[/] {escape(w)}")
+        err.print(f"[yellow]warning:[/] {escape(printable(w))}")
 
 
 @contextmanager
 def reading(archive: Path, applies: Callable[[ArchiveDb], bool] | None = None, missing: str = "",
-            opener: Callable[[Path], ArchiveDb] = open_archive_db) -> Iterator[ArchiveDb]:
+            opener: Callable[..., ArchiveDb] = open_archive_db) -> Iterator[ArchiveDb]:
     """`with reading(path, ANALYZER.applies, "no lock records (...)") as db:`; `missing` says what the
-    archive lacks and how to capture it."""
-    with opener(archive) as db:
+    archive lacks and how to capture it. `opener(path, limits)` opens it within the command's
+    --max-expand / --strict."""
+    with opener(archive, read_limits()) as db:
         print_warnings(db.warnings)
         if applies is not None and not applies(db):
             raise BadInputError(f"{archive}: {missing}")

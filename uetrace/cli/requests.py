@@ -45,7 +45,11 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
       trace query run.tar.zst "SELECT method, count(*) FROM http_exchanges GROUP BY 1"
     """
     from uetrace.analyze import http
+    from uetrace.analyze.http.filters import status_matcher
     from uetrace.cli.reading import reading
+
+    if status is not None:
+        status_matcher(status)  # a bad --status fails before the archive is read
 
     params = http.HttpParams(pid=pid, status=status, path=path_glob,
                              min_latency_ms=min_latency * 1e3 if min_latency is not None else None)

@@ -7,12 +7,11 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from uetrace.cli.options import archive_argument
 from uetrace.cli.output import make_console
 
 
 @click.command("upload")
-@archive_argument
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("url")
 @click.option("--ca-cert", type=click.Path(dir_okay=False, path_type=Path),
               help="Trust this CA certificate (PEM) instead of the system's, e.g. a private CA.")
