@@ -74,6 +74,9 @@ class CaptureOptions:
     poll_interval: float = 0.01             # ring drain period (programs use BPF_RB_NO_WAKEUP)
     progress: bool = True
     command_line: list[str] = field(default_factory=list)
+    force: bool = False                     # --force: replace an existing output
+    mode: int = 0o600                       # --mode of the archive
+    spool_dir: Path | None = None           # --spool-dir; None: beside the output
     net: NetOptions = field(default_factory=NetOptions)
     stack: StackOptions = field(default_factory=StackOptions)
     uprobe: UprobeOptions = field(default_factory=UprobeOptions)

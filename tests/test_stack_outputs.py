@@ -105,5 +105,6 @@ def test_cli_formats_and_filters(cap, tmp_path):
     res = runner.invoke(main, ["flamegraph", str(archive), "--format", "speedscope", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert validate(json.loads(out.read_text())) == []
-    res = runner.invoke(main, ["flamegraph", str(archive), "--pid", "4242", "-o", str(out)])
+    res = runner.invoke(main, ["flamegraph", str(archive), "--pid", "4242", "-o", str(tmp_path / "none.svg")])
     assert res.exit_code == 2 and "no samples match" in res.output
+    assert not (tmp_path / "none.svg").exists()
