@@ -15,7 +15,6 @@ import contextlib
 import errno
 import json
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from uetrace.capture.ring import Chunk, RingReader
 from uetrace.capture.segments import SegmentSink
 from uetrace.capture.snapshot.processes import ProcessSnapshotter
 from uetrace.capture.snapshot.symbols import SymbolSnapshot
+from uetrace.capture.stop_signals import stop_signals
 from uetrace.capture.tracers.catalog import TRACERS, default_tracers
 from uetrace.capture.tracers.contract import NotAttached, Tracer, write_rodata
 from uetrace.errors import BadInputError, UetraceError
@@ -177,7 +177,7 @@ class CaptureSession:
                                     spool_dir=self.opts.spool_dir)
             self.snap = ProcessSnapshotter(lambda k, t: self.sink.put_table(k, t, area="symbols"))
             self.ncpu = possible_cpus()
-            with _stop_signals(self):
+            with stop_signals(self.request_stop, self.archive.partial):
                 try:
                     with self._draining_in_background():
                         for cls in classes:
@@ -393,37 +393,7 @@ class CaptureSession:
 
 
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)   # SIGHUP: the ssh session went away
-FORCE_QUIT_SIGNALS = 3   # the third stop signal ends the process at once (NAME.partial is left)
 SNAPSHOT_CLOSE_S = 10.0  # the process snapshot is best effort: a /proc read stuck longer is abandoned
-
-
-@contextlib.contextmanager
-def _stop_signals(session: CaptureSession):
-    """While capturing, SIGINT, SIGTERM and SIGHUP only ask the capture to stop: a second one
-    must not cut the final manifest. A third one quits at once, should teardown ever hang.
-    SIGXFSZ is ignored, so that RLIMIT_FSIZE is a write error (EFBIG) like a full disk."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    count = 0
-
-    def handler(signum, frame):
-        nonlocal count
-        count += 1
-        if count >= FORCE_QUIT_SIGNALS:
-            os.write(2, f"trace: error: stopped by {signal.Signals(signum).name} {count} times; quitting now, "
-                        f"the archive is left as {session.archive.partial}\n".encode())
-            os._exit(128 + signum)
-        session.request_stop("signal")
-
-    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    old[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def record_slot(kinds: list, payload_max: int) -> int:
