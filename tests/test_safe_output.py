@@ -8,12 +8,16 @@ import contextlib
 import glob
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 from helpers import trace_cmd
 
 from uetrace.analyze.archive import extract
+from uetrace.analyze.archive_db import open_archive_db
 from uetrace.capture.archive_writer import ArchiveWriter
 from uetrace.capture.manifest import base_manifest
 from uetrace.errors import BadInputError, UetraceError
@@ -244,3 +248,86 @@ def test_capture_spool_private_and_where_asked(kernel, tmp_path, capture_run):
     rc, _, err = run.wait()
     assert rc == 0, err
     assert not spools(spool) and out.exists()
+
+
+# Random bytes over TCP on 127.0.0.1, ~800 KB/s: what the sock tracer records does not compress.
+NOISE = r"""
+import os, socket, sys, threading, time
+srv = socket.create_server(("127.0.0.1", 0))
+def serve():
+    conn, _ = srv.accept()
+    while conn.recv(65536):
+        pass
+threading.Thread(target=serve, daemon=True).start()
+cli = socket.create_connection(srv.getsockname())
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    cli.sendall(os.urandom(4096))
+    time.sleep(0.005)
+"""
+
+
+def test_full_disk_stops_capture_and_keeps_segments(kernel, tmp_path):
+    """ENOSPC on the archive and the spool (both beside the output): the capture stops within
+    seconds, keeps every segment it finished, prints one line, exits 1, removes its spool."""
+    with tmpfs(tmp_path / "small", "size=3m") as small:
+        out = small / "run.tar.zst"
+        noise = subprocess.Popen([sys.executable, "-c", NOISE, "60"])
+        try:
+            start = time.monotonic()
+            res = trace_cmd("capture", "-q", "-d", "60s", "-t", "sock", "--snaplen", "4096", "--segment-seconds",
+                            "500ms", "-o", str(out), timeout=60)
+            took = time.monotonic() - start
+        finally:
+            noise.kill()
+            noise.wait()
+        assert res.returncode == 1, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "No space left on device" in lines[0] and "finished segments kept" in lines[0]
+        assert took < 40, took
+        assert not spools(small)
+        kept = out if out.exists() else partial_path(out)
+        with open_archive_db(kept) as cap:
+            assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
+            assert not cap.manifest.get("complete")
+
+
+def test_file_size_limit_is_a_write_error(kernel, tmp_path):
+    """RLIMIT_FSIZE: writes fail with EFBIG (SIGXFSZ would kill the capture without a word)."""
+    out = tmp_path / "run.tar.zst"
+    noise = subprocess.Popen([sys.executable, "-c", NOISE, "60"])
+    try:
+        res = subprocess.run(["prlimit", "--fsize=1500000", sys.executable, "-m", "uetrace", "capture", "-q", "-d",
+                              "60s", "-t", "sock", "--snaplen", "4096", "--segment-seconds", "500ms", "-o", str(out)],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        noise.kill()
+        noise.wait()
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "File too large" in lines[0], res.stderr
+    assert not spools(tmp_path)
+    kept = out if out.exists() else partial_path(out)
+    with open_archive_db(kept) as cap:
+        assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
+
+
+def test_sighup_stops_like_sigterm(kernel, tmp_path, capture_run):
+    """An ssh disconnect (SIGHUP) used to kill the capture: 0 rows kept, spool left behind."""
+    out = tmp_path / "hup.tar.zst"
+    noise = subprocess.Popen([sys.executable, "-c", NOISE, "4"])
+    run = capture_run(out, "-t", "sock,proc", "--segment-seconds", "1s")
+    try:
+        run.wait_attached()
+        time.sleep(1)
+        run.signal(signal.SIGHUP)
+        rc, _, err = run.wait(timeout=60)
+    finally:
+        noise.kill()
+        noise.wait()
+    assert rc == 0, err
+    with open_archive_db(out) as cap:
+        assert cap.warnings == []
+        assert cap.manifest["complete"] and cap.manifest["stop_reason"] == "signal"
+        assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
+    assert not spools(tmp_path) and not partial_path(out).exists()
