@@ -81,3 +81,17 @@ def test_fifo_in_place_of_a_target_c_library(kernel, tmp_path, fifo_mapper):
     last = err.strip().splitlines()[-1]
     assert proc.returncode == 1 and last.startswith("trace: error:") and "not a regular file" in last, err
     assert not os.path.exists(tmp_path / "lock.tar.zst") and not os.path.exists(tmp_path / "lock.tar.zst.partial")
+
+
+def test_ctrl_c_ends_capture_of_fifo_mapper(kernel, tmp_path, fifo_mapper, capture_run):
+    """No duration: Ctrl-C (SIGINT) ends it within seconds, with a complete archive."""
+    out = tmp_path / "int.tar.zst"
+    run = capture_run(out, "-t", "proc,stack", "--pid", str(fifo_mapper.pid))
+    run.wait_attached()
+    start = time.monotonic()
+    run.signal(signal.SIGINT)
+    rc, _, err = run.wait(timeout=60)
+    assert rc == 0, err
+    assert time.monotonic() - start < 20
+    with open_archive_db(out) as cap:
+        assert cap.manifest["complete"] and cap.manifest["stop_reason"] == "signal"

@@ -117,6 +117,19 @@ def test_target_appearing_meanwhile_is_not_replaced(tmp_path):
     assert target.read_text() == "someone else's" and out.path.read_bytes() == b"new"
 
 
+def test_temporary_file_replaced_meanwhile_is_not_moved_into_place(tmp_path):
+    target = tmp_path / "run.tar.zst"
+    first = OutputFile(target, temp=partial_path(target))
+    first.write(b"first")
+    second = OutputFile(target, force=True, temp=partial_path(target))   # removes the first's name
+    second.write(b"second")
+    with pytest.raises(UetraceError, match="replaced while writing"):
+        first.commit()
+    assert not target.exists()
+    second.commit()
+    assert target.read_bytes() == b"second"
+
+
 def test_parse_mode():
     assert parse_mode("600") == parse_mode("0600") == parse_mode("0o600") == 0o600
     for bad in ("4755", "rw", "999", "-1"):

@@ -94,6 +94,10 @@ class OutputFile:
 
     def commit(self) -> Path:
         """fsync, close and move into place; returns the target."""
+        if self.fd >= 0 and not self._still_ours():
+            self.abandon()   # what is at the name now is not ours to remove
+            raise UetraceError(f"{self.path} was removed or replaced while writing (another run with "
+                               "--force?): output lost")
         self._close(sync=True)
         try:
             self._place()
@@ -123,6 +127,15 @@ class OutputFile:
             else:
                 os.unlink(self.path)
         _fsync_folder(self.target.parent)
+
+    def _still_ours(self) -> bool:
+        """The temporary name still names the file written: linking or renaming by name would
+        otherwise move someone else's file into place."""
+        try:
+            st, mine = os.lstat(self.path), os.fstat(self.fd)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
     def discard(self) -> None:
         """Close and remove the temporary file: nothing is left behind."""
