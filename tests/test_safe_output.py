@@ -305,6 +305,30 @@ def test_full_disk_stops_capture_and_keeps_segments(kernel, tmp_path):
             assert not cap.manifest.get("complete")
 
 
+def test_full_spool_stops_capture(kernel, tmp_path):
+    """ENOSPC on the spool only (--spool-dir): the segment being written is lost, the capture
+    stops with one line and exit 1, and the archive beside it is closed and readable."""
+    out = tmp_path / "run.tar.zst"
+    with tmpfs(tmp_path / "spool", "size=1m") as spool:
+        noise = subprocess.Popen([sys.executable, "-c", NOISE, "60"])
+        try:
+            start = time.monotonic()
+            res = trace_cmd("capture", "-q", "-d", "60s", "-t", "sock,proc", "--snaplen", "4096", "--segment-seconds",
+                            "5s", "--spool-dir", str(spool), "-o", str(out), timeout=60)
+            took = time.monotonic() - start
+        finally:
+            noise.kill()
+            noise.wait()
+        assert not spools(spool)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0], res.stderr
+    assert took < 40, took
+    with open_archive_db(out) as cap:
+        assert not cap.manifest["complete"] and cap.manifest["stop_reason"] == "write error"
+        assert cap.query("SELECT count(*) FROM processes")[0][0] > 0   # the small segments fit
+
+
 def test_file_size_limit_is_a_write_error(kernel, tmp_path):
     """RLIMIT_FSIZE: writes fail with EFBIG (SIGXFSZ would kill the capture without a word)."""
     out = tmp_path / "run.tar.zst"
