@@ -63,7 +63,7 @@ class UprobeOptions:
 @dataclass
 class CaptureOptions:
     output: Path
-    duration: float | None = None          # seconds; None: until Ctrl-C / SIGTERM
+    duration: float | None = None          # seconds; None: until Ctrl-C / SIGTERM / SIGHUP
     tracers: list[str] = field(default_factory=list)  # empty: the default set
     pids: list[int] = field(default_factory=list)     # --pid, repeatable (kernel-side filter)
     comms: list[str] = field(default_factory=list)    # --comm (kernel-side filter, first one)

@@ -64,7 +64,7 @@ def _title(p) -> str:
 
 @click.command("capture")
 @click.option("-d", "--duration", type=Duration(), default=None,
-              help="How long to record (500ms, 10s, 2m). Default: until Ctrl-C or SIGTERM.")
+              help="How long to record (500ms, 10s, 2m). Default: until Ctrl-C, SIGTERM or SIGHUP.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("capture.tar.zst"),
               show_default=True, help="Archive to write: NAME.partial while capturing, renamed to NAME at the end "
               "(a killed capture leaves NAME.partial).")
