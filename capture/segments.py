@@ -181,10 +181,24 @@ class SegmentSink:
             self._seq[key] = seq
             seg = _OpenSegment(self.spool / f"{area}-{kind}-{seq:06d}.parquet", table.schema)
             self._open[key] = seg
-        seg.add(table)
+        try:
+            seg.add(table)
+        except BaseException:
+            self._drop(key)
+            raise
         self.rows_written[kind] = self.rows_written.get(kind, 0) + table.num_rows
         if seg.bytes >= self.roll_bytes:
             self._roll(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        """A segment whose write failed (its file is cut short): its spool space goes back at once,
+        or the other segments, rolled at the stop, would not fit either."""
+        seg = self._open.pop(key)
+        try:
+            seg.writer.close()
+        except BaseException:
+            pass
+        seg.path.unlink(missing_ok=True)
 
     def _roll_old(self) -> None:
         now = time.monotonic()
