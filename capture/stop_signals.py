@@ -34,8 +34,8 @@ def stop_signals(request_stop: Callable[[str], None], partial: Path):
         nonlocal count
         count += 1
         if count >= FORCE_QUIT_AFTER:
-            os.write(2, f"trace: error: {signal.Signals(signum).name} {count} times: quitting now; what was "
-                        f"written is in {partial}\n".encode())
+            os.write(2, f"trace: error: stop signal {count} ({signal.Signals(signum).name}): quitting now; what "
+                        f"was written is in {partial}\n".encode())
             os._exit(128 + signum)
         request_stop("signal")
 

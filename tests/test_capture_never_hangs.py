@@ -95,3 +95,30 @@ def test_ctrl_c_ends_capture_of_fifo_mapper(kernel, tmp_path, fifo_mapper, captu
     assert time.monotonic() - start < 20
     with open_archive_db(out) as cap:
         assert cap.manifest["complete"] and cap.manifest["stop_reason"] == "signal"
+
+
+STOP_SIGNALS_RUN = r"""
+import os, signal, sys, time
+from pathlib import Path
+from uetrace.capture.stop_signals import stop_signals
+asked = []
+with stop_signals(asked.append, Path("run.tar.zst.partial")):
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        os.kill(os.getpid(), sig)
+    print(len(asked), flush=True)      # two requests to stop: nothing quits yet
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+print("not reached", flush=True)
+"""
+
+
+def test_third_stop_signal_quits_at_once():
+    """Should teardown ever hang, a third Ctrl-C/SIGTERM/SIGHUP ends the process at once, saying
+    where what was written is."""
+    start = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", STOP_SIGNALS_RUN], capture_output=True, text=True, timeout=30)
+    assert time.monotonic() - start < 4
+    assert res.stdout.split() == ["2"]
+    assert res.returncode == 128 + signal.SIGTERM
+    assert res.stderr.strip().splitlines() == [
+        "trace: error: stop signal 3 (SIGTERM): quitting now; what was written is in run.tar.zst.partial"]
