@@ -7,15 +7,16 @@ OUT ?= out
 setup:
 	bash scripts/setup.sh
 
-# Capture the built-in demo workload for a few seconds, then analyze it offline.
+# Capture the built-in demo workload for a few seconds, then analyze it offline (a re-run replaces
+# the demo's own outputs: --force).
 demo: setup
 	mkdir -p $(OUT)
 	$(PYTHON) fixtures/demo_workload.py --seconds 6 & \
-	trace capture -q -d 5s -o $(OUT)/demo.tar.zst; \
+	trace capture -q -d 5s --force -o $(OUT)/demo.tar.zst; \
 	wait
 	trace info $(OUT)/demo.tar.zst
 	trace analyze $(OUT)/demo.tar.zst
-	trace report $(OUT)/demo.tar.zst -o $(OUT)/report.html
+	trace report $(OUT)/demo.tar.zst --force -o $(OUT)/report.html
 	@echo "open $(OUT)/report.html in a browser: the whole capture on one page"
 
 test: setup

@@ -30,6 +30,7 @@ from uetrace.analyze.query_views import open_for_query
 from uetrace.analyze.stacks import samples
 from uetrace.analyze.stacks.folded import frame_name
 from uetrace.errors import BadInputError
+from uetrace.output_files import write_output
 
 ROW_GROUP_ROWS = 1 << 20
 # flows' per-packet helper view: net_packet holds the same rows.
@@ -46,8 +47,8 @@ class DatasetResult:
 
 
 def export_dataset(archives: Sequence[Path], out_dir: Path,
-                   opener: Callable[[Path], ArchiveDb] | None = None) -> DatasetResult:
-    """Write each archive's tables into out_dir; returns what was written."""
+                   opener: Callable[[Path], ArchiveDb] | None = None, mode: int = 0o600) -> DatasetResult:
+    """Write each archive's tables into out_dir (files `mode`, folders 0700); returns what was written."""
     opener = opener or (lambda p: open_for_query(p, all_views=True))
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     schema = _read_schema(out_dir)
@@ -61,7 +62,8 @@ def export_dataset(archives: Sequence[Path], out_dir: Path,
             seen[ident.capture_id] = archive
             _add_stack_profile(db)
             for table in _tables(db):
-                n, columns = _write_table(db, table, out_dir / table / f"capture_id={ident.capture_id}", ident.host)
+                n, columns = _write_table(db, table, out_dir / table / f"capture_id={ident.capture_id}",
+                                           ident.host, mode)
                 result.rows[table] = result.rows.get(table, 0) + n
                 schema["tables"][table] = {"columns": columns, "partitioned_by": ["capture_id"]}
             entry = {"capture_id": ident.capture_id, "host": ident.host, "archive": archive.name,
@@ -70,7 +72,7 @@ def export_dataset(archives: Sequence[Path], out_dir: Path,
                      "tool_version": db.manifest.get("tool_version"), "complete": db.info.complete}
             schema["captures"] = [c for c in schema["captures"] if c["capture_id"] != ident.capture_id] + [entry]
             result.captures.append(entry)
-    _write_private(out_dir / SCHEMA_FILE, json.dumps(schema, indent=1, sort_keys=True).encode())
+    write_output(out_dir / SCHEMA_FILE, json.dumps(schema, indent=1, sort_keys=True).encode(), force=True, mode=mode)
     return result
 
 
@@ -96,7 +98,7 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _write_table(db: ArchiveDb, table: str, part_dir: Path, host: str) -> tuple[int, list[dict]]:
+def _write_table(db: ArchiveDb, table: str, part_dir: Path, host: str, mode: int) -> tuple[int, list[dict]]:
     cols = _columns(db, table)
     select = []
     for name, dtype in cols:
@@ -114,7 +116,7 @@ def _write_table(db: ArchiveDb, table: str, part_dir: Path, host: str) -> tuple[
     path_sql = "'" + str(tmp).replace("'", "''") + "'"
     db.con.execute(f"COPY (SELECT {', '.join(select)} FROM {_quote(table)}) TO {path_sql} "
                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})", params)
-    os.chmod(tmp, 0o600)
+    os.chmod(tmp, mode)
     os.replace(tmp, target)
     meta = pq.ParquetFile(target).metadata
     return meta.num_rows, [{"name": f.name, "type": str(f.type)} for f in meta.schema.to_arrow_schema()]
@@ -157,10 +159,3 @@ def _read_schema(out_dir: Path) -> dict:
     except (ValueError, OSError, AttributeError) as e:
         raise BadInputError(f"{path}: not a uetrace dataset schema ({e})") from None
 
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)

@@ -19,6 +19,7 @@ from typing import BinaryIO
 from uetrace import __version__
 from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.errors import BadInputError
+from uetrace.output_files import DEFAULT_MODE, OutputFile
 
 # Block types and option codes from the pcapng specification.
 SHB, IDB, EPB, ISB = 0x0A0D0D0A, 0x00000001, 0x00000006, 0x00000005
@@ -157,6 +158,8 @@ def _offset(cap: ArchiveDb) -> int:
     return cap.info.realtime_offset_ns
 
 
-def export_file(cap: ArchiveDb, path: str | Path) -> dict:
-    with open(path, "wb") as fh:
+def export_file(cap: ArchiveDb, path: str | Path, *, force: bool = False, mode: int = DEFAULT_MODE) -> dict:
+    """Write the export to `path` (uetrace/output_files.py: 0600, in place only once complete;
+    nothing is left behind if it fails)."""
+    with OutputFile(path, force=force, mode=mode) as out, open(out.fd, "wb", closefd=False) as fh:
         return export(cap, fh)

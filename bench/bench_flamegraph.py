@@ -52,7 +52,8 @@ def real_capture(exe: Path, out: Path, seconds: float) -> None:
     cap = subprocess.Popen([sys.executable, "-m", "uetrace", "capture", "-q", "-t", "proc,stack", "--freq", "999",
                             "-c", exe.name, "-o", str(out)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
-    while not (out.exists() and out.stat().st_size) and time.monotonic() < deadline:
+    partial = out.with_name(out.name + ".partial")   # the capture's name until it ends
+    while not (partial.exists() and partial.stat().st_size) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(2.0)  # tracers attach after the first manifest is written
     work = [subprocess.Popen([str(exe), mode, str(seconds)], stdout=subprocess.DEVNULL) for mode in ("cpu", "write")]

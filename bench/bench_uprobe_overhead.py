@@ -42,7 +42,8 @@ def run_once(exe: Path, iterations: int, threads: int, capture: list[str] | None
     if capture is not None:
         cap = subprocess.Popen([sys.executable, "-m", "uetrace", "capture", "-q", "-o", str(archive), "--pid",
                                 str(pid), *capture], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        while not (archive.exists() and archive.stat().st_size):
+        partial = archive.with_name(archive.name + ".partial")   # the capture's name until it ends
+        while not (partial.exists() and partial.stat().st_size):
             time.sleep(0.05)
         time.sleep(2.5)  # attach
     work.stdin.write("go\n")

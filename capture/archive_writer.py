@@ -3,8 +3,13 @@
 Each member is its own zstd frame holding one tar header, the data and its
 padding, appended and flushed to disk at once: a capture killed at any moment
 leaves a file that decompresses, frame by frame, up to its last finished
-member. close() appends the tar end-of-archive blocks. The file is created
-0600 because captures may hold secrets (payload bytes).
+member. close() appends the tar end-of-archive blocks.
+
+The archive is written as NAME.partial and renamed to NAME by close()
+(uetrace/output_files.py: created O_EXCL|O_NOFOLLOW, 0600 because captures hold
+payload bytes): a killed capture leaves NAME.partial. A member whose write fails
+(ENOSPC, EIO, EFBIG) is cut off again, so the file stays a valid prefix that
+holds every member finished before.
 """
 
 from __future__ import annotations
@@ -18,17 +23,22 @@ from pathlib import Path
 
 import zstandard
 
+from uetrace.output_files import DEFAULT_MODE, OutputFile, partial_path
+
 BLOCK = tarfile.BLOCKSIZE
 
 
 class ArchiveWriter:
-    def __init__(self, path: str | Path, level: int = 3):
+    """Thread-safe. `path` is the final name; refused if it exists unless `force`."""
+
+    def __init__(self, path: str | Path, level: int = 3, *, force: bool = False, mode: int = DEFAULT_MODE):
         self.path = Path(path)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing file
-        self._fh = os.fdopen(fd, "wb")
+        self._out = OutputFile(self.path, force=force, mode=mode, temp=partial_path(self.path))
+        self.partial = self._out.path
+        self._fh = _FdWriter(self._out)
         self._cctx = zstandard.ZstdCompressor(level=level)
         self._lock = threading.Lock()
+        self._good = 0          # file size up to the end of the last finished member
         self.members: list[str] = []
         self.closed = False
 
@@ -44,28 +54,78 @@ class ArchiveWriter:
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = size, int(time.time()), 0o600
         with self._lock:
-            with self._cctx.stream_writer(self._fh, closefd=False) as w:
-                w.write(info.tobuf(format=tarfile.PAX_FORMAT))
-                copied = 0
-                while chunk := src.read(1 << 20):
-                    w.write(chunk)
-                    copied += len(chunk)
-                if copied != size:
-                    raise OSError(f"archive member {name}: size changed while copying")
-                w.write(b"\0" * _pad(size))
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            if self.closed:
+                raise OSError(f"archive {self.partial} is closed")
+            self._append(lambda w: _write_member(w, info, src, size, name))
             self.members.append(name)
 
-    def close(self) -> None:
+    def _append(self, write) -> None:
+        try:
+            with self._cctx.stream_writer(self._fh, closefd=False) as w:
+                write(w)
+            os.fsync(self._out.fd)
+        except BaseException:
+            self._cut()
+            raise
+        self._good = os.lseek(self._out.fd, 0, os.SEEK_CUR)
+
+    def _cut(self) -> None:
+        """Drop a member that was not finished: readers stop at a broken frame, and the
+        space goes back (after ENOSPC, the final manifest may then fit)."""
+        try:
+            os.ftruncate(self._out.fd, self._good)
+            os.lseek(self._out.fd, self._good, os.SEEK_SET)
+        except OSError:
+            pass
+
+    def close(self) -> Path:
+        """End the tar, fsync and rename NAME.partial to NAME; returns NAME. On an error the
+        file is left as NAME.partial (every finished member kept) and the error raised."""
         with self._lock:
             if self.closed:
-                return
-            self._fh.write(self._cctx.compress(b"\0" * (2 * BLOCK)))
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+                return self.path
+            try:
+                self._append(lambda w: w.write(b"\0" * (2 * BLOCK)))
+            except BaseException:
+                self.closed = True
+                self._out.abandon()
+                raise
             self.closed = True
+            return self._out.commit()
+
+    def discard(self) -> None:
+        """A capture that failed before recording anything: remove the file."""
+        with self._lock:
+            self.closed = True
+            self._out.discard()
+
+    def abandon(self) -> Path:
+        """Stop writing and leave NAME.partial as it is; returns its path."""
+        with self._lock:
+            self.closed = True
+            return self._out.abandon()
+
+
+class _FdWriter:
+    """What zstandard writes its frames to: straight to the file descriptor, no buffer that
+    could hold bytes of a failed member and write them later."""
+
+    def __init__(self, out: OutputFile):
+        self._out = out
+
+    def write(self, data) -> int:
+        return self._out.write(data)
+
+
+def _write_member(w, info: tarfile.TarInfo, src: io.BufferedIOBase, size: int, name: str) -> None:
+    w.write(info.tobuf(format=tarfile.PAX_FORMAT))
+    copied = 0
+    while chunk := src.read(1 << 20):
+        w.write(chunk)
+        copied += len(chunk)
+    if copied != size:
+        raise OSError(f"archive member {name}: size changed while copying")
+    w.write(b"\0" * _pad(size))
 
 
 def _pad(size: int) -> int:

@@ -13,6 +13,8 @@ import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from uetrace.capture.procfs import open_regular
+
 # struct Elf64_Sym (elf.h): st_name, st_info, st_other, st_shndx, st_value, st_size
 ELF64_SYM = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"),
                       ("size", "<u8")])
@@ -22,21 +24,22 @@ SHN_UNDEF = 0
 _build_ids: dict[tuple[int, int, int], str] = {}
 
 
-def build_id(path: str) -> str:
-    """Hex NT_GNU_BUILD_ID of an ELF file, or "" when it has none or is unreadable.
-    Cached per file (device, inode, mtime): every process maps the same libc."""
+def build_id(path: str, follow_symlinks: bool = False) -> str:
+    """Hex NT_GNU_BUILD_ID of an ELF file, or "" when it has none or is unreadable (or not a
+    regular file: capture/procfs.open_regular). Cached per file (device, inode, mtime): every
+    process maps the same libc."""
     try:
-        st = os.stat(path)
+        with open_regular(path, follow_symlinks=follow_symlinks) as fh:
+            st = os.fstat(fh.fileno())
+            key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+            if key not in _build_ids:
+                try:
+                    _build_ids[key] = build_id_of(ELFFile(fh))
+                except (ELFError, ValueError):
+                    _build_ids[key] = ""
+            return _build_ids[key]
     except OSError:
         return ""
-    key = (st.st_dev, st.st_ino, st.st_mtime_ns)
-    if key not in _build_ids:
-        try:
-            with open(path, "rb") as fh:
-                _build_ids[key] = build_id_of(ELFFile(fh))
-        except (OSError, ELFError, ValueError):
-            _build_ids[key] = ""
-    return _build_ids[key]
 
 
 def build_id_of(elf: ELFFile) -> str:

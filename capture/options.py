@@ -63,7 +63,7 @@ class UprobeOptions:
 @dataclass
 class CaptureOptions:
     output: Path
-    duration: float | None = None          # seconds; None: until Ctrl-C / SIGTERM
+    duration: float | None = None          # seconds; None: until Ctrl-C / SIGTERM / SIGHUP
     tracers: list[str] = field(default_factory=list)  # empty: the default set
     pids: list[int] = field(default_factory=list)     # --pid, repeatable (kernel-side filter)
     comms: list[str] = field(default_factory=list)    # --comm (kernel-side filter, first one)
@@ -74,6 +74,9 @@ class CaptureOptions:
     poll_interval: float = 0.01             # ring drain period (programs use BPF_RB_NO_WAKEUP)
     progress: bool = True
     command_line: list[str] = field(default_factory=list)
+    force: bool = False                     # --force: replace an existing output
+    mode: int = 0o600                       # --mode of the archive
+    spool_dir: Path | None = None           # --spool-dir; None: beside the output
     net: NetOptions = field(default_factory=NetOptions)
     stack: StackOptions = field(default_factory=StackOptions)
     uprobe: UprobeOptions = field(default_factory=UprobeOptions)

@@ -1,18 +1,56 @@
-"""Reading /proc: the one parser of /proc/<pid>/maps, command names, live pids.
+"""Reading /proc: the one parser of /proc/<pid>/maps, command names, live pids, and
+the one way to open a file that another process names.
 
 Everything here reads a process that may exit at any moment: a vanished
 process reads as empty (or None), never as an error.
+
+Any local user chooses what their processes map and where: a mapped file can be
+deleted and a FIFO made at its path, which a plain open() of
+/proc/<pid>/root/<path> would wait on forever (with SIGINT retried by Python, so
+not even Ctrl-C ends it). open_regular() is used for every such file: O_NONBLOCK
+(a FIFO opens at once), O_NOFOLLOW (a symlink swapped in is not followed), then
+fstat: only a regular file of bounded size is read.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+from typing import BinaryIO
+
+MAX_OBJECT_BYTES = 4 << 30    # larger "ELF objects" are not read (libxul.so with debug info: ~2.5 GiB)
+MAX_PROC_BYTES = 64 << 20     # /proc/<pid>/maps of a process with 10^5 mappings is ~10 MiB
 
 
-def read_bytes(path: str) -> bytes | None:
+class NotRegularFile(OSError):
+    """The path names a FIFO, a device, a folder or an oversized file: not read."""
+
+
+def open_regular(path: str, max_bytes: int = MAX_OBJECT_BYTES, follow_symlinks: bool = False) -> BinaryIO:
+    """Open a file for reading without ever blocking in open() and only if it is a regular file
+    of at most `max_bytes` (files in /proc report size 0 and pass). Raises OSError.
+    follow_symlinks: for names that are symlinks by design (/usr/lib/debug/.build-id/...,
+    /lib/x86_64-linux-gnu/libssl.so.3); paths read from /proc/<pid>/maps never are."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", path)
+        if st.st_size > max_bytes:
+            raise NotRegularFile(errno.EFBIG, f"larger than {max_bytes >> 20} MiB", path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: str, max_bytes: int = MAX_PROC_BYTES) -> bytes | None:
+    """At most `max_bytes` of a file, or None if it cannot be opened or read."""
+    try:
+        with open_regular(path, max_bytes) as fh:
+            return fh.read(max_bytes)
     except OSError:
         return None
 

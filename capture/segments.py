@@ -3,6 +3,13 @@
 The drain loop hands raw chunks to SegmentSink.put(); a worker thread decodes
 them (capture/records.py), writes one zstd Parquet file per record kind, rolls
 it by size or age, and appends each finished file to the archive at once.
+
+Segments are spooled in a folder of their own (0700, files 0600: they hold payload
+bytes) beside the archive unless told otherwise, not in TMPDIR: as root, a TMPDIR
+inherited from a user would let that user read or swap them, and the spool needs
+the space the archive is about to need anyway. A write error (ENOSPC, EIO, EFBIG) on
+the spool or the archive loses only the segment being written; it is kept in
+`error` for the session, which stops the capture.
 """
 
 from __future__ import annotations
@@ -22,17 +29,23 @@ import pyarrow.parquet as pq
 
 from uetrace.archive_format import segment_member, table_member
 from uetrace.capture.archive_writer import ArchiveWriter
+from uetrace.errors import BadInputError
 
 SPOOL_PREFIX = "uetrace-seg-"
 
 
-def remove_stale_spools(tmp: str | None = None) -> list[str]:
+def remove_stale_spools(tmp: str | Path | None = None) -> list[str]:
     """Remove the spool folders of captures that died without cleaning up (SIGKILL, power
-    loss): each is named for its capture's pid, and only folders of this user whose pid no
-    longer runs are touched. Returns what was removed."""
-    removed = []
+    loss) from `tmp` (default: the system's temporary folder, where older versions spooled):
+    each is named for its capture's pid, and only folders of this user whose pid no longer
+    runs are touched. Returns what was removed."""
+    removed: list[str] = []
     tmp = tmp or tempfile.gettempdir()
-    for entry in os.scandir(tmp):
+    try:
+        entries = list(os.scandir(tmp))
+    except OSError:
+        return removed
+    for entry in entries:
         parts = entry.name.removeprefix(SPOOL_PREFIX).split("-", 1)
         if not entry.name.startswith(SPOOL_PREFIX) or len(parts) != 2 or not parts[0].isdigit():
             continue
@@ -56,6 +69,8 @@ class _OpenSegment:
 
     def __init__(self, path: Path, schema: pa.Schema):
         self.path = path
+        # Created here, 0600, so that the Parquet writer only truncates a file no one else can open.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         # No Arrow schema in the file: payloads are built as binary_view (zero-copy, see
         # capture/records.py) and must read back as plain binary, as they always have.
         # No dictionary pages and no statistics on binary columns: on real sock_data and
@@ -93,7 +108,7 @@ class SegmentSink:
     """Thread-safe: put() and put_table() may be called from any thread."""
 
     def __init__(self, archive: ArchiveWriter, roll_bytes: int, roll_seconds: float,
-                 on_error: Callable[[BaseException], None] | None = None):
+                 on_error: Callable[[BaseException], None] | None = None, spool_dir: str | Path | None = None):
         self.archive = archive
         self.roll_bytes, self.roll_seconds = roll_bytes, roll_seconds
         self.segments: list[dict] = []           # manifest entries
@@ -101,8 +116,13 @@ class SegmentSink:
         self.bytes_written = 0
         self._open: dict[tuple[str, str], _OpenSegment] = {}
         self._seq: dict[tuple[str, str], int] = {}
+        parent = Path(spool_dir) if spool_dir else archive.path.parent
+        remove_stale_spools(parent)
         remove_stale_spools()
-        self._tmp = tempfile.TemporaryDirectory(prefix=f"{SPOOL_PREFIX}{os.getpid()}-")
+        try:
+            self.spool = Path(tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=parent))  # 0700
+        except OSError as e:
+            raise BadInputError(f"create spool folder in {parent}: {e.strerror}") from None
         self._q: queue.Queue = queue.Queue(maxsize=4096)
         self._on_error = on_error
         self.error: BaseException | None = None
@@ -123,7 +143,7 @@ class SegmentSink:
         """Write everything queued, close every open segment, append it to the archive."""
         self._q.put(None)
         self._thread.join()
-        self._tmp.cleanup()
+        shutil.rmtree(self.spool, ignore_errors=True)
 
     def _run(self) -> None:
         while True:
@@ -131,11 +151,14 @@ class SegmentSink:
                 item = self._q.get(timeout=0.2)
             except queue.Empty:
                 item = False
-            try:
-                if item is None:
-                    for key in list(self._open):
+            if item is None:  # the last item: whatever fails now, return (close() joins this thread)
+                for key in list(self._open):
+                    try:
                         self._roll(key)
-                    return
+                    except BaseException as e:
+                        self._failed(e)
+                return
+            try:
                 if item:
                     job, area = item
                     for kind, table in job().items():
@@ -143,9 +166,12 @@ class SegmentSink:
                             self._write(area, kind, table)
                 self._roll_old()
             except BaseException as e:  # keep draining: losing the rest would be worse
-                self.error = self.error or e
-                if self._on_error:
-                    self._on_error(e)
+                self._failed(e)
+
+    def _failed(self, e: BaseException) -> None:
+        self.error = self.error or e
+        if self._on_error:
+            self._on_error(e)
 
     def _write(self, area: str, kind: str, table: pa.Table) -> None:
         key = (area, kind)
@@ -153,12 +179,26 @@ class SegmentSink:
         if seg is None:
             seq = self._seq.get(key, 0) + 1
             self._seq[key] = seq
-            seg = _OpenSegment(Path(self._tmp.name) / f"{area}-{kind}-{seq:06d}.parquet", table.schema)
+            seg = _OpenSegment(self.spool / f"{area}-{kind}-{seq:06d}.parquet", table.schema)
             self._open[key] = seg
-        seg.add(table)
+        try:
+            seg.add(table)
+        except BaseException:
+            self._drop(key)
+            raise
         self.rows_written[kind] = self.rows_written.get(kind, 0) + table.num_rows
         if seg.bytes >= self.roll_bytes:
             self._roll(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        """A segment whose write failed (its file is cut short): its spool space goes back at once,
+        or the other segments, rolled at the stop, would not fit either."""
+        seg = self._open.pop(key)
+        try:
+            seg.writer.close()
+        except BaseException:
+            pass
+        seg.path.unlink(missing_ok=True)
 
     def _roll_old(self) -> None:
         now = time.monotonic()
@@ -168,13 +208,15 @@ class SegmentSink:
 
     def _roll(self, key: tuple[str, str]) -> None:
         seg = self._open.pop(key)
-        seg.close()
-        area, kind = key
-        member = (segment_member if area == "events" else table_member)(kind, self._seq[key])
-        digest = hashlib.sha256(seg.path.read_bytes()).hexdigest()
-        size = seg.path.stat().st_size
-        self.archive.add_file(member, seg.path)
-        seg.path.unlink()
+        try:
+            seg.close()
+            area, kind = key
+            member = (segment_member if area == "events" else table_member)(kind, self._seq[key])
+            digest = hashlib.sha256(seg.path.read_bytes()).hexdigest()
+            size = seg.path.stat().st_size
+            self.archive.add_file(member, seg.path)
+        finally:
+            seg.path.unlink(missing_ok=True)   # written or lost: either way its spool space goes back
         self.bytes_written += size
         self.segments.append({"member": member, "kind": kind, "rows": seg.rows, "bytes": size,
                               "sha256": digest})

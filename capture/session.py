@@ -1,18 +1,20 @@
 """One capture, from attach to a closed archive.
 
-Threads: the caller's thread runs the drain loop (and receives SIGINT/SIGTERM,
-which only set a flag); SegmentSink decodes and writes on its own thread;
-ProcessSnapshotter reads /proc on another. Whatever stops the capture
-(duration, signal, error), stop() detaches every program, drains what is left
-in the rings, and closes the archive with a final manifest.
+Threads: the caller's thread runs the drain loop (and receives SIGINT, SIGTERM
+and SIGHUP, which only set a flag); SegmentSink decodes and writes on its own
+thread; ProcessSnapshotter reads /proc on another. Whatever stops the capture
+(duration, signal, write error), _finish() detaches every program, drains what
+is left in the rings, and closes the archive with a final manifest, which
+renames NAME.partial to NAME. A capture that fails before it records anything
+removes NAME.partial instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from uetrace.capture.ring import Chunk, RingReader
 from uetrace.capture.segments import SegmentSink
 from uetrace.capture.snapshot.processes import ProcessSnapshotter
 from uetrace.capture.snapshot.symbols import SymbolSnapshot
+from uetrace.capture.stop_signals import stop_signals
 from uetrace.capture.tracers.catalog import TRACERS, default_tracers
 from uetrace.capture.tracers.contract import NotAttached, Tracer, write_rodata
 from uetrace.errors import BadInputError, UetraceError
@@ -80,6 +83,8 @@ class CaptureSession:
         self.stop_reason = "duration"
         self.ncpu = 1
         self.symbols = SymbolSnapshot()   # shared by the tracers that record stacks
+        self.sink: SegmentSink | None = None
+        self.snap: ProcessSnapshotter | None = None
 
     def request_stop(self, reason: str = "requested") -> None:
         if not self._stop.is_set():
@@ -151,44 +156,56 @@ class CaptureSession:
     # ---- main loop ---------------------------------------------------------------------------
 
     def run(self) -> dict:
-        """Capture until the duration passes or request_stop(); return the final manifest."""
+        """Capture until the duration passes or request_stop(); return the final manifest.
+
+        The archive is written as NAME.partial and renamed to NAME at the end. A capture that
+        fails before recording (no tracer attaches, bad input) leaves nothing behind; a write
+        error while recording (ENOSPC, EIO) stops it, keeps every finished segment, and
+        raises UetraceError once the archive is closed."""
         require_tracing_privileges()
         ensure_tracefs()
         classes = self._selected()
-        out_dir = os.path.dirname(os.path.abspath(self.opts.output))
-        if not os.path.isdir(out_dir):
-            raise BadInputError(f"output folder {out_dir} does not exist")
-        self.archive = ArchiveWriter(self.opts.output)
-        self.manifest = base_manifest(self.opts.to_manifest(), self.opts.command_line)
-        self.archive.add_bytes(MANIFEST, json.dumps(self.manifest, indent=1).encode())
-        self.ncpu = possible_cpus()
-        self.sink = SegmentSink(self.archive, self.opts.segment_bytes, self.opts.segment_seconds)
-        self.snap = ProcessSnapshotter(lambda k, t: self.sink.put_table(k, t, area="symbols"))
-        main = threading.current_thread() is threading.main_thread()
-        old = {s: signal.signal(s, lambda *_: self.request_stop("signal"))
-               for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        self.archive = ArchiveWriter(self.opts.output, force=self.opts.force, mode=self.opts.mode)
+        recording = False
         try:
-            with self._draining_in_background():
-                for cls in classes:
-                    if not self._stop.is_set():
-                        self._start_tracer(cls)
-                if not self.runs and not self._stop.is_set():
-                    errs = [f["error"] for fs in self.failures.values() for f in fs] + list(self.skipped.values())
-                    raise UetraceError("no tracer could attach: " + (errs[0] if errs else "nothing selected"))
-                if self.opts.pids:
-                    self.snap.saw(self.opts.pids)
-                else:
-                    self.snap.scan_all()
-            self.manifest["clock"]["attached"] = clock_anchors()  # every tracer is recording from here
-            self._loop()
-        finally:
-            # Signals keep only setting the flag while the archive is finished: a second
-            # Ctrl-C must not cut the final manifest or the symbol snapshot.
+            self.manifest = base_manifest(self.opts.to_manifest(), self.opts.command_line)
             try:
-                self._finish()
-            finally:
-                for s, h in old.items():
-                    signal.signal(s, h)
+                self.archive.add_bytes(MANIFEST, json.dumps(self.manifest, indent=1).encode())
+            except OSError as e:
+                raise UetraceError(f"write {self.archive.partial}: {e.strerror or e}") from None
+            self.sink = SegmentSink(self.archive, self.opts.segment_bytes, self.opts.segment_seconds,
+                                    spool_dir=self.opts.spool_dir)
+            self.snap = ProcessSnapshotter(lambda k, t: self.sink.put_table(k, t, area="symbols"))
+            self.ncpu = possible_cpus()
+            with stop_signals(self.request_stop, self.archive.partial):
+                try:
+                    with self._draining_in_background():
+                        for cls in classes:
+                            if not self._stop.is_set():
+                                self._start_tracer(cls)
+                        if not self.runs and not self._stop.is_set():
+                            errs = ([f["error"] for fs in self.failures.values() for f in fs]
+                                    + list(self.skipped.values()))
+                            raise UetraceError("no tracer could attach: " + (errs[0] if errs else "nothing selected"))
+                        if self.opts.pids:
+                            self.snap.saw(self.opts.pids)
+                        else:
+                            self.snap.scan_all()
+                    self.manifest["clock"]["attached"] = clock_anchors()  # every tracer is recording from here
+                    recording = True
+                    self._loop()
+                finally:
+                    self._finish(keep=recording)
+        except BaseException as e:
+            if not recording:
+                self.archive.discard()   # a capture that failed leaves nothing behind
+            if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:   # a schema member, before recording
+                raise UetraceError(f"write {self.archive.partial}: {e.strerror}") from None
+            raise
+        if self.sink.error:
+            e = self.sink.error
+            raise UetraceError(f"write segments: {getattr(e, 'strerror', None) or e}: capture stopped; "
+                               f"{len(self.sink.segments)} finished segments kept in {self.archive.path}")
         return self.manifest
 
     @contextlib.contextmanager
@@ -226,7 +243,8 @@ class CaptureSession:
                     run.tracer.tick(lambda k, t: self.sink.put_table(k, t, area="symbols"))
                 next_stats = now + 0.5
             if self.sink.error:
-                raise UetraceError(f"write segments: {self.sink.error}")
+                self.request_stop("write error")
+                break
             # Sleep between drains unless a ring is filling: reading a few records at a time
             # in a tight loop cost more CPU (numpy's fixed cost per call) than the records did.
             if not got or not any(r.ring.pending_bytes() > r.ring.size // 4 for r in self.runs):
@@ -284,7 +302,7 @@ class CaptureSession:
 
     # ---- teardown ----------------------------------------------------------------------------
 
-    def _finish(self) -> None:
+    def _finish(self, keep: bool = True) -> None:
         # Recording stops here (detaching uprobes takes ~70 ms per link, and clock.end comes after
         # the symbol snapshots): ages "at the end of the capture" (leaks, waits of deadlocked
         # threads) are measured to this instant.
@@ -317,11 +335,22 @@ class CaptureSession:
                 run.ring.close()
                 run.obj.close()
             if self.snap:
-                self.snap.close()
+                self.snap.close(timeout=SNAPSHOT_CLOSE_S)
             if self.sink:
                 self.sink.close()
+            if keep:
+                self._close_archive()
+
+    def _close_archive(self) -> None:
+        """The final manifest and the tar end, then NAME.partial becomes NAME. If they cannot be
+        written (the disk is full), NAME.partial is left holding every finished segment."""
+        try:
             self._write_final_manifest()
             self.archive.close()
+        except OSError as e:
+            kept = self.archive.abandon()
+            raise UetraceError(f"write {kept}: {e.strerror or e}: capture stopped; "
+                               f"{len(self.sink.segments)} finished segments kept in {kept}") from None
 
     def _finish_tracer(self, run: TracerRun) -> None:
         """Once a tracer's programs are detached: its ring to empty, its records written
@@ -336,7 +365,8 @@ class CaptureSession:
 
     def _write_final_manifest(self) -> None:
         m = self.manifest
-        m["complete"] = True
+        # complete: every record drained was written (a write error loses some)
+        m["complete"] = not (self.sink and self.sink.error)
         m["stop_reason"] = self.stop_reason
         m["clock"]["end"] = clock_anchors()
         rows = self.sink.rows_written if self.sink else {}
@@ -360,6 +390,10 @@ class CaptureSession:
         if self.sink and self.sink.error:
             m["errors"] = [f"write segments: {self.sink.error}"]
         self.archive.add_bytes(MANIFEST, json.dumps(m, indent=1).encode())
+
+
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS)
+SNAPSHOT_CLOSE_S = 10.0  # the process snapshot is best effort: a /proc read stuck longer is abandoned
 
 
 def record_slot(kinds: list, payload_max: int) -> int:

@@ -59,6 +59,7 @@ class CaptureRun:
 
     def __init__(self, output: Path, *args: str):
         self.output = output
+        self.partial = output.with_name(output.name + ".partial")   # where it writes until it ends
         self.proc = subprocess.Popen([sys.executable, "-m", "uetrace", "capture", "-q", "-o", str(output), *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -69,7 +70,7 @@ class CaptureRun:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"capture exited early: {self.proc.communicate()}")
-            if self.output.exists() and self.output.stat().st_size > 0:
+            if any(p.exists() and p.stat().st_size > 0 for p in (self.partial, self.output)):
                 break
             time.sleep(0.05)
         time.sleep(2.0)

@@ -15,6 +15,7 @@ from helpers import trace_cmd
 from uetrace.analyze.archive import extract
 from uetrace.archive_format import FORMAT_VERSION
 from uetrace.capture.archive_writer import ArchiveWriter
+from uetrace.errors import BadInputError
 
 
 def manifest(**kw) -> bytes:
@@ -100,7 +101,12 @@ def test_archive_is_created_private(tmp_path):
     path = tmp_path / "p.tar.zst"
     path.write_bytes(b"old")
     path.chmod(0o644)
-    good_archive(path)
+    with pytest.raises(BadInputError, match="exists"):   # refused unless force (test_safe_output.py)
+        ArchiveWriter(path)
+    assert path.read_bytes() == b"old"
+    w = ArchiveWriter(path, force=True)
+    w.add_bytes("manifest.json", manifest())
+    w.close()
     assert path.stat().st_mode & 0o777 == 0o600
 
 

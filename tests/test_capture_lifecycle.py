@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -100,18 +99,21 @@ def test_sigkill_keeps_finished_segments(kernel, tmp_path, capture_run):
     time.sleep(3)
     run.kill()
     load.wait()
-    res = trace_cmd("info", str(out))
+    # It never got to rename NAME.partial to NAME: what is there is a prefix of an archive.
+    assert not out.exists() and run.partial.exists()
+    res = trace_cmd("info", str(run.partial))
     assert res.returncode == 0, res.stderr
     assert "warning" in res.stderr and "sock_data" in res.stdout
-    res = trace_cmd("analyze", str(out))
+    res = trace_cmd("analyze", str(run.partial))
     assert res.returncode == 0, res.stderr
     assert "warning" in res.stderr and "did not finish" in res.stdout
-    with open_archive_db(out) as cap:
+    with open_archive_db(run.partial) as cap:
         assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
     # The kernel detaches bpf_links when the last fd closes, i.e. when the process dies.
     assert programs_left(run.proc.pid) == []
-    # Its spool folder is left behind (SIGKILL runs no cleanup); the next capture removes it.
-    spools = glob.glob(os.path.join(tempfile.gettempdir(), f"uetrace-seg-{run.proc.pid}-*"))
+    # Its spool folder (beside the output) is left behind (SIGKILL runs no cleanup); the next
+    # capture there removes it.
+    spools = glob.glob(str(tmp_path / f"uetrace-seg-{run.proc.pid}-*"))
     assert spools, "the killed capture had no spool folder"
     trace_cmd("capture", "-q", "-d", "500ms", "-t", "proc", "-o", str(tmp_path / "next.tar.zst"), check=True)
     assert not any(os.path.exists(p) for p in spools)
@@ -123,7 +125,7 @@ def test_duration_exit_detaches_everything(kernel, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "wrote" in err, err
     assert programs_left() == []
-    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"uetrace-seg-{proc.pid}-*"))  # spool removed
+    assert not glob.glob(str(tmp_path / f"uetrace-seg-{proc.pid}-*"))  # spool removed
 
 
 def test_without_privileges_one_line(kernel, tmp_path):

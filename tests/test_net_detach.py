@@ -91,7 +91,8 @@ def test_sigkill_keeps_flow_table_snapshots(topo, tmp_path):
                            "time.sleep(1.5)")
     _kill(proc)
     _clean(topo)
-    rows = json.loads(sh(sys.executable, "-m", "uetrace", "query", str(tmp_path / "run.tar.zst"),
+    # Killed: the archive was never renamed from its name while capturing.
+    rows = json.loads(sh(sys.executable, "-m", "uetrace", "query", str(tmp_path / "run.tar.zst.partial"),
                          f"SELECT snapshot_ts, packets FROM net_flows WHERE protocol = 17 AND dport = {port} "
                          "AND direction = 1 ORDER BY snapshot_ts", "--format", "json").stdout)
     assert rows and rows[-1]["packets"] == 7, rows

@@ -152,6 +152,11 @@ def _isb_drops(body: bytes) -> tuple[int, int]:
 def test_pcapng_layout(archive, tmp_path):
     out = tmp_path / "x.pcapng"
     trace_cmd("export", str(archive), "--format", "pcapng", "-o", str(out), check=True)
+    assert out.stat().st_mode & 0o777 == 0o600   # packets hold payload bytes (issue 11, finding 9)
+    res = trace_cmd("export", str(archive), "-o", str(out))
+    assert res.returncode == 2 and "exists; use --force" in res.stderr
+    trace_cmd("export", str(archive), "-o", str(out), "--force", "--mode", "0644", check=True)
+    assert out.stat().st_mode & 0o777 == 0o644
     blocks = _blocks(out.read_bytes())
     types = [b[0] for b in blocks]
     assert types[0] == pcapng.SHB and types[1:3] == [pcapng.IDB, pcapng.IDB]

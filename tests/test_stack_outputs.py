@@ -101,9 +101,11 @@ def test_cli_formats_and_filters(cap, tmp_path):
     res = runner.invoke(main, ["flamegraph", str(archive), "-o", str(out), "--comm", "kworker/0:1"])
     assert res.exit_code == 0, res.output
     ET.parse(out)
+    assert out.stat().st_mode & 0o777 == 0o600   # names and command lines of processes (issue 11, finding 9)
     out = tmp_path / "f.json"
     res = runner.invoke(main, ["flamegraph", str(archive), "--format", "speedscope", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert validate(json.loads(out.read_text())) == []
-    res = runner.invoke(main, ["flamegraph", str(archive), "--pid", "4242", "-o", str(out)])
+    res = runner.invoke(main, ["flamegraph", str(archive), "--pid", "4242", "-o", str(tmp_path / "none.svg")])
     assert res.exit_code == 2 and "no samples match" in res.output
+    assert not (tmp_path / "none.svg").exists()

@@ -20,6 +20,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from uetrace.capture.elf import SHN_UNDEF, STT_OBJECT, symbol_array, symbol_names
+from uetrace.capture.procfs import open_regular
 from uetrace.capture.snapshot.processes import read_mappings
 
 DATA_SYMBOL_SCHEMA = pa.schema([("build_id", pa.string()), ("name", pa.string()), ("addr", pa.uint64()),
@@ -57,7 +58,7 @@ class DataSymbols:
 def object_data_symbols(path: str, bid: str) -> pa.Table:
     """Sized data symbols from .symtab (statics included), else .dynsym."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             elf = ELFFile(fh)
             for name in (".symtab", ".dynsym"):
                 found = symbol_array(elf, name)

@@ -37,6 +37,7 @@ def find_debug_file(path: str, elf: ELFFile, bid: str) -> str | None:
         candidates += [f"{root}{host_dir}/{name}", f"{root}{host_dir}/.debug/{name}",
                        f"{root}{DEBUG_ROOT}{host_dir}/{name}"]
     for cand in candidates:
-        if os.path.isfile(cand) and os.path.realpath(cand) != os.path.realpath(path) and build_id(cand) == bid:
+        if (os.path.isfile(cand) and os.path.realpath(cand) != os.path.realpath(path)
+                and build_id(cand, follow_symlinks=True) == bid):
             return cand
     return None

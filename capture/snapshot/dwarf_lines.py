@@ -18,6 +18,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from uetrace.capture.elf import build_id_of
+from uetrace.capture.procfs import open_regular
 from uetrace.capture.snapshot.debug_files import find_debug_file
 
 LINE_BUDGET_S = 0.5  # measured: the 2 s of the first version doubled the time a -d 3s stack capture took to return
@@ -39,11 +40,11 @@ def line_table_size(paths: list[str]) -> int:
     """Size of the .debug_line the object would use (0 if none), to do small ones first."""
     for path in paths:
         try:
-            with open(path, "rb") as fh:
+            with open_regular(path) as fh:
                 elf = ELFFile(fh)
                 dbg = find_debug_file(path, elf, build_id_of(elf))
                 if dbg:
-                    with open(dbg, "rb") as dfh:
+                    with open_regular(dbg, follow_symlinks=True) as dfh:
                         sec = ELFFile(dfh).get_section_by_name(".debug_line")
                         return sec["sh_size"] if sec is not None else 0
                 sec = elf.get_section_by_name(".debug_line")

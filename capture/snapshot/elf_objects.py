@@ -13,6 +13,7 @@ from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.elffile import ELFFile
 
 from uetrace.capture.elf import SHN_UNDEF, STT_FUNC, STT_GNU_IFUNC, build_id, symbol_array, symbol_names
+from uetrace.capture.procfs import open_regular
 from uetrace.capture.snapshot.debug_files import find_debug_file, host_path
 from uetrace.capture.snapshot.dwarf_lines import LINE_BUDGET_S, LINE_SCHEMA, LineBudget, read_lines
 
@@ -42,7 +43,7 @@ def extract_object(paths: list[str] | str, bid: str, budget: LineBudget | None =
             elf = ELFFile(fh)
             out["segments"] = _segments(elf, bid)
             debug_path = find_debug_file(path, elf, bid)
-            dfh = open(debug_path, "rb") if debug_path else None
+            dfh = open_regular(debug_path, follow_symlinks=True) if debug_path else None
             try:
                 delf = ELFFile(dfh) if dfh else None
                 info["debug_file"] = host_path(debug_path or "")
@@ -73,7 +74,7 @@ def _open_object(paths: list[str], bid: str) -> tuple[str, object] | tuple[None,
             if i and build_id(path) != bid:
                 why = f"{path}: a different file now (build id changed)"
                 continue
-            return path, open(path, "rb")
+            return path, open_regular(path)
         except OSError as e:
             why = f"open {host_path(path)}: {e.strerror}"
     return None, why

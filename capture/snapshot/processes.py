@@ -86,9 +86,11 @@ class ProcessSnapshotter:
         """Every process alive now (the capture's starting point)."""
         self.saw(live_pids())
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """Write what is pending and stop. With a timeout, a thread still stuck after it (a
+        read of a hung filesystem) is left behind, a daemon: the capture ends without it."""
         self._q.put(None)
-        self._thread.join()
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         procs: list[dict] = []

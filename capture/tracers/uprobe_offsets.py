@@ -16,6 +16,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from uetrace.capture.elf import STT_FUNC, symbol_array
+from uetrace.capture.procfs import open_regular
 from uetrace.errors import UetraceError
 
 _HIDDEN = 0x8000  # versym bit: a non-default version (name@VER, not name@@VER)
@@ -25,15 +26,15 @@ _cache: dict[tuple[int, int, int], dict[str, int]] = {}
 def function_offsets(path: str) -> dict[str, int]:
     """Function name -> file offset of its first instruction, for every defined
     function symbol (dynamic symbols first, then the static table if present)."""
-    st = os.stat(path)
-    key = (st.st_dev, st.st_ino, st.st_mtime_ns)
-    if key not in _cache:
-        try:
-            with open(path, "rb") as fh:
+    try:
+        with open_regular(path, follow_symlinks=True) as fh:   # never blocks: a FIFO is refused
+            st = os.fstat(fh.fileno())
+            key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+            if key not in _cache:
                 _cache[key] = _read_offsets(ELFFile(fh))
-        except (OSError, ELFError) as e:
-            raise UetraceError(f"read symbols of {path}: {e}") from e
-    return _cache[key]
+            return _cache[key]
+    except (OSError, ELFError) as e:
+        raise UetraceError(f"read symbols of {path}: {e}") from e
 
 
 def function_offset(path: str, name: str) -> int:

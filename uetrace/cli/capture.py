@@ -16,6 +16,7 @@ from rich.text import Text
 from uetrace.capture import options as o
 from uetrace.cli.options import Duration
 from uetrace.cli.output import make_console
+from uetrace.cli.output_options import output_file_options
 from uetrace.units import human_bytes
 
 
@@ -63,9 +64,14 @@ def _title(p) -> str:
 
 @click.command("capture")
 @click.option("-d", "--duration", type=Duration(), default=None,
-              help="How long to record (500ms, 10s, 2m). Default: until Ctrl-C or SIGTERM.")
+              help="How long to record (500ms, 10s, 2m). Default: until Ctrl-C, SIGTERM or SIGHUP.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("capture.tar.zst"),
-              show_default=True, help="Archive to write (created 0600).")
+              show_default=True, help="Archive to write: NAME.partial while capturing, renamed to NAME at the end "
+              "(a killed capture leaves NAME.partial).")
+@output_file_options
+@click.option("--spool-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the segments being written (default: the output's folder; a 0700 "
+                   "uetrace-seg-PID-* folder inside it is removed at the end).")
 @click.option("-t", "--tracers", default=None, metavar="LIST",
               help="Comma-separated tracers: 'proc,lock' is exactly these, '+lock,+alloc' the default set "
                    "plus these (default: proc, sock, tls, stack, net; lock and alloc only when named).")
@@ -94,11 +100,14 @@ def _title(p) -> str:
               help="stack tracer: samples per second on each CPU.")
 @click.option("--offcpu", is_flag=True, help="stack tracer: also record off-CPU intervals (sched_switch).")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
-def command(duration, output, tracers, pids, comms, snaplen, ring_size, segment_seconds, alloc_sample,
-            all_processes, ifaces, xdp_mode, net_snaplen, tc_attach, freq, offcpu, quiet):
+def command(duration, output, force, mode, spool_dir, tracers, pids, comms, snaplen, ring_size, segment_seconds,
+            alloc_sample, all_processes, ifaces, xdp_mode, net_snaplen, tc_attach, freq, offcpu, quiet):
     """Record what the tracers see into one archive (needs root).
 
-    Ctrl-C or SIGTERM stops early and still writes a complete archive.
+    Ctrl-C, SIGTERM or SIGHUP stops early and still writes a complete archive
+    (a third one quits at once, leaving NAME.partial). An existing output is
+    refused unless --force. A full disk stops the capture, keeps every finished
+    segment and exits 1.
 
     \b
     Examples:
@@ -116,6 +125,7 @@ def command(duration, output, tracers, pids, comms, snaplen, ring_size, segment_
     opts = o.CaptureOptions(output=output, duration=duration, tracers=names, pids=list(pids),
                             comms=list(comms), snaplen=snaplen, ring_size=ring_size << 20,
                             segment_seconds=segment_seconds, command_line=sys.argv[:],
+                            force=force, mode=mode, spool_dir=spool_dir,
                             net=o.NetOptions(ifaces=list(ifaces), xdp_mode=xdp_mode, snaplen=net_snaplen,
                                              tc_attach=tc_attach),
                             stack=o.StackOptions(freq=freq, offcpu=offcpu),

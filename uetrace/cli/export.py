@@ -8,6 +8,7 @@ import click
 
 from uetrace.cli.options import archives_argument
 from uetrace.cli.output import make_console
+from uetrace.cli.output_options import output_file_options
 from uetrace.errors import BadInputError
 
 
@@ -17,8 +18,10 @@ from uetrace.errors import BadInputError
               help="pcapng: the net tracer's packets (one archive). parquet: every table of every archive "
                    "as a Hive-partitioned dataset in a folder.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="File to write (pcapng) or folder (parquet).")
-def command(archives: tuple[Path, ...], fmt: str, output: Path):
+              help="File to write (pcapng: 0600 unless --mode, refused if it exists unless --force) or "
+                   "folder (parquet: files --mode, an existing dataset gains the captures).")
+@output_file_options
+def command(archives: tuple[Path, ...], fmt: str, output: Path, force: bool, mode: int):
     """Export recorded data for other tools.
 
     pcapng (Wireshark, tshark, tcpdump -r): one interface block per interface,
@@ -38,26 +41,25 @@ def command(archives: tuple[Path, ...], fmt: str, output: Path):
     """
     err = make_console(stderr=True)
     if fmt == "parquet":
-        _export_parquet(archives, output, err)
+        _export_parquet(archives, output, mode, err)
         return
     if len(archives) != 1:
         raise BadInputError("--format pcapng takes one archive")
-    from uetrace.analyze.pcapng import ExportError, export_file
+    from uetrace.analyze.pcapng import export_file
     from uetrace.cli.reading import reading
+    from uetrace.output_files import check_target
 
+    check_target(output, force)   # before reading the archive
     with reading(archives[0]) as db:
         try:
-            res = export_file(db, output)
-        except ExportError:
-            output.unlink(missing_ok=True)
-            raise
+            res = export_file(db, output, force=force, mode=mode)
         except OSError as e:
             raise BadInputError(f"cannot write {output}: {e.strerror}") from None
     err.print(f"wrote {output}: {res['packets']:,} packets on {res['interfaces']} interfaces",
               markup=False, highlight=False)
 
 
-def _export_parquet(archives: tuple[Path, ...], output: Path, err) -> None:
+def _export_parquet(archives: tuple[Path, ...], output: Path, mode: int, err) -> None:
     from uetrace.analyze.dataset import export_dataset
     from uetrace.analyze.query_views import open_for_query
     from uetrace.cli.reading import reading
@@ -69,7 +71,7 @@ def _export_parquet(archives: tuple[Path, ...], output: Path, err) -> None:
         return reading(path, opener=lambda p, limits: open_for_query(p, all_views=True, limits=limits))
 
     try:
-        res = export_dataset(list(archives), output, opener=opener)
+        res = export_dataset(list(archives), output, opener=opener, mode=mode)
     except OSError as e:
         raise BadInputError(f"cannot write {output}: {e.strerror}") from None
     tables = sum(1 for n in res.rows.values() if n)

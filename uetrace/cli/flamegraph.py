@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from uetrace.cli.options import archive_argument
+from uetrace.cli.output_options import output_file_options
 from uetrace.durations import parse_duration
 
 
@@ -33,7 +34,8 @@ class Seconds(click.ParamType):
 @click.command("flamegraph")
 @archive_argument
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="File to write (default: flamegraph.svg / .folded / .speedscope.json; '-' for stdout).")
+              help="File to write, 0600 unless --mode (default: flamegraph.svg / .folded / "
+              ".speedscope.json; '-' for stdout).")
 @click.option("--format", "fmt", type=click.Choice(["svg", "folded", "speedscope"]), default="svg",
               show_default=True, help="svg: interactive flame graph; folded: flamegraph.pl/inferno input; "
               "speedscope: https://www.speedscope.app JSON.")
@@ -44,7 +46,8 @@ class Seconds(click.ParamType):
 @click.option("--to", "end", type=Seconds(), default=None, help="Window end, from the capture start (10s).")
 @click.option("--offcpu", is_flag=True, help="Off-CPU time (captured with --offcpu) instead of CPU samples.")
 @click.option("--title", default=None, help="SVG title.")
-def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title):
+@output_file_options
+def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, force, mode):
     """Draw the stack samples of a capture (offline, no root needed).
 
     Frames are named from the symbols stored in the archive, so the result is
@@ -63,7 +66,12 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title):
     from uetrace.analyze.text import printable
     from uetrace.cli.reading import reading
     from uetrace.errors import BadInputError
+    from uetrace.output_files import check_target, write_output
 
+    output = output or Path({"svg": "flamegraph.svg", "folded": "flamegraph.folded",
+                             "speedscope": "flamegraph.speedscope.json"}[fmt])
+    if str(output) != "-":
+        check_target(output, force)   # before the work
     kind = "offcpu" if offcpu else "cpu"
     flt = samples.SampleFilter(pids=pids, tids=tids, comms=comms, start_s=start, end_s=end, kind=kind)
     what = "off-CPU intervals (capture with --offcpu)" if offcpu else "stack samples (capture with -t stack)"
@@ -72,13 +80,11 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title):
     if not stacks.total:
         raise BadInputError("no samples match the filters")
     text = render(stacks, fmt, title or f"{'Off-CPU' if offcpu else 'CPU'} flame graph: {archive.name}")
-    output = output or Path({"svg": "flamegraph.svg", "folded": "flamegraph.folded",
-                             "speedscope": "flamegraph.speedscope.json"}[fmt])
     if str(output) == "-":
         click.echo(printable(text, keep_lines=True) if sys.stdout.isatty() else text, nl=False)
     else:
         try:
-            output.write_text(text)
+            write_output(output, text, force=force, mode=mode)
         except OSError as e:
             raise BadInputError(f"cannot write {output}: {e.strerror}") from None
         click.echo(f"wrote {output}: {stacks.total:,} {stacks.unit}, {len(stacks.stacks):,} distinct stacks",

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from uetrace.cli.options import archive_argument
 from uetrace.cli.output import make_console
-from uetrace.errors import UetraceError
+from uetrace.cli.output_options import output_file_options
+from uetrace.errors import BadInputError
 
 
 @click.command("report")
 @archive_argument
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="HTML file to write (created 0600: captures may hold secrets).")
+              help="HTML file to write (0600 unless --mode; refused if it exists unless --force).")
 @click.option("--title", default="", help="Page title (default: the archive's name).")
-def command(archive: Path, output: Path, title: str):
+@output_file_options
+def command(archive: Path, output: Path, title: str, force: bool, mode: int):
     """Write the capture as one self-contained HTML page to attach to a bug report.
 
     Summary and losses, HTTP endpoints (sortable, latency histograms), the
@@ -32,15 +33,15 @@ def command(archive: Path, output: Path, title: str):
     """
     from uetrace.analyze.report_html import ReportParams, build, render_page
     from uetrace.cli.reading import reading
+    from uetrace.output_files import check_target, write_output
 
+    check_target(output, force)   # before the work
     title = title or f"uetrace: {archive.name}"
     with reading(archive) as db:
         page = render_page(build(db, ReportParams(title=title)), title)
     try:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
+        write_output(output, page, force=force, mode=mode)
     except OSError as e:
-        raise UetraceError(f"write {output}: {e.strerror}") from None
+        raise BadInputError(f"cannot write {output}: {e.strerror}") from None
     make_console(stderr=True).print(f"wrote {output} ({len(page.encode()) / 1024:.0f} KiB)", markup=False,
                                     highlight=False)
