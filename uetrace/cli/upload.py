@@ -11,7 +11,8 @@ from uetrace.cli.output import make_console
 
 
 @click.command("upload")
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+# Named apart from the reading commands' ARCHIVE: the file is sent as it is, never opened as an archive.
+@click.argument("path", metavar="ARCHIVE", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("url")
 @click.option("--ca-cert", type=click.Path(dir_okay=False, path_type=Path),
               help="Trust this CA certificate (PEM) instead of the system's, e.g. a private CA.")
@@ -19,7 +20,7 @@ from uetrace.cli.output import make_console
 @click.option("--attempts", type=click.IntRange(1, 20), default=4, show_default=True,
               help="Attempts before giving up (network errors, 408/429/5xx); waits double from 1 s.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def command(archive: Path, url: str, ca_cert: Path | None, insecure: bool, attempts: int, quiet: bool):
+def command(path: Path, url: str, ca_cert: Path | None, insecure: bool, attempts: int, quiet: bool):
     """Send ARCHIVE to URL with an HTTPS PUT, then check what arrived.
 
     The server's certificate is always verified. A presigned S3 or GCS URL is
@@ -44,10 +45,10 @@ def command(archive: Path, url: str, ca_cert: Path | None, insecure: bool, attem
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=err, disable=not show, transient=True) as progress:
         task = progress.add_task("upload", total=None)
-        res = upload(archive, url, opts, on_progress=lambda sent, total: progress.update(task, completed=sent,
+        res = upload(path, url, opts, on_progress=lambda sent, total: progress.update(task, completed=sent,
                                                                                         total=total))
     how = {"read-back": "read back and matched", "etag": "the server's ETag matched"}.get(res.verified_by)
-    line = f"uploaded {archive} to {res.url}: {res.bytes:,} bytes, sha256 {res.sha256}"
+    line = f"uploaded {path} to {res.url}: {res.bytes:,} bytes, sha256 {res.sha256}"
     err.print(line + (f", {how}" if how else ""), markup=False, highlight=False)
     if not how:
         err.print("warning: the server allows no check of what arrived (no read-back, no MD5 ETag)",
