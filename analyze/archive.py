@@ -34,6 +34,10 @@ PARTIAL_SUFFIX = ".partial"  # what a capture writes before renaming the finishe
 # EXPAND_FLOOR, at most EXPAND_CEILING. Segments are zstd Parquet, so a real archive unpacks to
 # 1-3 times its size; a bomb unpacks to thousands of times.
 EXPAND_RATIO = 64
+# Tables decode to far more than their files hold: zstd Parquet of repetitive socket payloads (the same
+# request and response prefixes over and over) measured 80 times (a 3.3 MB archive, 216 MB of payload),
+# so what the tables may decode to is bounded at DECODE_RATIO times the archive's size instead.
+DECODE_RATIO = 1024
 EXPAND_FLOOR = 256 << 20
 EXPAND_CEILING = 32 << 30
 MAX_NAMED_SKIPS = 10  # warnings naming a skipped member; the rest are counted in one line
@@ -56,9 +60,16 @@ class ReadLimits:
     max_json: int = 16 << 20  # manifest.json and each schema/<kind>.json
 
     def expand_limit(self, archive_size: int) -> int:
+        """What the members may unpack to."""
         if self.max_expand is not None:
             return self.max_expand
         return min(EXPAND_CEILING, max(EXPAND_FLOOR, EXPAND_RATIO * archive_size))
+
+    def decode_limit(self, archive_size: int) -> int:
+        """What the tables may decode to (estimated from Parquet metadata before any row is read)."""
+        if self.max_expand is not None:
+            return self.max_expand
+        return min(EXPAND_CEILING, max(EXPAND_FLOOR, DECODE_RATIO * archive_size))
 
 
 @dataclass

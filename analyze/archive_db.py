@@ -40,7 +40,7 @@ class ArchiveDb:
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET enable_progress_bar = false")  # it would print to stdout mid-report
         self.views: dict[str, Path] = {}
-        budget = archive.limits.expand_limit(archive.size)
+        budget = archive.limits.decode_limit(archive.size)
         decoded = 0
         for area in (EVENTS_DIR, SYMBOLS_DIR):
             base = archive.root / area

@@ -42,6 +42,11 @@ class ArchiveWriter:
         self.members: list[str] = []
         self.closed = False
 
+    @property
+    def size(self) -> int:
+        """Bytes of the finished members on disk."""
+        return self._good
+
     def add_bytes(self, name: str, data: bytes) -> None:
         self.add_stream(name, io.BytesIO(data), len(data))
 

@@ -77,6 +77,7 @@ class CaptureOptions:
     force: bool = False                     # --force: replace an existing output
     mode: int = 0o600                       # --mode of the archive
     spool_dir: Path | None = None           # --spool-dir; None: beside the output
+    max_size: int | None = None             # --max-size: stop recording when the archive nears it
     net: NetOptions = field(default_factory=NetOptions)
     stack: StackOptions = field(default_factory=StackOptions)
     uprobe: UprobeOptions = field(default_factory=UprobeOptions)
@@ -88,7 +89,7 @@ class CaptureOptions:
         # Flat keys, as archives have always had them: analyze reads options.net_snaplen, alloc_sample...
         return {"duration": self.duration, "tracers": self.tracers, "pids": self.pids, "comms": self.comms,
                 "snaplen": self.snaplen, "ring_size": self.ring_size, "segment_bytes": self.segment_bytes,
-                "segment_seconds": self.segment_seconds,
+                "segment_seconds": self.segment_seconds, "max_size": self.max_size,
                 "alloc_sample": self.uprobe.alloc_sample, "all_processes": self.uprobe.all_processes,
                 "net_ifaces": list(self.net.ifaces), "net_xdp_mode": self.net.xdp_mode,
                 "net_snaplen": self.net.snaplen, "net_tc_attach": self.net.tc_attach,

@@ -139,6 +139,20 @@ class SegmentSink:
     def backlog(self) -> int:
         return self._q.qsize()
 
+    def size_so_far(self) -> int:
+        """What the archive would hold if the open segments were added now (what --max-size compares):
+        its size on disk plus the segments in the spool, shrunk by the ratio the archive's zstd frames
+        gave the segments before them (Parquet pages of repetitive payloads compress again)."""
+        open_bytes = 0
+        for seg in list(self._open.values()):  # a copy: the sink thread opens and rolls segments
+            try:
+                open_bytes += os.path.getsize(seg.path)
+            except OSError:
+                pass  # rolled into the archive meanwhile
+        on_disk = self.archive.size
+        ratio = min(1.0, on_disk / self.bytes_written) if self.bytes_written else 1.0
+        return on_disk + int(open_bytes * ratio)
+
     def close(self) -> None:
         """Write everything queued, close every open segment, append it to the archive."""
         self._q.put(None)

@@ -71,6 +71,12 @@ class Progress:
     backlog: int
 
 
+def size_budget(max_size: int) -> int:
+    """When to stop recording for --max-size: what is still to come after the stop (rows buffered for
+    a row group, segment footers, the symbol snapshot, the final manifest) needs room below the limit."""
+    return max_size - max(1 << 20, max_size // 10)
+
+
 class CaptureSession:
     def __init__(self, opts: CaptureOptions, on_progress: Callable[[Progress], None] | None = None):
         self.opts = opts
@@ -239,6 +245,9 @@ class CaptureSession:
             got = self._drain_once()
             if now >= next_stats:
                 self._update_stats(now - start)
+                if self.opts.max_size and self.sink.size_so_far() >= size_budget(self.opts.max_size):
+                    self.request_stop("max size")
+                    break
                 for run in self.runs:
                     run.tracer.tick(lambda k, t: self.sink.put_table(k, t, area="symbols"))
                 next_stats = now + 0.5

@@ -173,3 +173,25 @@ def test_interrupted_upload_succeeds_when_the_server_returns(server, tmp_path):
     restart.join()
     assert fired and res.attempts >= 2 and res.verified_by == "read-back"
     assert (tmp_path / "www/bugs/run.tar.zst").read_bytes() == src.read_bytes()
+
+
+def test_capture_then_upload(kernel, server, tmp_path):
+    out = tmp_path / "cap.tar.zst"
+    res = trace_cmd("capture", "-q", "-d", "1s", "-t", "proc", "-o", str(out), "--upload", server.url("cap.tar.zst"),
+                    "--upload-ca-cert", str(tmp_path / "ca.pem"))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "www/bugs/cap.tar.zst").read_bytes() == out.read_bytes()
+    assert "uploaded" in res.stderr and "checked" in res.stderr
+    # An upload that fails leaves the capture where it was written, and says so.
+    again = tmp_path / "again.tar.zst"
+    res = trace_cmd("capture", "-q", "-d", "1s", "-t", "proc", "-o", str(again), "--upload",
+                    server.url("again.tar.zst"), "--upload-ca-cert", str(tmp_path / "other-ca.pem"))
+    assert res.returncode == 1 and "certificate not trusted" in res.stderr and f"kept at {again}" in res.stderr
+    assert again.exists() and not (tmp_path / "www/bugs/again.tar.zst").exists()
+
+
+def test_capture_refuses_a_bad_upload_url_before_recording(kernel, tmp_path):
+    out = tmp_path / "x.tar.zst"
+    res = trace_cmd("capture", "-q", "-d", "1s", "-t", "proc", "-o", str(out), "--upload", "ftp://h/x")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not Path(str(out) + ".partial").exists()

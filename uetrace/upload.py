@@ -91,6 +91,13 @@ def upload(path: Path, url: str, opts: UploadOptions = UploadOptions(),
     raise UploadError(f"{public_url(url)}: upload failed after {attempt} attempt(s): {failure}")
 
 
+def check_url(url: str, opts: UploadOptions = UploadOptions()) -> None:
+    """Refuse a URL `upload` would refuse (not https, bad port, no host), and an unreadable
+    --ca-cert, without sending anything."""
+    if _parse(url, opts).scheme == "https":
+        _tls_context(opts)
+
+
 def _parse(url: str, opts: UploadOptions) -> urllib.parse.SplitResult:
     try:
         u = urllib.parse.urlsplit(url)
@@ -101,7 +108,7 @@ def _parse(url: str, opts: UploadOptions) -> urllib.parse.SplitResult:
         raise BadInputError(f"{public_url(url) or url!r}: not an https:// URL")
     if u.scheme == "http" and not opts.insecure:
         raise BadInputError(f"{public_url(url)}: plain http would send the capture unencrypted; "
-                            "use https:// (or --insecure)")
+                            "use https:// (`trace upload --insecure` allows it)")
     return u
 
 

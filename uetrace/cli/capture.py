@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from uetrace.capture import options as o
-from uetrace.cli.options import Duration
+from uetrace.cli.options import Duration, Size
 from uetrace.cli.output import make_console
 from uetrace.cli.output_options import output_file_options
 from uetrace.units import human_bytes
@@ -72,6 +72,13 @@ def _title(p) -> str:
 @click.option("--spool-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the segments being written (default: the output's folder; a 0700 "
                    "uetrace-seg-PID-* folder inside it is removed at the end).")
+@click.option("--max-size", type=Size(), default=None, metavar="SIZE",
+              help="Stop recording when the archive nears SIZE (100M, 2G): it ends below SIZE unless the "
+                   "symbol snapshot written at the end is larger than a tenth of it.")
+@click.option("--upload", "upload_url", default=None, metavar="URL",
+              help="Then send the archive with a verified HTTPS PUT (see `trace upload`); the local copy stays.")
+@click.option("--upload-ca-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="--upload: trust this CA certificate (PEM).")
 @click.option("-t", "--tracers", default=None, metavar="LIST",
               help="Comma-separated tracers: 'proc,lock' is exactly these, '+lock,+alloc' the default set "
                    "plus these (default: proc, sock, tls, stack, net; lock and alloc only when named).")
@@ -100,8 +107,9 @@ def _title(p) -> str:
               help="stack tracer: samples per second on each CPU.")
 @click.option("--offcpu", is_flag=True, help="stack tracer: also record off-CPU intervals (sched_switch).")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
-def command(duration, output, force, mode, spool_dir, tracers, pids, comms, snaplen, ring_size, segment_seconds,
-            alloc_sample, all_processes, ifaces, xdp_mode, net_snaplen, tc_attach, freq, offcpu, quiet):
+def command(duration, output, force, mode, spool_dir, max_size, upload_url, upload_ca_cert, tracers, pids, comms,
+            snaplen, ring_size, segment_seconds, alloc_sample, all_processes, ifaces, xdp_mode, net_snaplen,
+            tc_attach, freq, offcpu, quiet):
     """Record what the tracers see into one archive (needs root).
 
     Ctrl-C, SIGTERM or SIGHUP stops early and still writes a complete archive
@@ -125,7 +133,7 @@ def command(duration, output, force, mode, spool_dir, tracers, pids, comms, snap
     opts = o.CaptureOptions(output=output, duration=duration, tracers=names, pids=list(pids),
                             comms=list(comms), snaplen=snaplen, ring_size=ring_size << 20,
                             segment_seconds=segment_seconds, command_line=sys.argv[:],
-                            force=force, mode=mode, spool_dir=spool_dir,
+                            force=force, mode=mode, spool_dir=spool_dir, max_size=max_size,
                             net=o.NetOptions(ifaces=list(ifaces), xdp_mode=xdp_mode, snaplen=net_snaplen,
                                              tc_attach=tc_attach),
                             stack=o.StackOptions(freq=freq, offcpu=offcpu),
@@ -141,10 +149,25 @@ def command(duration, output, force, mode, spool_dir, tracers, pids, comms, snap
     elif costly and (pids or comms):
         err.print("[yellow]note:[/] the target processes will run slower: "
                   + "; ".join(f"{t.name} {t.cost}" for t in costly))
+    if upload_url:
+        from uetrace.upload import UploadOptions, check_url
+
+        upload_opts = UploadOptions(ca_cert=upload_ca_cert)
+        check_url(upload_url, upload_opts)  # a bad URL is refused before anything is recorded
     with ProgressView(err, enabled=not quiet and err.is_terminal) as view:
         session = CaptureSession(opts, on_progress=view.update)
         manifest = session.run()
     _summary(err, manifest, output)
+    if upload_url:
+        from uetrace.upload import UploadError, upload
+
+        try:
+            res = upload(output, upload_url, upload_opts)
+        except UploadError as e:
+            raise UploadError(f"{e} (the archive is kept at {output})") from None
+        err.print(f"uploaded {output} to {res.url}: sha256 {res.sha256}"
+                  + (", checked" if res.verified_by else ", the server allows no check of what arrived"),
+                  markup=False, highlight=False)
 
 
 def _summary(console: Console, m: dict, output: Path) -> None:

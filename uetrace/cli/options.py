@@ -43,7 +43,8 @@ def _limit_options(f):
     return click.option("--max-expand", type=Size(), default=None, expose_value=False, callback=_store,
                         envvar="UETRACE_MAX_EXPAND", show_envvar=True, metavar="SIZE",
                         help="Refuse archives that unpack (or whose tables decode) to more than SIZE "
-                        "[default: 64 times the archive's size, at least 256M, at most 32G].")(f)
+                        "[default: members 64 and tables 1024 times the archive's size, at least 256M, at most 32G]."
+                        )(f)
 
 
 def archive_argument(f):
