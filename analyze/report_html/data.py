@@ -13,6 +13,7 @@ from typing import Any
 
 from uetrace.analyze import deadlock, flows, leaks, summary
 from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.bandwidth import bandwidth
 from uetrace.analyze.http import analyzer as http_analyzer
 from uetrace.analyze.http.result import HttpParams, endpoint_of
 from uetrace.analyze.stacks import samples
@@ -113,26 +114,10 @@ def _request_flame(db: ArchiveDb, ex: dict, start: int) -> dict | None:
 
 
 def _bandwidth(db: ArchiveDb, start: int) -> dict[str, Any]:
-    """Bytes per second per interface and direction, in BANDWIDTH_BUCKETS buckets over the capture."""
-    if not db.has("net_packet"):
+    bw = bandwidth(db, BANDWIDTH_BUCKETS)
+    if not bw.series:
         return {}
-    lo, hi = db.query("SELECT min(ts), max(ts) FROM net_packet")[0]
-    if lo is None:
-        return {}
-    width = max(1, (hi - lo) // BANDWIDTH_BUCKETS + 1)
-    rows = db.query("""
-        SELECT i.name, n.direction, (n.ts - ?) // ? AS b, sum(n.len)
-        FROM net_packet n LEFT JOIN (SELECT DISTINCT ifindex, name FROM interfaces) i USING (ifindex)
-        GROUP BY ALL ORDER BY ALL""", [lo, width]) if db.has("interfaces") else db.query("""
-        SELECT CAST(ifindex AS VARCHAR), direction, (ts - ?) // ? AS b, sum(len)
-        FROM net_packet GROUP BY ALL ORDER BY ALL""", [lo, width])
-    ingress = db.enums.value("net_packet", "ue_net_direction", "NET_INGRESS")
-    series: dict[str, list[float]] = {}
-    for name, direction, bucket, nbytes in rows:
-        key = f"{name or '?'} {'in' if direction == ingress else 'out'}"
-        series.setdefault(key, [0.0] * BANDWIDTH_BUCKETS)[min(int(bucket), BANDWIDTH_BUCKETS - 1)] += (
-            int(nbytes) / (width / 1e9))
-    return {"t0_s": (lo - start) / 1e9, "bucket_s": width / 1e9, "series": series}
+    return {"t0_s": (bw.t0_ns - start) / 1e9, "bucket_s": bw.bucket_ns / 1e9, "series": bw.series}
 
 
 def _lock_graph(report: dict) -> dict[str, Any]:
