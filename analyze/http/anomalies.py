@@ -9,6 +9,12 @@ or the two ends of one connection) that frame the same bytes differently.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uetrace.analyze.http.exchange import Exchange
+
 # Body length (RFC 9112 6.1-6.3)
 CL_AND_TE = "cl_and_te"  # Content-Length and Transfer-Encoding in one message (TE wins)
 DUPLICATE_CONTENT_LENGTH = "duplicate_content_length"  # several Content-Length values, all equal
@@ -57,3 +63,36 @@ def merged(*groups: tuple[str, ...]) -> list[str]:
             if k not in out:
                 out.append(k)
     return out
+
+
+@dataclass(slots=True)
+class ConnectionAnomalies:
+    """The anomalies of one connection's exchanges: how many exchanges carry each kind, and whether
+    the two ends could frame its bytes differently (a smuggling signature: see SMUGGLING)."""
+
+    conn_id: int
+    client: str
+    server: str
+    exchanges: int  # exchanges with at least one anomaly
+    counts: dict[str, int]  # kind -> exchanges that carry it
+    smuggling: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def by_connection(exchanges: list[Exchange]) -> list[ConnectionAnomalies]:
+    """Per connection with anomalies, in order of first appearance; `tunnel` alone is no anomaly."""
+    out: dict[int, ConnectionAnomalies] = {}
+    for e in exchanges:
+        kinds = [k for k in e.anomalies if k != TUNNEL]
+        if not kinds:
+            continue
+        c = out.get(e.conn_id)
+        if c is None:
+            c = out[e.conn_id] = ConnectionAnomalies(e.conn_id, e.client, e.server, 0, {}, False)
+        c.exchanges += 1
+        for k in kinds:
+            c.counts[k] = c.counts.get(k, 0) + 1
+        c.smuggling = c.smuggling or any(k in SMUGGLING for k in kinds)
+    return list(out.values())

@@ -22,7 +22,7 @@ UNKNOWN = -3  # a framing error: no length a strict recipient would accept
 
 _TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # request-target (RFC 9112 3.2): URI characters of origin-, absolute-, authority- and asterisk-form
-_TARGET = _TCHAR + b"()*,/:;=?@[]"
+_TARGET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%[]"
 _CTL = bytes(range(0, 9)) + bytes(range(10, 32)) + b"\x7f"
 _MAX_HEAD = 256 * 1024
 
@@ -91,7 +91,7 @@ def read_fields(data: bytes, e: int) -> tuple | None:
             _add(anoms, A.INVALID_HEADER_VALUE)
         if name == b"content-length":
             cl.append((tuple(int(v) if v.isdigit() else -1 for v in (p.strip(b" \t") for p in value.split(b","))
-                             if v), mode))
+                             if v) or (-1,), mode))
         elif name == b"transfer-encoding":
             te.append((tuple(c.split(b";")[0].strip(b" \t").lower() for c in value.split(b",")
                              if c.strip(b" \t")), mode))

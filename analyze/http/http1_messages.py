@@ -143,34 +143,42 @@ def frame_body(stream: Stream, body: int, spec: int, request: bool) -> tuple[int
 
 
 def _choose(stream: Stream, body: int, request: bool, spec: int, alts: tuple[int, ...]) -> tuple[int, set[int]]:
-    """Of the readings (the RFC's first, when it has one), the first after which a message starts (or
-    the stream ends): the spec to frame by, and the distinct ends the complete readings give."""
+    """Of the readings (the RFC's first, when it has one), the one after which a message most clearly
+    starts (or the stream ends): the spec to frame by (UNKNOWN when the RFC has none and nothing
+    follows any other), and the distinct ends the complete readings give."""
     cands = ([spec] if spec != UNKNOWN else []) + list(alts)
     ends: set[int] = set()
-    chosen = None
+    best, best_score = cands[0], -1
     for s in cands:
         end, _, complete, _, _ = frame_body(stream, body, s, request)
         if not complete:
             continue
         ends.add(end)
-        if chosen is None and _next_message_at(stream, end, request):
-            chosen = s
-    return (chosen if chosen is not None else cands[0]), ends
+        score = _next_message_at(stream, end, request)
+        if score > best_score:
+            best, best_score = s, score
+    if spec == UNKNOWN and best_score <= 0:
+        return UNKNOWN, ends
+    return best, ends
 
 
-def _next_message_at(stream: Stream, pos: int, request: bool) -> bool:
-    """Whether the stream ends at pos, or a start line begins there (after empty lines), or its bytes
-    there were not captured (nothing says otherwise)."""
+def _next_message_at(stream: Stream, pos: int, request: bool) -> int:
+    """How well what follows pos fits a message boundary: 2 the stream ends there or a start line with
+    a registered method (any status line) begins there, after empty lines; 1 its bytes there were not
+    captured, or another start line begins there; 0 anything else."""
     if pos >= stream.length:
-        return pos == stream.length
+        return 2 if pos == stream.length else 0
     hit = stream.chunk_at(pos)
     if hit is None:
-        return True
+        return 1
     data, base = hit
     i = skip_empty_lines(data, pos - base)
     if i >= len(data):
-        return base + i >= stream.length or stream.chunk_at(base + i) is None
-    return (REQUEST_LINE if request else STATUS_LINE).match(data, i) is not None
+        return 2 if base + i >= stream.length else 1
+    m = (REQUEST_LINE if request else STATUS_LINE).match(data, i)
+    if m is None:
+        return 0
+    return 2 if not request or m.group(1) in _METHODS else 1
 
 
 def _parse_head(data: bytes, i: int, request: bool, he: int) -> tuple | None:
