@@ -18,7 +18,8 @@ def render_text(result: HttpResult, width: int = 120) -> str:
     console.print(f"HTTP: {s['exchanges']} exchanges on {s['connections']} connections over "
                   f"{s['span_s']:.3f} s ({s['rate_per_s']:.1f}/s); errors {s['errors']} "
                   f"(4xx {s['status_4xx']}, 5xx {s['status_5xx']}, gRPC {s['grpc_errors']}); "
-                  f"incomplete {s['exchanges'] - s['complete']}")
+                  f"incomplete {s['exchanges'] - s['complete']}"
+                  + (f"; with framing anomalies {n}" if (n := s["exchanges_with_anomalies"]) else ""))
     for note in result.notes:
         console.print(f"note: {note}")
     if result.exchanges:
@@ -48,7 +49,7 @@ def render_text(result: HttpResult, width: int = 120) -> str:
         console.print(t)
         suspects = [c for c in conns if c.smuggling]
         if suspects:
-            console.print("Framing the two ends could read differently (request smuggling signature) on: "
+            console.print("Smuggling signature (the two ends could frame the same bytes differently): "
                           + ", ".join(f"{c.client} -> {c.server} (conn {c.conn_id})" for c in suspects))
     if result.websockets:
         t = Table(title="WebSocket sessions", title_justify="left")
