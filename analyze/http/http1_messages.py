@@ -29,6 +29,7 @@ REQUEST_LINE = re.compile(rb"([!-~]{1,24}) ([^ \r\n]{1,16384}) HTTP/1\.([01])(\r
 STATUS_LINE = re.compile(rb"HTTP/1\.([01]) (\d{3})(?: [^\r\n]*)?(\r?)\n")
 _VERSIONS = {b"0": "1.0", b"1": "1.1"}
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT")}
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})\r\n")  # the common line: tried first, checked no further
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,64})([^\r\n]{0,1024})(\r?)\n")
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _CHUNK_EXT = re.compile(rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN
@@ -121,7 +122,11 @@ def parse_message(stream: Stream, pos: int, request: bool, req_method: str = "")
         spec, ends = _choose(stream, body, request, spec, alts)
         if len(ends) > 1:
             anoms = (*anoms, A.DESYNC)
-    end, body_len, complete, note, more = frame_body(stream, body, spec, request)
+    if spec == CHUNKED:  # frame_body's case, without the call
+        end, body_len, complete, more = _skip_chunked(stream, body)
+        note = "" if complete else "chunked body not captured" if end < stream.length else "truncated at capture end"
+    else:
+        end, body_len, complete, note, more = frame_body(stream, body, spec, request)
     return Message(pos, end, request, version, method, path, host, status, upgrade, body_len, complete, note,
                    (*anoms, *more) if more else anoms)
 
@@ -252,18 +257,22 @@ def _skip_chunked(stream: Stream, pos: int) -> tuple[int, int, bool, tuple[str, 
             if hit is None:
                 return pos, total, False, anoms
             data, base = hit
-        m = _CHUNK_LINE.match(data, pos - base)
-        if m is None or int(m.group(1), 16) >= _MAX_CHUNK:
-            if data.find(b"\n", pos - base, pos - base + 1100) >= 0:  # a whole line, and not a size line
+        m = _CHUNK_SIZE.match(data, pos - base)
+        if m is None:  # an extension, a bare LF, or not a size line
+            m = _CHUNK_LINE.match(data, pos - base)
+            if m is None or int(m.group(1), 16) >= _MAX_CHUNK:
+                if data.find(b"\n", pos - base, pos - base + 1100) >= 0:  # a whole line, not a size line
+                    anoms = _add(anoms, A.INVALID_CHUNK_SIZE)
+                return pos, total, False, anoms
+            if m.group(2) and not _CHUNK_EXT.fullmatch(m.group(2)):
                 anoms = _add(anoms, A.INVALID_CHUNK_SIZE)
-            return pos, total, False, anoms
-        if m.group(2) and not _CHUNK_EXT.fullmatch(m.group(2)):
-            anoms = _add(anoms, A.INVALID_CHUNK_SIZE)
-        if not m.group(3):
-            anoms = _add(anoms, A.BARE_LF)
+            if not m.group(3):
+                anoms = _add(anoms, A.BARE_LF)
         size = int(m.group(1), 16)
         j = m.end()
         if size == 0:
+            if data.startswith(b"\r\n", j):
+                return base + j + 2, total, True, anoms
             return _trailers(data, base, j, total, anoms)
         total += size
         k = j + size  # the CRLF after the chunk data, if captured
