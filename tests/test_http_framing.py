@@ -305,3 +305,21 @@ def test_anomalies_are_flagged_whatever_the_writes(case, cuts):
     kind, msg = case
     data = msg + NEXT
     assert requests_of(_cut(data, cuts)) == requests_of([data])
+
+
+FRAGMENTS = [b"GET / HTTP/1.1\r\n", b"POST /p HTTP/1.0\r\n", b"CONNECT h:1 HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n",
+             b"HTTP/1.1 101 S\r\n", b"Upgrade: websocket\r\n", b"Content-Length: 3\r\n", b"Content-Length: 2, 3\r\n",
+             b"Transfer-Encoding: chunked\r\n", b"Transfer-Encoding: gzip\r\n", b"Content-Length : 1\r\n",
+             b" folded\r\n", b"X: \x00\r\n", b"\r\n", b"\n", b"\r", b"0\r\n", b"5;x=\"y\"\r\n",
+             b"fffffffffffffffffff\r\n", b"abc", b"hello", b"\x16\x03\x01"]
+
+
+@FAST
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=30), st.lists(st.sampled_from(FRAGMENTS), max_size=30),
+       st.lists(st.integers(0, 600), max_size=8))
+def test_http_shaped_garbage_never_raises(c2s, s2c, cuts):
+    reqs, resps = b"".join(c2s), b"".join(s2c)
+    for v in (view_of([reqs], [resps]), view_of(_cut(reqs, cuts), _cut(resps, cuts))):
+        exs, _ = http1.parse_exchanges(v, 0)
+        assert all(not e.note.startswith("unparsed") for e in exs)
+        assert all(set(e.anomalies) <= set(A.KINDS) for e in exs)

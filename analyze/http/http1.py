@@ -44,8 +44,14 @@ def _first_match(stream: Stream, line: re.Pattern[bytes], rows: int) -> bool:
     for n, pos in enumerate(stream.row_starts(0)):
         if n >= rows:
             break
-        if _starts_line(stream, pos, line):
-            return True
+        hit = stream.chunk_at(pos)
+        if hit is not None:
+            data, base = hit
+            i = pos - base
+            if data[i] == 13 or data[i] == 10:
+                i = skip_empty_lines(data, i)
+            if line.match(data, i):
+                return True
     return False
 
 

@@ -84,17 +84,19 @@ def parse_message(stream: Stream, pos: int, request: bool, req_method: str = "")
             return None
         data, base = hit
     i = pos - base
-    c = data[i]
-    if c == 13 or c == 10:
-        i = skip_empty_lines(data, i)
-        if i >= len(data):
-            return None
-        pos = base + i
     # Fast path: a head seen before parses as it did then. The key is the bytes up to the first
-    # CRLFCRLF, which the parse of those bytes alone decides (it may end earlier, at a bare LF).
+    # CRLFCRLF, which the parse of those bytes alone decides (it may end earlier, at a bare LF). No
+    # key starts with an empty line: those are skipped on a miss.
     he = data.find(b"\r\n\r\n", i, i + _HEAD_KEY_MAX)
     head = (_REQ_HEADS if request else _RESP_HEADS).get(data[i:he]) if he >= 0 else None
     if head is None:
+        c = data[i]
+        if c == 13 or c == 10:
+            j = skip_empty_lines(data, i)
+            if j >= len(data):
+                return None
+            if j > i:
+                return parse_message(stream, base + j, request, req_method)
         head = _parse_head(data, i, request, he)
         if head is None:
             return None
@@ -104,20 +106,19 @@ def parse_message(stream: Stream, pos: int, request: bool, req_method: str = "")
                            note="headers not captured", anomalies=anoms)
     version, method, path, status, host, upgrade, spec, alts, anoms, head_len = head
     body = pos + head_len
-    if request:
-        if method == "CONNECT":
-            return Message(pos, body, True, version, method, path, host, 0, upgrade, 0, True, "", anoms)
-    else:
+    if not request:
         host = upgrade = ""
         if (req_method == "HEAD" or status < 200 or status == 204 or status == 304
                 or (req_method == "CONNECT" and status < 300)):
             return Message(pos, body, False, version, "", "", "", status, "", 0, True, "", anoms)
-    if spec >= 0 and not alts:  # the common case: Content-Length, or no body
+    if spec >= 0 and not alts:  # the common case: Content-Length, or no body (a CONNECT request's spec)
         end = body + spec
         if end > stream.length:
             return Message(pos, stream.length, request, version, method, path, host, status, upgrade, spec,
                            False, "truncated at capture end", anoms)
-        return Message(pos, end, request, version, method, path, host, status, upgrade, spec, True, "", anoms)
+        if anoms:
+            return Message(pos, end, request, version, method, path, host, status, upgrade, spec, True, "", anoms)
+        return Message(pos, end, request, version, method, path, host, status, upgrade, spec)
     if alts:
         spec, ends = _choose(stream, body, request, spec, alts)
         if len(ends) > 1:
@@ -221,6 +222,8 @@ def _parse_head(data: bytes, i: int, request: bool, he: int) -> tuple | None:
             _FIELDS[key] = fields
     host, upgrade, te, cl, field_anoms, section_len = fields
     spec, alts, body_anoms = body_specs(request, line[0] == "1.0", te, cl)
+    if line[1] == "CONNECT":  # RFC 9110 9.3.6: its content has no defined semantics; tunnel data follows
+        spec, alts = 0, ()
     if field_anoms or body_anoms:
         anoms = tuple(A.merged(anoms, field_anoms, body_anoms))
     head = (*line, host, upgrade, spec, alts, anoms, e - i + section_len)
