@@ -93,11 +93,13 @@ def _parse_requests(stream: Stream, pos: int) -> tuple[list[Message], bool]:
     """Requests from pos, and whether the walk went from message to message without resyncing (then
     no request can be missing after the first one seen). Stops after a CONNECT request."""
     out: list[Message] = []
+    append = out.append
     clean = True
-    while pos < stream.length:
+    length = stream.length
+    while pos < length:
         msg = parse_message(stream, pos, True)
         if msg is not None and msg.complete:
-            out.append(msg)
+            append(msg)
             if msg.method == "CONNECT":
                 break
             pos = msg.end
