@@ -7,8 +7,8 @@ the close and a request cannot be framed. Several Content-Length values must all
 with neither has no body; a response with neither runs to the close. (HEAD, 1xx, 204, 304 and 2xx to
 CONNECT are decided by the caller, which knows the request.)
 
-Reading a header block walks its lines in Python, which costs ~5 us for a typical block: the caller
-caches the result by the block's bytes, so keep-alive traffic pays it once per distinct block.
+Reading a header section walks its lines in Python, ~7 us for five fields: the caller caches the
+result by the section's bytes, so keep-alive traffic pays it once per distinct section.
 """
 
 from __future__ import annotations
@@ -126,6 +126,13 @@ def _add(anoms: list[str], kind: str) -> None:
 
 def body_specs(request: bool, http10: bool, te: tuple, cl: tuple) -> tuple[int, tuple[int, ...], tuple[str, ...]]:
     """(the RFC's spec, other specs that lenient recipients take, anomalies) for a message's fields."""
+    if not te:  # the common heads, in a fraction of the general walk's ~2 us
+        if not cl:
+            return (0 if request else CLOSE), (), ()
+        if len(cl) == 1:
+            values, mode = cl[0]
+            if mode == _PLAIN and len(values) == 1 and values[0] >= 0:
+                return values[0], (), ()
     anoms: list[str] = []
     codings = [c for cs, mode in te if mode != _IGNORED for c in cs]
     lengths = [v for vs, mode in cl if mode != _IGNORED for v in vs]
