@@ -129,7 +129,7 @@ def parse_message(stream: Stream, pos: int, request: bool, req_method: str = "")
     else:
         end, body_len, complete, note, more = frame_body(stream, body, spec, request)
     return Message(pos, end, request, version, method, path, host, status, upgrade, body_len, complete, note,
-                   (*anoms, *more) if more else anoms)
+                   tuple(A.merged(anoms, more)) if more else anoms)
 
 
 def frame_body(stream: Stream, body: int, spec: int, request: bool) -> tuple[int, int, bool, str, tuple]:
