@@ -45,6 +45,11 @@ def test_cl_te_and_duplicate_content_length_captured(kernel, tmp_path, capture_r
     assert lines[0].endswith(",anomalies") and len(lines) == 3
     assert "cl_and_te" in lines[1] and "duplicate_content_length" in lines[2]
 
-    report = trace_cmd("analyze", str(out), "--only", "http", check=True).stdout
-    client = f"127.0.0.1:{listed[0]['client'].rsplit(':', 1)[1]}"
-    assert "Framing anomalies" in report and f"{client} -> 127.0.0.1:{fx['port']}" in report
+    # trace analyze counts them per connection and names this one as a smuggling signature.
+    report = json.loads(trace_cmd("analyze", str(out), "--only", "http", "--json", check=True).stdout)["http"]
+    (conn,) = [c for c in report["anomalies"] if c["conn_id"] == listed[0]["conn_id"]]
+    assert (conn["client"], conn["server"]) == (listed[0]["client"], f"127.0.0.1:{fx['port']}")
+    assert conn["exchanges"] == 2 and conn["smuggling"] is True
+    assert conn["counts"] == {"cl_and_te": 1, "desync": 1, "duplicate_content_length": 1}
+    text = trace_cmd("analyze", str(out), "--only", "http", check=True).stdout
+    assert "Framing anomalies" in text and "Smuggling signature" in text
