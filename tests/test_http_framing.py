@@ -6,11 +6,12 @@ depend on write boundaries."""
 from __future__ import annotations
 
 import pytest
+from http_rows import MS, Conn, keepalive, open_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from uetrace.analyze.http import analyze_http, http1
 from uetrace.analyze.http import anomalies as A
-from uetrace.analyze.http import http1
 from uetrace.analyze.http.connection import Connection, Socket, View
 from uetrace.analyze.http.streams import EGRESS, INGRESS, stream_from_writes
 
@@ -185,6 +186,14 @@ def test_other_protocols_are_never_http1_exchanges(c2s, s2c):
     v = view_of([c2s], [s2c] if s2c else [])
     assert not http1.looks_like_requests(v.requests) and not http1.looks_like_responses(v.responses)
     assert http1.parse_exchanges(v, 0)[0] == []
+
+
+def test_an_rtsp_connection_is_not_reported_as_http(tmp_path):
+    rows: list[dict] = []
+    keepalive(Conn(rows), [(b"OPTIONS rtsp://cam/1 RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+                            b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nPublic: DESCRIBE\r\n\r\n", MS)])
+    res = analyze_http(open_rows(tmp_path, rows))
+    assert res.exchanges == [] and res.unrecognized == 1
 
 
 # -- every anomaly kind, flagged, with the next message intact -------------------------------------
