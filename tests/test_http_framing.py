@@ -252,6 +252,12 @@ def test_each_response_anomaly_is_flagged_and_the_next_exchange_intact(kind, msg
         assert got[0][4] == len(msg) and got[1] == ("GET", "/next", 204, len(NEXT), len(NEXT_RESP), True, [])
 
 
+def test_an_interim_response_gives_its_anomalies_to_the_exchange():
+    resp = b"HTTP/1.1 100 Continue\nX: 1\n\n" + NEXT_RESP
+    for split in (False, True):
+        assert exchanges_of(NEXT, resp, split) == [("GET", "/next", 204, len(NEXT), len(NEXT_RESP), True, [A.BARE_LF])]
+
+
 def test_kinds_are_stable_snake_case_names():
     assert len(set(A.KINDS)) == len(A.KINDS)
     assert all(k.replace("_", "").isalnum() and k == k.lower() for k in A.KINDS)

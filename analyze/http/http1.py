@@ -133,6 +133,7 @@ def parse_exchanges(view: View, conn_id: int, tls: bool = False) -> tuple[list[E
     switch: tuple[str, Message, Message] | None = None
     i = 0
     pos = 0
+    interim: tuple[str, ...] = ()
     while pos < resp_s.length:
         req = reqs[i] if i < len(reqs) else None
         try:
@@ -148,8 +149,11 @@ def parse_exchanges(view: View, conn_id: int, tls: bool = False) -> tuple[list[E
             pos = nxt
             continue
         if 100 <= msg.status < 200 and msg.status != 101:  # interim (100 Continue): the answer follows
+            interim += msg.anomalies  # evidence kept for the exchange
             pos = msg.end
             continue
+        if interim:
+            msg.anomalies, interim = tuple(A.merged(interim, msg.anomalies)), ()
         # A response that predates the request answers one sent before the capture began (only
         # possible before the first pairing, or anywhere once requests were lost to gaps).
         if req is not None and (i == 0 or not clean) and resp_s.seen_ts(msg.start) < req_ts[i]:
