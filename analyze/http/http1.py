@@ -161,18 +161,18 @@ def parse_exchanges(view: View, conn_id: int, tls: bool = False) -> tuple[list[E
         else:
             i += 1
         pairs.append((req, msg))
-        if req is not None and ((msg.status == 101 and req.upgrade)
-                                or (req.method == "CONNECT" and 200 <= msg.status < 300)):
-            switch = (req.upgrade if msg.status == 101 else "tunnel", req, msg)
-            break
-        if req is not None and req.method == "CONNECT" and req is reqs[-1]:  # declined: HTTP goes on
-            try:
-                more, more_clean = _parse_requests(req_s, req.end)
-            except Exception as e:
-                more, more_clean, note = [], False, f"unparsed: {type(e).__name__}"
-            reqs.extend(more)
-            req_ts.extend(req_s.seen_ts_many([r.start for r in more]) if more else [])
-            clean = clean and more_clean
+        if req is not None and (msg.status == 101 or req.method == "CONNECT"):
+            if (msg.status == 101 and req.upgrade) or (req.method == "CONNECT" and 200 <= msg.status < 300):
+                switch = (req.upgrade if msg.status == 101 else "tunnel", req, msg)
+                break
+            if req.method == "CONNECT" and req is reqs[-1]:  # declined: HTTP goes on after it
+                try:
+                    more, more_clean = _parse_requests(req_s, req.end)
+                except Exception as e:
+                    more, more_clean, note = [], False, f"unparsed: {type(e).__name__}"
+                reqs.extend(more)
+                req_ts.extend(req_s.seen_ts_many([r.start for r in more]) if more else [])
+                clean = clean and more_clean
         if msg.complete:
             pos = msg.end
         else:
@@ -242,7 +242,7 @@ def _build(view: View, conn_id: int, pairs: list[tuple[Message | None, Message |
             resp.status if resp is not None else None, r.end - r.start,
             resp.end - resp.start if resp is not None else 0, start, end, latency, cpid, ctid, spid, stid,
             measured_at, complete, note, None, "", "", None, "", tls))
-        if (req is not None and req.anomalies) or (resp is not None and resp.anomalies):
+        if r.anomalies or (resp is not None and resp.anomalies):
             out[-1].anomalies = A.merged(r.anomalies, resp.anomalies if resp is not None else ())
     return out
 
