@@ -133,3 +133,31 @@ def test_ends_aligned_at_the_head_when_the_reader_stopped_early(tmp_path):
     (e,) = http.analyze_http(open_rows(tmp_path, rows)).exchanges
     assert (e.method, e.path, e.status, e.complete) == ("POST", "/submit", 201, True), e.to_dict()
     assert e.measured_at == "server" and (e.client_pid, e.server_pid) == (1000, 2000)
+
+
+def test_framing_anomalies_counted_per_connection_and_queryable(tmp_path):
+    rows: list[dict] = []
+    keepalive(Conn(rows), [(request("GET", "/clean"), response(200), MS)])
+    smuggled = b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" \
+               b"1\r\nx\r\n0\r\n\r\n"
+    twice = b"POST /d HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"
+    keepalive(Conn(rows, client=("10.0.0.1", 40001), client_sock=103, server_sock=204),
+              [(request("GET", "/before"), response(200), MS), (smuggled, response(200), MS),
+               (twice, response(201), MS), (request("GET", "/after"), response(200), MS)], t0=50 * MS)
+    cap = FakeCapture(open_rows(tmp_path, rows))
+    res = http.run(cap)
+    assert [(e.path, e.status, e.complete, e.anomalies) for e in res.exchanges] == [
+        ("/clean", 200, True, []), ("/before", 200, True, []), ("/s", 200, True, ["cl_and_te", "desync"]),
+        ("/d", 201, True, ["duplicate_content_length"]), ("/after", 200, True, [])]
+    (conn,) = res.connection_anomalies()
+    assert (conn.client, conn.exchanges, conn.smuggling) == ("10.0.0.1:40001", 2, True)
+    assert conn.counts == {"cl_and_te": 1, "desync": 1, "duplicate_content_length": 1}
+    text = res.to_text(width=200)
+    assert "Framing anomalies" in text and "cl_and_te (1)" in text
+    assert "frame the same bytes differently): 10.0.0.1:40001 -> 10.0.0.2:8080 (conn 1)" in text
+    assert "with framing anomalies 2" in text
+    js = res.to_json()
+    assert js["summary"]["exchanges_with_anomalies"] == 2 and js["anomalies"][0]["smuggling"] is True
+    assert [e.path for e in http.run(cap, http.HttpParams(anomalies=True)).exchanges] == ["/s", "/d"]
+    http.register_views(cap)
+    assert cap.query("SELECT path FROM http_exchanges WHERE list_contains(anomalies, 'cl_and_te')") == [("/s",)]

@@ -17,7 +17,18 @@ DATA = Path(__file__).parent / "data" / "format1"
 @pytest.mark.parametrize("command", ["requests", "flows", "analyze"])
 def test_old_archive_gives_the_same_analysis(command):
     res = trace_cmd(command, str(DATA / "http_keepalive.tar.zst"), "--json", check=True)
-    assert json.loads(res.stdout) == json.loads((DATA / f"{command}.json").read_text())
+    then = json.loads((DATA / f"{command}.json").read_text())
+    assert known_fields(json.loads(res.stdout), then) == then
+
+
+def known_fields(now, then):
+    """`now` without the object keys `then` does not have: fields added since (an exchange's
+    `anomalies`, ...) are new output, not a different analysis."""
+    if isinstance(now, dict) and isinstance(then, dict):
+        return {k: known_fields(v, then[k]) for k, v in now.items() if k in then}
+    if isinstance(now, list) and isinstance(then, list) and len(now) == len(then):
+        return [known_fields(a, b) for a, b in zip(now, then, strict=True)]
+    return now
 
 
 def test_old_archive_info_reads_its_manifest():

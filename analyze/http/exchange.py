@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass(slots=True)
@@ -43,6 +43,9 @@ class Exchange:
     # Filled by the analyzer from the process snapshot (the parsers only know pids).
     client_comm: str = ""
     server_comm: str = ""
+    # HTTP/1 framing anomalies of the request and response, as kinds from anomalies.py ("cl_and_te",
+    # "desync", ...): what a strict RFC 9112 recipient would have refused or read differently.
+    anomalies: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -38,6 +38,8 @@ def filter_result(full: HttpResult, p: HttpParams) -> HttpResult:
     if p.min_latency_ms is not None:
         floor = p.min_latency_ms * 1e6
         keep = [e for e in keep if e.latency_ns is not None and e.latency_ns >= floor]
+    if p.anomalies:
+        keep = [e for e in keep if e.anomalies]
     if keep is not result.exchanges:
         kept = {(e.conn_id, e.start_ts) for e in keep}
         result.websockets = [w for w in result.websockets if (w.handshake.conn_id, w.handshake.start_ts) in kept]

@@ -18,7 +18,8 @@ def render_text(result: HttpResult, width: int = 120) -> str:
     console.print(f"HTTP: {s['exchanges']} exchanges on {s['connections']} connections over "
                   f"{s['span_s']:.3f} s ({s['rate_per_s']:.1f}/s); errors {s['errors']} "
                   f"(4xx {s['status_4xx']}, 5xx {s['status_5xx']}, gRPC {s['grpc_errors']}); "
-                  f"incomplete {s['exchanges'] - s['complete']}")
+                  f"incomplete {s['exchanges'] - s['complete']}"
+                  + (f"; with framing anomalies {n}" if (n := s["exchanges_with_anomalies"]) else ""))
     for note in result.notes:
         console.print(f"note: {note}")
     if result.exchanges:
@@ -37,6 +38,19 @@ def render_text(result: HttpResult, width: int = 120) -> str:
                       process_label(e.client_pid, e.client_comm), process_label(e.server_pid, e.server_comm),
                       e.note[:40])
         console.print(t)
+    conns = result.connection_anomalies()
+    if conns:
+        t = Table(title="Framing anomalies (HTTP/1, per connection)", title_justify="left")
+        for col in ("conn", "client", "server", "exchanges", "kinds (exchanges)", "smuggling signature"):
+            t.add_column(col, justify="right" if col in ("conn", "exchanges") else "left")
+        for c in conns:
+            kinds = ", ".join(f"{k} ({n})" for k, n in c.counts.items())
+            t.add_row(str(c.conn_id), c.client, c.server, str(c.exchanges), kinds, "yes" if c.smuggling else "no")
+        console.print(t)
+        suspects = [c for c in conns if c.smuggling]
+        if suspects:
+            console.print("Smuggling signature (the two ends could frame the same bytes differently): "
+                          + ", ".join(f"{c.client} -> {c.server} (conn {c.conn_id})" for c in suspects))
     if result.websockets:
         t = Table(title="WebSocket sessions", title_justify="left")
         for col in ("path", "client", "server", "frames", "by kind"):

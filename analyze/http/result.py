@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from uetrace.analyze.http import tls
+from uetrace.analyze.http.anomalies import ConnectionAnomalies, by_connection
 from uetrace.analyze.http.exchange import Exchange
 from uetrace.analyze.http.websocket import WebSocketSession
 
@@ -23,6 +24,7 @@ class HttpParams:
     min_latency_ms: float | None = None
     slowest: int = 10  # rows in the slowest-requests table
     normalize_paths: bool = True  # group /users/42 and /users/43 as /users/{id} per endpoint
+    anomalies: bool = False  # keep only exchanges with framing anomalies
 
 
 @dataclass(slots=True)
@@ -98,6 +100,10 @@ class HttpResult:
         timed.sort(key=lambda e: -(e.latency_ns or 0))
         return timed[:self.params.slowest]
 
+    def connection_anomalies(self) -> list[ConnectionAnomalies]:
+        """Framing anomalies counted per connection (those with none are left out)."""
+        return by_connection(self.exchanges)
+
     def summary(self) -> dict:
         span = self.span_ns()
         return {
@@ -114,6 +120,7 @@ class HttpResult:
             "tls_connections": len(self.tls),
             "tls_decrypted": sum(t.decrypted for t in self.tls),
             "unrecognized_connections": self.unrecognized,
+            "exchanges_with_anomalies": sum(1 for e in self.exchanges if e.anomalies),
         }
 
     # -- rendering -------------------------------------------------------------------------------
@@ -125,6 +132,7 @@ class HttpResult:
             "exchanges": [e.to_dict() for e in self.exchanges],
             "websockets": [w.to_dict() for w in self.websockets],
             "tls": [t.to_dict() for t in self.tls],
+            "anomalies": [c.to_dict() for c in self.connection_anomalies()],
             "notes": list(self.notes),
         }
 

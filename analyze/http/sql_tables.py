@@ -16,6 +16,7 @@ _EXCHANGE_SCHEMA = pa.schema([
     ("complete", pa.bool_()), ("note", pa.string()), ("stream_id", pa.int64()), ("grpc_service", pa.string()),
     ("grpc_method", pa.string()), ("grpc_status", pa.int32()), ("grpc_message", pa.string()),
     ("tls", pa.bool_()), ("client_comm", pa.string()), ("server_comm", pa.string()),
+    ("anomalies", pa.list_(pa.string())),
 ])
 _FRAME_SCHEMA = pa.schema([
     ("session", pa.int64()), ("conn_id", pa.int64()), ("direction", pa.string()), ("opcode", pa.int32()),

@@ -26,10 +26,13 @@ COLUMNS = ("time s", "proto", "method", "path", "status", "latency ms", "req byt
 @click.option("--min-latency", type=Duration(), default=None,
               help="Keep exchanges at least this slow (100ms, 1.5s).")
 @click.option("--pid", type=int, default=None, help="Keep exchanges with this process at either end.")
+@click.option("--anomalies", "anomalous", is_flag=True, help="Keep HTTP/1 exchanges whose framing a strict RFC 9112 "
+              "recipient would refuse or read differently (cl_and_te, duplicate_content_length, desync, ...), "
+              "and list the kinds.")
 @json_option("Every field of every exchange, as a JSON list.")
 @format_option
 def command(archive: Path, status: str | None, path_glob: str | None, min_latency: float | None,
-            pid: int | None, as_json: bool, fmt: str):
+            pid: int | None, anomalous: bool, as_json: bool, fmt: str):
     """List the requests of a capture: HTTP/1.x, HTTP/2, gRPC and the handshakes of
     WebSocket sessions, decoded offline from the socket (and TLS) tracer's records.
 
@@ -42,6 +45,7 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
       trace requests run.tar.zst
       trace requests run.tar.zst --status 5xx --path '/api/*'
       trace requests run.tar.zst --min-latency 100ms --pid 1234 --json
+      trace requests run.tar.zst --anomalies
       trace query run.tar.zst "SELECT method, count(*) FROM http_exchanges GROUP BY 1"
     """
     from uetrace.analyze import http
@@ -51,7 +55,7 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
     if status is not None:
         status_matcher(status)  # a bad --status fails before the archive is read
 
-    params = http.HttpParams(pid=pid, status=status, path=path_glob,
+    params = http.HttpParams(pid=pid, status=status, path=path_glob, anomalies=anomalous,
                              min_latency_ms=min_latency * 1e3 if min_latency is not None else None)
     missing = "no socket records (capture with the sock tracer: -t sock,proc)"
     with reading(archive, http.ANALYZER.applies, missing) as db:
@@ -68,7 +72,11 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
              _path(e), http.status_text(e), "" if e.latency_ns is None else f"{e.latency_ns / 1e6:.2f}",
              e.req_bytes, e.resp_bytes, http.process_label(e.client_pid, e.client_comm),
              http.process_label(e.server_pid, e.server_comm), e.note) for e in exchanges]
-    print_rows(COLUMNS, rows, fmt, title=f"{len(rows)} exchanges")
+    columns = COLUMNS
+    if anomalous:
+        columns = (*COLUMNS, "anomalies")
+        rows = [(*row, ", ".join(e.anomalies)) for row, e in zip(rows, exchanges, strict=True)]
+    print_rows(columns, rows, fmt, title=f"{len(rows)} exchanges")
 
 
 def _when(e: Exchange) -> int:
