@@ -90,7 +90,23 @@ def gather(db: ArchiveDb, probes: list[Probe]) -> list[Evidence]:
             _packets(db, out, probes)
     finally:
         db.con.unregister("_corr_win")
+    period = sampling_period_ns(db)
+    if period:
+        for ev, p in zip(out, probes):
+            _thin_cpu(ev, p.window, period)
     return out
+
+
+def _thin_cpu(ev: Evidence, window: Window, period_ns: int) -> None:
+    """Say so when the samples are too few to tell where the CPU time went, unless off-CPU time
+    accounts for the window (the thread barely ran: few samples is the finding, not a gap)."""
+    n = ev.cpu_samples or 0
+    if n >= THIN_SAMPLES:
+        return
+    if ev.offcpu_ms is not None and window.duration_ns / 1e6 - ev.offcpu_ms < THIN_SAMPLES * period_ns / 1e6:
+        return
+    ev.notes.append(f"thin: {n} CPU sample{'s' if n != 1 else ''} in {window.duration_ns / 1e6:.3f} ms, too few to "
+                    "say where its CPU time went")
 
 
 def _fill(rows: list[tuple], out: list[Evidence], setter) -> None:
@@ -108,9 +124,6 @@ def _cpu(db: ArchiveDb, out: list[Evidence], period_ns: int | None) -> None:
         n = int(counts.get(i, 0))
         ev.cpu_samples = n
         ev.cpu_ms = n * period_ns / 1e6 if period_ns else None
-        if n < THIN_SAMPLES:
-            ev.notes.append(f"thin: {n} CPU sample{'s' if n != 1 else ''} in the window, too few to say where "
-                            "its CPU time went")
 
 
 def _offcpu(db: ArchiveDb, out: list[Evidence]) -> None:

@@ -26,7 +26,8 @@ COLUMNS = ("time s", "proto", "method", "path", "status", "latency ms", "req byt
 @click.option("--min-latency", type=Duration(), default=None,
               help="Keep exchanges at least this slow (100ms, 1.5s).")
 @click.option("--pid", type=int, default=None, help="Keep exchanges with this process at either end.")
-@json_option("Every field of every exchange, as a JSON list.")
+@json_option("Every field of every exchange, as a JSON list, with its request id, trace and span ids and the "
+             "evidence correlated to it (cpu_ms, offcpu_ms, lock_wait_ms, alloc_bytes, packets, retransmits).")
 @format_option
 def command(archive: Path, status: str | None, path_glob: str | None, min_latency: float | None,
             pid: int | None, as_json: bool, fmt: str):
@@ -53,11 +54,11 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
     with reading(archive, http.ANALYZER.applies, missing) as db:
         result = http.ANALYZER.run(db, params)
         t0 = db.info.start_ns or 0
-    # Time order across connections: the parsers emit them connection by connection.
-    exchanges = sorted(result.exchanges, key=lambda e: (_when(e), e.conn_id, e.stream_id or 0))
-    if as_json:
-        echo_json([e.to_dict() for e in exchanges])
-        return
+        # Time order across connections: the parsers emit them connection by connection.
+        exchanges = sorted(result.exchanges, key=lambda e: (_when(e), e.conn_id, e.stream_id or 0))
+        if as_json:
+            echo_json(_json_rows(db, exchanges))
+            return
     if not t0 and exchanges:
         t0 = min(_when(e) for e in exchanges)
     rows = [(f"{(_when(e) - t0) / 1e9:.3f}" if _when(e) else "", e.protocol + (" tls" if e.tls else ""), e.method,
@@ -65,6 +66,18 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
              e.req_bytes, e.resp_bytes, http.process_label(e.client_pid, e.client_comm),
              http.process_label(e.server_pid, e.server_comm), e.note) for e in exchanges]
     print_rows(COLUMNS, rows, fmt, title=f"{len(rows)} exchanges")
+
+
+def _json_rows(db, exchanges: list[Exchange]) -> list[dict]:
+    """Each exchange's fields and what the correlation engine found for it (see analyze/correlate)."""
+    from uetrace.analyze import correlate
+    corr = correlate.correlate(db)
+    rows = []
+    for e in exchanges:
+        r = corr.of(e)
+        rows.append({**e.to_dict(), **(r.row() if r is not None else correlate.Request(-1, e, "").row()),
+                     **({"request_id": None} if r is None else {})})
+    return rows
 
 
 def _when(e: Exchange) -> int:
