@@ -9,8 +9,8 @@ every window at once (one range join per source in DuckDB, so the cost is per re
     alloc    blocks the thread allocated in the window; outstanding: never freed while recording
              (scaled back when --alloc-sample kept 1 in N)
     net      packets of the exchange's connection in the window (loopback: the egress copy only),
-             retransmissions (a data segment whose sequence number was already sent in that
-             direction), and the handshake RTT of the connection for its first exchange
+             retransmissions (a segment starting below the highest sequence number already sent
+             that way), and the handshake RTT of the connection for its first exchange
 """
 
 from __future__ import annotations
@@ -197,15 +197,25 @@ def _packets(db: ArchiveDb, out: list[Evidence], probes: list[Probe]) -> None:
     rows = db.query("""
         WITH conn AS (SELECT DISTINCT caddr, cport, saddr, sport FROM _corr_win WHERE caddr IS NOT NULL),
         pk AS (
-            SELECT p.ts::BIGINT AS ts, p.len, c.caddr, c.cport, c.saddr, c.sport,
-                   p.protocol = 6 AND p.payload_len > 0
-                   AND count(*) OVER (PARTITION BY p.ifindex, p.saddr, p.sport, p.daddr, p.dport, p.seq
-                                      ORDER BY p.ts ROWS UNBOUNDED PRECEDING) > 1 AS retx
+            SELECT p.ts::BIGINT AS ts, p.len, p.protocol, c.caddr, c.cport, c.saddr, c.sport,
+                   p.ifindex, p.saddr = c.caddr AND p.sport = c.cport AS fwd,
+                   CASE WHEN p.protocol = 6 THEN p.payload_len + (p.tcp_flags & 2 <> 0)::INT
+                                                 + (p.tcp_flags & 1 <> 0)::INT ELSE 0 END AS seg_len, p.seq
             FROM net_observed p JOIN conn c
               ON (p.saddr = c.caddr AND p.sport = c.cport AND p.daddr = c.saddr AND p.dport = c.sport)
-              OR (p.saddr = c.saddr AND p.sport = c.sport AND p.daddr = c.caddr AND p.dport = c.cport))
+              OR (p.saddr = c.saddr AND p.sport = c.sport AND p.daddr = c.caddr AND p.dport = c.cport)),
+        rel AS (
+            SELECT *, ((seq::BIGINT - first_value(seq::BIGINT) OVER d) % 4294967296 + 4294967296) % 4294967296
+                      AS rel_seq
+            FROM pk WINDOW d AS (PARTITION BY ifindex, caddr, cport, saddr, sport, fwd ORDER BY ts, seq)),
+        marked AS (
+            -- as in flows.py: a segment starting below the highest sequence already sent that way
+            SELECT *, seg_len > 0 AND rel_seq < max(rel_seq + seg_len) OVER (
+                          PARTITION BY ifindex, caddr, cport, saddr, sport, fwd ORDER BY ts, seq
+                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS retx
+            FROM rel)
         SELECT w.w, count(*), sum(pk.len), count(*) FILTER (WHERE pk.retx)
-        FROM pk JOIN _corr_win w ON pk.caddr = w.caddr AND pk.cport = w.cport AND pk.saddr = w.saddr
+        FROM marked pk JOIN _corr_win w ON pk.caddr = w.caddr AND pk.cport = w.cport AND pk.saddr = w.saddr
                                  AND pk.sport = w.sport AND pk.ts >= w.s AND pk.ts <= w.e
         GROUP BY w.w""")
     _fill(rows, out, lambda ev, n, size, retx: (setattr(ev, "packets", int(n)),

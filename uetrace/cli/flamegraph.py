@@ -89,8 +89,6 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, 
             before = samples.load(db, _selected(db, flt, request_ids, endpoints))
     if not stacks.total:
         raise BadInputError("no samples match the filters")
-    if before is not None and not before.total:
-        raise BadInputError(f"no samples match the filters in {diff}")
     label = "Off-CPU" if offcpu else "CPU"
     if before is not None:
         from uetrace.analyze.stacks import diff as stack_diff
