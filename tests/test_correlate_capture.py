@@ -272,3 +272,47 @@ def test_analyze_section(capture):
     assert "slowest requests" in text and "GET /lock" in text
 
 
+
+
+def test_otlp_export(capture, result, tmp_path):
+    """OTLP/JSON: ids are hex strings (not protobuf's base64); with them turned back into bytes the file
+    parses into opentelemetry-proto's ExportTraceServiceRequest with every span and its parent."""
+    import base64
+    import re
+
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+
+    archive, fx = capture
+    out = tmp_path / "spans.json"
+    trace_cmd("export", str(archive), "--format", "otlp", "-o", str(out), check=True)
+    doc = json.loads(out.read_text())
+    spans = [s for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    assert len(spans) == len(result.spans)
+    for s in spans:
+        assert re.fullmatch("[0-9a-f]{32}", s["traceId"]) and re.fullmatch("[0-9a-f]{16}", s["spanId"])
+        assert re.fullmatch("[0-9a-f]{16}", s.get("parentSpanId", "0" * 16))
+        assert isinstance(s["startTimeUnixNano"], str) and isinstance(s["kind"], int)
+        for key in ("traceId", "spanId", "parentSpanId"):
+            if key in s:
+                s[key] = base64.b64encode(bytes.fromhex(s[key])).decode()
+    msg = json_format.ParseDict(doc, ExportTraceServiceRequest())
+    parsed = {p.span_id.hex(): p for rs in msg.resource_spans for ss in rs.scope_spans for p in ss.spans}
+    assert len(parsed) == len(result.spans)
+    services = {rs.resource.attributes[0].value.string_value for rs in msg.resource_spans}
+    assert services == {"corr_server"}
+    for r in _of(result, fx, "/back"):
+        back, call = parsed[r.server.span_id], parsed[r.client.span_id]
+        front = parsed[call.parent_span_id.hex()]
+        assert back.parent_span_id == call.span_id and back.trace_id == call.trace_id == front.trace_id
+        assert (back.kind, call.kind, front.kind) == (PbSpan.SPAN_KIND_SERVER, PbSpan.SPAN_KIND_CLIENT,
+                                                     PbSpan.SPAN_KIND_SERVER)
+        assert front.start_time_unix_nano <= call.start_time_unix_nano < call.end_time_unix_nano \
+            <= front.end_time_unix_nano
+        attrs = {a.key: a.value for a in back.attributes}
+        assert attrs["http.request.method"].string_value == "GET" and attrs["url.path"].string_value == "/back"
+        assert attrs["http.response.status_code"].int_value == 200 and attrs["server.port"].int_value == BACK
+    # wall clock: within the capture's recording window
+    start = min(p.start_time_unix_nano for p in parsed.values())
+    assert abs(start / 1e9 - time.time()) < 3600
