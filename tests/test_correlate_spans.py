@@ -44,7 +44,7 @@ def _req(i: int, client: tuple | None, server: tuple | None) -> Request:
     r = Request(i, Exchange("http/1.1", i, "10.0.0.1:1000", "10.0.0.2:80", "GET", f"/{i}"), f"GET /{i}")
     for side, w in ((CLIENT, client), (SERVER, server)):
         if w is not None:
-            span = Span(IDS.span_id(i, side), "", i, side, Window(*w))
+            span = Span(IDS.span_id(i, int(side == SERVER)), "", i, side, Window(*w))
             setattr(r, side, span)
     return r
 
@@ -153,10 +153,14 @@ def test_random_nesting_follows_windows():
 
 
 def test_ids_are_stable_and_per_archive():
-    assert IdMaker("a").span_id(1, 2, "client") == IdMaker("a").span_id(1, 2, "client")
-    assert IdMaker("a").span_id(1, 2, "client") != IdMaker("b").span_id(1, 2, "client")
-    assert IdMaker("a").span_id(1, 2, "client") != IdMaker("a").span_id(1, 2, "server")
-    assert len(IdMaker("a").trace_id(1)) == 32 and len(IdMaker("a").span_id(1)) == 16
+    a, b = IdMaker("a"), IdMaker("b")
+    assert a.span_id(1, 0) == IdMaker("a").span_id(1, 0)
+    assert a.span_id(1, 0) != b.span_id(1, 0)
+    spans = {a.span_id(i, side) for i in range(20000) for side in (0, 1)}
+    assert len(spans) == 40000 and all(len(x) == 16 and x != "0" * 16 for x in spans)
+    traces = {a.trace_id(x) for x in spans}
+    assert len(traces) == 40000 and all(len(x) == 32 for x in traces)
+    assert a.trace_id("00f067aa0ba902b7") != b.trace_id("00f067aa0ba902b7")
 
 
 # -- samples inside windows, differential flame graphs (synthetic stack archive) ----------------------

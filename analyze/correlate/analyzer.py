@@ -64,8 +64,7 @@ def correlate(db: ArchiveDb) -> CorrelationResult:
     for sw in windows:
         r = requests[sw.index]
         e = r.exchange
-        span = Span(ids.span_id(e.conn_id, e.stream_id, r.request_id, sw.side), "", r.request_id, sw.side,
-                    sw.window)
+        span = Span(ids.span_id(r.request_id, int(sw.side != CLIENT)), "", r.request_id, sw.side, sw.window)
         if sw.side == CLIENT:
             r.client = span
         else:

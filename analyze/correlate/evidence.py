@@ -1,11 +1,11 @@
 """Evidence inside a window: what each tracer saw on the span's thread between its start and end, for
-every window at once (one range join per source in DuckDB, so the cost is per record, not per window).
+every window at once (one read per source, then binary searches per window: see timeline.py).
 
     cpu      stack_sample rows of the thread in the window: samples x sampling period
     offcpu   off-CPU intervals (--offcpu) of the thread, clipped to the window
     lock     blocking lock calls (not condition waits: those wait for an event, not a lock) whose wait
-             overlaps the window, clipped to it; hold times from an acquisition to the same thread's
-             unlock of that lock, clipped to the window
+             overlaps the window, clipped to it; hold time: while the thread held at least one lock
+             (from an acquisition to its unlock of that lock), clipped to the window
     alloc    blocks the thread allocated in the window; outstanding: never freed while recording
              (scaled back when --alloc-sample kept 1 in N)
     net      packets of the exchange's connection in the window (loopback: the egress copy only),
@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.correlate import timeline
 from uetrace.analyze.correlate.result import THIN_SAMPLES, Evidence, Window
 
 BLOCKING_LOCK_FNS = ("LOCK_FN_LOCK", "LOCK_FN_TIMEDLOCK", "LOCK_FN_RDLOCK", "LOCK_FN_WRLOCK",
@@ -27,7 +30,7 @@ BLOCKING_LOCK_FNS = ("LOCK_FN_LOCK", "LOCK_FN_TIMEDLOCK", "LOCK_FN_RDLOCK", "LOC
 EOWNERDEAD = 130
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Probe:
     """One window to gather evidence in, with the connection it belongs to ("addr", port pairs)."""
 
@@ -65,36 +68,45 @@ def gather(db: ArchiveDb, probes: list[Probe]) -> list[Evidence]:
     if not probes:
         return out
     sources = recorded_sources(db)
-    table = pa.table({
-        "w": pa.array(range(len(probes)), pa.int64()),
-        "pid": pa.array([p.window.pid for p in probes], pa.int64()),
-        "tid": pa.array([p.window.tid for p in probes], pa.int64()),
-        "s": pa.array([p.window.start_ts for p in probes], pa.int64()),
-        "e": pa.array([p.window.end_ts for p in probes], pa.int64()),
-        "caddr": pa.array([p.client[0] if p.client else None for p in probes], pa.string()),
-        "cport": pa.array([p.client[1] if p.client else None for p in probes], pa.int64()),
-        "saddr": pa.array([p.server[0] if p.server else None for p in probes], pa.string()),
-        "sport": pa.array([p.server[1] if p.server else None for p in probes], pa.int64()),
-    })
-    db.con.register("_corr_win", table)
+    w = _Windows(probes)
+    db.con.register("_corr_threads", pa.table({"pid": pa.array(np.unique(w.key >> 32), pa.int64())}))
     try:
         if "cpu" in sources:
-            _cpu(db, out, sampling_period_ns(db))
+            _cpu(db, out, w, sampling_period_ns(db))
         if "offcpu" in sources:
-            _offcpu(db, out)
+            _offcpu(db, out, w)
         if "lock" in sources:
-            _locks(db, out)
+            _locks(db, out, w)
         if "alloc" in sources:
-            _allocs(db, out)
+            _allocs(db, out, w)
         if "net" in sources:
-            _packets(db, out, probes)
+            _packets(db, out, probes, w)
     finally:
-        db.con.unregister("_corr_win")
+        db.con.unregister("_corr_threads")
     period = sampling_period_ns(db)
     if period:
         for ev, p in zip(out, probes):
             _thin_cpu(ev, p.window, period)
     return out
+
+
+class _Windows:
+    """The probes' windows as arrays; key = pid << 32 | tid (a tid alone may be reused by another process)."""
+
+    def __init__(self, probes: list[Probe]):
+        self.key = np.array([(p.window.pid << 32) | p.window.tid for p in probes], np.int64)
+        self.s = np.array([p.window.start_ts for p in probes], np.int64)
+        self.e = np.array([p.window.end_ts for p in probes], np.int64)
+
+
+def _arrays(db: ArchiveDb, sql: str) -> list[np.ndarray]:
+    t = db.con.sql(sql).to_arrow_table()
+    return [pc.fill_null(t.column(i), 0).to_numpy().astype(np.int64) for i in range(t.num_columns)]
+
+
+# Only the processes that served or made a request: the rest of a system-wide capture is not read twice.
+_KEY = "(pid::BIGINT << 32) | tid::BIGINT"
+_MINE = "pid IN (SELECT pid FROM _corr_threads)"
 
 
 def _thin_cpu(ev: Evidence, window: Window, period_ns: int) -> None:
@@ -109,133 +121,115 @@ def _thin_cpu(ev: Evidence, window: Window, period_ns: int) -> None:
                     "say where its CPU time went")
 
 
-def _fill(rows: list[tuple], out: list[Evidence], setter) -> None:
-    for w, *values in rows:
-        setter(out[int(w)], *values)
-
-
-def _cpu(db: ArchiveDb, out: list[Evidence], period_ns: int | None) -> None:
-    rows = db.query("""
-        SELECT w.w, count(*) FROM stack_sample x JOIN _corr_win w
-          ON x.tid = w.tid AND x.pid = w.pid AND x.ts >= w.s AND x.ts <= w.e
-        GROUP BY w.w""")
-    counts = dict(rows)
-    for i, ev in enumerate(out):
-        n = int(counts.get(i, 0))
+def _cpu(db: ArchiveDb, out: list[Evidence], w: _Windows, period_ns: int | None) -> None:
+    keys, ts = _arrays(db, f"SELECT {_KEY}, ts::BIGINT FROM stack_sample WHERE {_MINE}")
+    counts, _ = timeline.points_in(keys, ts, [], w.key, w.s, w.e)
+    for ev, n in zip(out, counts.tolist()):
         ev.cpu_samples = n
         ev.cpu_ms = n * period_ns / 1e6 if period_ns else None
 
 
-def _offcpu(db: ArchiveDb, out: list[Evidence]) -> None:
-    for ev in out:
-        ev.offcpu_ms = 0.0
+def _offcpu(db: ArchiveDb, out: list[Evidence], w: _Windows) -> None:
     if not db.has("offcpu"):
+        for ev in out:
+            ev.offcpu_ms = 0.0
         return
-    rows = db.query("""
-        SELECT w.w, sum(least(x.ts::BIGINT + x.dur_ns::BIGINT, w.e) - greatest(x.ts::BIGINT, w.s))
-        FROM offcpu x JOIN _corr_win w
-          ON x.tid = w.tid AND x.pid = w.pid AND x.ts::BIGINT < w.e AND x.ts::BIGINT + x.dur_ns::BIGINT > w.s
-        GROUP BY w.w""")
-    _fill(rows, out, lambda ev, ns: setattr(ev, "offcpu_ms", int(ns) / 1e6))
+    keys, a, b = _arrays(db, f"SELECT {_KEY}, ts::BIGINT, ts::BIGINT + dur_ns::BIGINT FROM offcpu WHERE {_MINE}")
+    _, total = timeline.overlap(keys, a, b, w.key, w.s, w.e)
+    for ev, ns in zip(out, total.tolist()):
+        ev.offcpu_ms = ns / 1e6
 
 
-def _locks(db: ArchiveDb, out: list[Evidence]) -> None:
+def _locks(db: ArchiveDb, out: list[Evidence], w: _Windows) -> None:
     enums = db.enums
     acquire = int(enums.value("lock", "ue_lock_op", "LOCK_OP_ACQUIRE"))
     trylock = int(enums.value("lock", "ue_lock_op", "LOCK_OP_TRYLOCK"))
     unlock = int(enums.value("lock", "ue_lock_op", "LOCK_OP_UNLOCK"))
     blocking = enums.sql_list("lock", "ue_lock_fn", BLOCKING_LOCK_FNS)
-    for ev in out:
-        ev.lock_waits, ev.lock_wait_ms, ev.lock_hold_ms = 0, 0.0, 0.0
-    waits = db.query(f"""
-        SELECT w.w, count(*),
-               sum(least(x.ts::BIGINT, w.e) - greatest(x.ts::BIGINT - x.wait_ns::BIGINT, w.s))
-        FROM lock x JOIN _corr_win w
-          ON x.tid = w.tid AND x.pid = w.pid AND x.ts::BIGINT - x.wait_ns::BIGINT < w.e AND x.ts::BIGINT > w.s
-        WHERE x.op = {acquire} AND x.fn IN ({blocking})
-        GROUP BY w.w""")
-    _fill(waits, out, lambda ev, n, ns: (setattr(ev, "lock_waits", int(n)),
-                                         setattr(ev, "lock_wait_ms", max(int(ns), 0) / 1e6)))
-    holds = db.query(f"""
+    keys, a, b = _arrays(db, f"""SELECT {_KEY}, ts::BIGINT - wait_ns::BIGINT, ts::BIGINT FROM lock
+                                 WHERE {_MINE} AND op = {acquire} AND fn IN ({blocking})""")
+    waits, waited = timeline.overlap(keys, a, b, w.key, w.s, w.e)
+    keys, a, b = _arrays(db, f"""
         WITH ev AS (
             SELECT pid, tid, ts::BIGINT AS ts, op, ret, lead(op) OVER o AS next_op, lead(ts::BIGINT) OVER o AS next_ts
-            FROM lock WINDOW o AS (PARTITION BY pid, tid, mutex ORDER BY ts, op)),
-        held AS (
-            SELECT pid, tid, ts AS a, next_ts AS b FROM ev
-            WHERE op IN ({acquire}, {trylock}) AND ret IN (0, {EOWNERDEAD}) AND next_op = {unlock})
-        SELECT w.w, sum(least(h.b, w.e) - greatest(h.a, w.s))
-        FROM held h JOIN _corr_win w ON h.tid = w.tid AND h.pid = w.pid AND h.a < w.e AND h.b > w.s
-        GROUP BY w.w""")
-    _fill(holds, out, lambda ev, ns: setattr(ev, "lock_hold_ms", max(int(ns), 0) / 1e6))
+            FROM lock WHERE {_MINE} WINDOW o AS (PARTITION BY pid, tid, mutex ORDER BY ts, op))
+        SELECT {_KEY}, ts, next_ts FROM ev
+        WHERE op IN ({acquire}, {trylock}) AND ret IN (0, {EOWNERDEAD}) AND next_op = {unlock}""")
+    _, held = timeline.overlap(*timeline.union(keys, a, b), w.key, w.s, w.e)
+    for ev, n, ns, hold in zip(out, waits.tolist(), waited.tolist(), held.tolist()):
+        ev.lock_waits, ev.lock_wait_ms, ev.lock_hold_ms = n, ns / 1e6, hold / 1e6
 
 
-def _allocs(db: ArchiveDb, out: list[Evidence]) -> None:
+def _allocs(db: ArchiveDb, out: list[Evidence], w: _Windows) -> None:
     from uetrace.analyze import leaks
     leaks.register_views(db)
     rate = max(int(leaks.sample_rate(db)), 1)
-    for ev in out:
-        ev.allocs, ev.alloc_bytes, ev.outstanding_bytes = 0, 0, 0
+    keys, ts, size, kept = _arrays(db, f"""
+        SELECT {_KEY}, ts::BIGINT, size::BIGINT,
+               CASE WHEN freed_ts IS NULL AND NOT coalesce(missed_free, false) THEN size ELSE 0 END::BIGINT
+        FROM alloc_blocks WHERE {_MINE}""")
+    counts, (sizes, kepts) = timeline.points_in(keys, ts, [size, kept], w.key, w.s, w.e)
+    for ev, n, nbytes, k in zip(out, counts.tolist(), sizes.tolist(), kepts.tolist()):
+        ev.allocs, ev.alloc_bytes, ev.outstanding_bytes = n * rate, nbytes * rate, k * rate
         if rate > 1:
             ev.notes.append(f"allocations sampled 1 in {rate}: alloc figures are estimates")
-    rows = db.query("""
-        SELECT w.w, count(*), sum(b.size),
-               coalesce(sum(b.size) FILTER (WHERE b.freed_ts IS NULL AND NOT coalesce(b.missed_free, false)), 0)
-        FROM alloc_blocks b JOIN _corr_win w
-          ON b.tid = w.tid AND b.pid = w.pid AND b.ts::BIGINT >= w.s AND b.ts::BIGINT <= w.e
-        GROUP BY w.w""")
-    _fill(rows, out, lambda ev, n, size, kept: (setattr(ev, "allocs", int(n) * rate),
-                                                setattr(ev, "alloc_bytes", int(size) * rate),
-                                                setattr(ev, "outstanding_bytes", int(kept) * rate)))
 
 
-def _packets(db: ArchiveDb, out: list[Evidence], probes: list[Probe]) -> None:
+def _packets(db: ArchiveDb, out: list[Evidence], probes: list[Probe], w: _Windows) -> None:
     from uetrace.analyze import flows
     flows.register_views(db)
-    for ev, p in zip(out, probes):
-        if p.client is not None:
-            ev.packets, ev.packet_bytes, ev.retransmits = 0, 0, 0
-    rows = db.query("""
-        WITH conn AS (SELECT DISTINCT caddr, cport, saddr, sport FROM _corr_win WHERE caddr IS NOT NULL),
-        pk AS (
-            SELECT p.ts::BIGINT AS ts, p.len, p.protocol, c.caddr, c.cport, c.saddr, c.sport,
-                   p.ifindex, p.saddr = c.caddr AND p.sport = c.cport AS fwd,
-                   CASE WHEN p.protocol = 6 THEN p.payload_len + (p.tcp_flags & 2 <> 0)::INT
-                                                 + (p.tcp_flags & 1 <> 0)::INT ELSE 0 END AS seg_len, p.seq
-            FROM net_observed p JOIN conn c
-              ON (p.saddr = c.caddr AND p.sport = c.cport AND p.daddr = c.saddr AND p.dport = c.sport)
-              OR (p.saddr = c.saddr AND p.sport = c.sport AND p.daddr = c.caddr AND p.dport = c.cport)),
-        rel AS (
-            SELECT *, ((seq::BIGINT - first_value(seq::BIGINT) OVER d) % 4294967296 + 4294967296) % 4294967296
-                      AS rel_seq
-            FROM pk WINDOW d AS (PARTITION BY ifindex, caddr, cport, saddr, sport, fwd ORDER BY ts, seq)),
-        marked AS (
-            -- as in flows.py: a segment starting below the highest sequence already sent that way
-            SELECT *, seg_len > 0 AND rel_seq < max(rel_seq + seg_len) OVER (
-                          PARTITION BY ifindex, caddr, cport, saddr, sport, fwd ORDER BY ts, seq
-                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS retx
-            FROM rel)
-        SELECT w.w, count(*), sum(pk.len), count(*) FILTER (WHERE pk.retx)
-        FROM marked pk JOIN _corr_win w ON pk.caddr = w.caddr AND pk.cport = w.cport AND pk.saddr = w.saddr
-                                 AND pk.sport = w.sport AND pk.ts >= w.s AND pk.ts <= w.e
-        GROUP BY w.w""")
-    _fill(rows, out, lambda ev, n, size, retx: (setattr(ev, "packets", int(n)),
-                                                setattr(ev, "packet_bytes", int(size or 0)),
-                                                setattr(ev, "retransmits", int(retx))))
-    firsts = [i for i, p in enumerate(probes) if p.first_on_connection]
-    if not firsts:
+    codes: dict[tuple, int] = {}
+    wconn = np.array([codes.setdefault((*p.client, *p.server), len(codes)) if p.client and p.server else -1
+                      for p in probes], np.int64)
+    if not codes:
         return
-    rtts = dict(((c, cp, s, sp), (syn, synack)) for c, cp, s, sp, syn, synack in db.query("""
-        SELECT c.caddr, c.cport, c.saddr, c.sport,
-               min(p.ts) FILTER (WHERE p.saddr = c.caddr AND p.tcp_flags & 18 = 2),
-               min(p.ts) FILTER (WHERE p.saddr = c.saddr AND p.tcp_flags & 18 = 18)
-        FROM net_observed p JOIN (SELECT DISTINCT caddr, cport, saddr, sport FROM _corr_win
-                                  WHERE caddr IS NOT NULL) c
-          ON p.protocol = 6 AND ((p.saddr = c.caddr AND p.sport = c.cport AND p.daddr = c.saddr AND p.dport = c.sport)
-              OR (p.saddr = c.saddr AND p.sport = c.sport AND p.daddr = c.caddr AND p.dport = c.cport))
-        GROUP BY ALL"""))
-    for i in firsts:
-        p = probes[i]
-        assert p.client is not None and p.server is not None
-        syn, synack = rtts.get((*p.client, *p.server), (None, None))
-        if syn is not None and synack is not None and synack >= syn and syn <= p.window.end_ts:
-            out[i].handshake_rtt_ms = (synack - syn) / 1e6
+    conns = list(codes)
+    db.con.register("_corr_conns", pa.table({
+        "code": pa.array(range(len(conns)), pa.int64()), "caddr": pa.array([c[0] for c in conns], pa.string()),
+        "cport": pa.array([c[1] for c in conns], pa.int64()), "saddr": pa.array([c[2] for c in conns], pa.string()),
+        "sport": pa.array([c[3] for c in conns], pa.int64())}))
+    try:
+        code, ts, size, retx = _arrays(db, _PACKETS_SQL)
+        rtts = db.query(_HANDSHAKE_SQL)
+    finally:
+        db.con.unregister("_corr_conns")
+    counts, (sizes, retxs) = timeline.points_in(code, ts, [size, retx], wconn, w.s, w.e)
+    for ev, c, n, nbytes, r in zip(out, wconn.tolist(), counts.tolist(), sizes.tolist(), retxs.tolist()):
+        if c >= 0:
+            ev.packets, ev.packet_bytes, ev.retransmits = n, nbytes, r
+    handshakes = {c: (syn, synack) for c, syn, synack in rtts}
+    for ev, p, c in zip(out, probes, wconn.tolist()):
+        syn, synack = handshakes.get(c, (None, None))
+        if p.first_on_connection and syn is not None and synack is not None and synack >= syn \
+                and syn <= p.window.end_ts:
+            ev.handshake_rtt_ms = (synack - syn) / 1e6
+
+
+# The connection's packets (loopback: the egress copy only, see flows.py), each marked when it is a
+# retransmission: a segment starting below the highest sequence number already sent that way.
+_PACKETS_SQL = """
+    WITH pk AS (
+        SELECT c.code, p.ts::BIGINT AS ts, p.len::BIGINT AS len, p.ifindex, p.seq,
+               p.saddr = c.caddr AND p.sport = c.cport AS fwd,
+               CASE WHEN p.protocol = 6 THEN p.payload_len + (p.tcp_flags & 2 <> 0)::INT
+                                             + (p.tcp_flags & 1 <> 0)::INT ELSE 0 END AS seg_len
+        FROM net_observed p JOIN _corr_conns c
+          ON (p.saddr = c.caddr AND p.sport = c.cport AND p.daddr = c.saddr AND p.dport = c.sport)
+          OR (p.saddr = c.saddr AND p.sport = c.sport AND p.daddr = c.caddr AND p.dport = c.cport)),
+    rel AS (
+        SELECT *, ((seq::BIGINT - first_value(seq::BIGINT) OVER d) % 4294967296 + 4294967296) % 4294967296
+                  AS rel_seq
+        FROM pk WINDOW d AS (PARTITION BY code, ifindex, fwd ORDER BY ts, seq))
+    SELECT code, ts, len,
+           coalesce(seg_len > 0 AND rel_seq < max(rel_seq + seg_len) OVER (
+               PARTITION BY code, ifindex, fwd ORDER BY ts, seq
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false)::BIGINT AS retx
+    FROM rel"""
+
+_HANDSHAKE_SQL = """
+    SELECT c.code, min(p.ts) FILTER (WHERE p.saddr = c.caddr AND p.tcp_flags & 18 = 2),
+           min(p.ts) FILTER (WHERE p.saddr = c.saddr AND p.tcp_flags & 18 = 18)
+    FROM net_observed p JOIN _corr_conns c
+      ON p.protocol = 6 AND ((p.saddr = c.caddr AND p.sport = c.cport AND p.daddr = c.saddr AND p.dport = c.sport)
+          OR (p.saddr = c.saddr AND p.sport = c.sport AND p.daddr = c.caddr AND p.dport = c.cport))
+    GROUP BY c.code"""

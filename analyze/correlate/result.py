@@ -23,7 +23,7 @@ class CorrelateParams:
     request_id: int | None = None  # keep only this request (all spans are still linked first)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Window:
     """Where one end handled an exchange: the thread and the CLOCK_MONOTONIC ns interval. Server side:
     from the first request byte read to the last response byte written; client side: from the first

@@ -44,24 +44,35 @@ def parse_traceparent(head: bytes) -> TraceParent | None:
     return None
 
 
+_MASK = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finalizer: a bijection of 64-bit integers that scatters nearby inputs."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK
+    return x ^ (x >> 31)
+
+
 class IdMaker:
-    """Stable ids from the archive's identity (its clock anchors and host) and a span's key."""
+    """Stable ids from the archive's identity (its clock anchors and host) and a span's key: a keyed
+    64-bit mix, a few hundred ns per id (a cryptographic hash per span cost 7 us, a third of the
+    correlation's time at 100 000 requests). Ids identify, they do not authenticate."""
 
     def __init__(self, archive_key: str):
-        self.key = archive_key.encode()
+        digest = hashlib.blake2b(archive_key.encode(), digest_size=24, person=b"uetrace-span").digest()
+        self._seeds = [int.from_bytes(digest[i:i + 8], "little") for i in (0, 8, 16)]
 
-    def _hex(self, nbytes: int, *parts: object) -> str:
-        h = hashlib.blake2b(self.key, digest_size=nbytes, person=b"uetrace-span")
-        for p in parts:
-            h.update(b"\0" + str(p).encode())
-        out = h.hexdigest()
-        return out if set(out) != {"0"} else "1".rjust(2 * nbytes, "0")
+    def span_id(self, request_id: int, side: int) -> str:
+        """side: 0 client, 1 server."""
+        v = _mix((self._seeds[0] + 2 * request_id + side) & _MASK) or 1
+        return f"{v:016x}"
 
-    def span_id(self, *parts: object) -> str:
-        return self._hex(8, "span", *parts)
-
-    def trace_id(self, *parts: object) -> str:
-        return self._hex(16, "trace", *parts)
+    def trace_id(self, root_span_id: str) -> str:
+        x = int(root_span_id, 16)
+        hi = _mix(self._seeds[1] ^ x)
+        lo = _mix((self._seeds[2] ^ x) + 0x9E3779B97F4A7C15 & _MASK) or 1
+        return f"{hi:016x}{lo:016x}"
 
 
 def link(requests: list[Request], headers: dict[int, TraceParent], ids: IdMaker) -> None:

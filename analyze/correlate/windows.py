@@ -13,11 +13,13 @@ first to return after the server began answering (exact=False when a response to
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.correlate.result import CLIENT, SERVER, Window
@@ -37,6 +39,7 @@ class SideWindow:
     head: bytes  # the first request bytes this side moved in the window (headers), as captured
 
 
+@functools.lru_cache(maxsize=65536)
 def split_addr(addr: str) -> tuple[str, int] | None:
     """("1.2.3.4", 80) from "1.2.3.4:80" or "[::1]:80"; None when there is no port."""
     host, sep, port = addr.rpartition(":")
@@ -60,7 +63,9 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
     """The windows of every exchange's captured ends (an end is captured when the parsers named its
     pid), in exchange order, client side first."""
     wanted: list[tuple[int, str, bool]] = []  # (exchange index, side, measured there)
-    cols: dict[str, list] = {c: [] for c in ("q", "laddr", "lport", "raddr", "rport", "lo", "hi")}
+    cols: dict[str, list] = {c: [] for c in ("q", "laddr", "lport", "raddr", "rport", "lo", "hi", "start")}
+    add_q, add_la, add_lp, add_ra, add_rp, add_lo, add_hi, add_start = (cols[c].append for c in cols)
+    add = wanted.append
     for i, e in enumerate(exchanges):
         start = e.start_ts if e.start_ts is not None else e.end_ts
         end = e.end_ts if e.end_ts is not None else e.start_ts
@@ -72,31 +77,97 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
                 continue
             measured = e.measured_at == side
             local, remote = (client, server) if side == CLIENT else (server, client)
-            lo = start - FAR_CLIENT_LOOKBACK_NS if side == CLIENT and not measured else start
-            cols["q"].append(len(wanted))
-            cols["laddr"].append(local[0])
-            cols["lport"].append(local[1])
-            cols["raddr"].append(remote[0])
-            cols["rport"].append(remote[1])
-            cols["lo"].append(max(lo, 0))
-            cols["hi"].append(end)
-            wanted.append((i, side, measured))
+            add_q(len(wanted))
+            add_la(local[0])
+            add_lp(local[1])
+            add_ra(remote[0])
+            add_rp(remote[1])
+            add_lo(max(start - FAR_CLIENT_LOOKBACK_NS if side == CLIENT and not measured else start, 0))
+            add_hi(end)
+            add_start(start)
+            add((i, side, measured))
     if not wanted:
         return []
-    rows = _rows(db, cols)
+    n = len(wanted)
+    side_server = np.array([w[1] == SERVER for w in wanted])
+    measured = np.array([w[2] for w in wanted])
+    start = np.array(cols["start"], np.int64)
+    end = np.array(cols["hi"], np.int64)
+    got = _rows(db, cols)
     egress = int(db.enums.value("sock_data", "ue_sock_direction", "DIR_EGRESS"))
+    # Per query: its window, exactness and thread; the defaults hold when it has no rows (measured there:
+    # its own times and the thread the parsers named).
+    w_start, w_end = start.copy(), end.copy()
+    exact = np.ones(n, bool)
+    ok = measured.copy()
+    thread: dict[int, tuple[int, int]] = {}
+    heads: dict[int, bytes] = {}
+    if got is not None:
+        q, direction, ts_enter, ts_exit, pid, tid, payload = got
+        qs, first = np.unique(q, return_index=True)
+        srv = side_server[q]
+        req = (direction == egress) != srv  # the request goes client -> server
+        resp = ~req
+        lo_r, hi_r = start[q], end[q]
+
+        def seg(values: np.ndarray, mask: np.ndarray, ufunc, fill: int) -> np.ndarray:
+            return ufunc.reduceat(np.where(mask, values, fill), first)
+
+        big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+        # The far server: its reads of the request returned, and its response writes began, in the window.
+        in_req_srv = req & (ts_exit >= lo_r) & (ts_exit <= hi_r)
+        in_resp_srv = resp & (ts_enter >= lo_r) & (ts_enter <= hi_r)
+        fs_start = seg(ts_exit, in_req_srv, np.minimum, big)
+        fs_end = seg(ts_exit, in_resp_srv, np.maximum, small)
+        # The far client: its last request write begun before the server had the request, its first
+        # response read returned after.
+        before = req & (ts_enter <= lo_r)
+        after = resp & (ts_exit >= lo_r)
+        fc_start = seg(ts_enter, before, np.maximum, small)
+        fc_end = seg(ts_exit, after, np.minimum, big)
+        fc_after = np.add.reduceat(after.astype(np.int64), first)
+        m, ss = measured[qs], side_server[qs]
+        far_srv, far_cli = ~m & ss, ~m & ~ss
+        w_start[qs] = np.select([m, far_srv, far_cli], [start[qs], fs_start, fc_start])
+        w_end[qs] = np.select([m, far_srv, far_cli], [end[qs], fs_end, fc_end])
+        ok[qs] = m | (far_srv & (fs_start != big) & (fs_end != small)) | (far_cli & (fc_start != small)
+                                                                           & (fc_end != big))
+        exact[qs] = ~far_cli | (fc_after == 1)
+        # Request bytes this side moved in its window (for the headers).
+        ws_r, we_r = w_start[q], w_end[q]
+        in_req = np.where(srv, req & (ts_exit >= ws_r) & (ts_exit <= we_r),
+                          req & (ts_enter >= ws_r) & (ts_enter <= we_r))
+        in_req &= np.where(measured[q] | srv, True, ts_enter == ws_r)
+        # The thread: the one that wrote (server) or read (client) the response's last byte.
+        mine = resp & (ts_exit >= ws_r) & (ts_exit <= we_r)
+        last = seg(np.arange(len(q)), mine, np.maximum, -1)
+        for qq, li in zip(qs.tolist(), last.tolist()):
+            if li >= 0:
+                thread[qq] = (int(pid[li]), int(tid[li]))
+        maybe = np.flatnonzero(in_req & payload[1])
+        for i in maybe.tolist():
+            heads[int(q[i])] = heads.get(int(q[i]), b"") + payload[0][i]
     out = []
-    for q, (i, side, measured) in enumerate(wanted):
-        e = exchanges[i]
-        w = _window(e, side, measured, rows.get(q), egress)
-        if w is not None:
-            out.append(SideWindow(i, side, w[0], w[1]))
+    for qq, (i, side, _m), good, a, b, x in zip(range(n), wanted, ok.tolist(), w_start.tolist(), w_end.tolist(),
+                                                exact.tolist()):
+        if not good:
+            continue
+        pid_tid = thread.get(qq)
+        if pid_tid is None:
+            e = exchanges[i]
+            pid_tid = (e.client_pid, e.client_tid) if side == CLIENT else (e.server_pid, e.server_tid)
+            if pid_tid[0] is None or pid_tid[1] is None:
+                continue
+        head = heads.get(qq)
+        out.append(SideWindow(i, side, Window(pid_tid[0], pid_tid[1], a, b, x), head[:HEAD_BYTES] if head else b""))
     return out
 
 
-def _rows(db: ArchiveDb, cols: dict[str, list]) -> dict[int, dict[str, np.ndarray | list]]:
+def _rows(db: ArchiveDb, cols: dict[str, list]) -> tuple | None:
+    """The sock_data rows of every query's socket in its time bounds, sorted by query: (q, direction,
+    ts_enter, ts_exit, pid, tid, (payloads, mask of those that may hold a traceparent))."""
     if not db.has("sock_data"):
-        return {}
+        return None
     table = pa.table({"q": pa.array(cols["q"], pa.int64()), "laddr": pa.array(cols["laddr"], pa.string()),
                       "lport": pa.array(cols["lport"], pa.int32()), "raddr": pa.array(cols["raddr"], pa.string()),
                       "rport": pa.array(cols["rport"], pa.int32()), "lo": pa.array(cols["lo"], pa.int64()),
@@ -105,67 +176,19 @@ def _rows(db: ArchiveDb, cols: dict[str, list]) -> dict[int, dict[str, np.ndarra
     try:
         got = db.con.sql(_ROWS_SQL).to_arrow_table()
     except duckdb.Error:
-        return {}
+        return None
     finally:
         db.con.unregister("_corr_sides")
     if got.num_rows == 0:
-        return {}
-    q = got.column("q").to_numpy()
-    cuts = np.flatnonzero(np.diff(q)) + 1
-    bounds = np.concatenate(([0], cuts, [len(q)]))
-    arrays = {c: got.column(c).to_numpy() for c in ("direction", "ts_enter", "ts_exit", "pid", "tid")}
-    payload = got.column("payload").to_pylist()
-    out: dict[int, dict] = {}
-    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        out[int(q[a])] = {**{c: v[a:b] for c, v in arrays.items()}, "payload": payload[a:b]}
-    return out
-
-
-def _window(e: Exchange, side: str, measured: bool, rows: dict | None,
-            egress: int) -> tuple[Window, bytes] | None:
-    start = e.start_ts if e.start_ts is not None else e.end_ts
-    end = e.end_ts if e.end_ts is not None else e.start_ts
-    assert start is not None and end is not None
-    pid = e.client_pid if side == CLIENT else e.server_pid
-    tid = e.client_tid if side == CLIENT else e.server_tid
-    if rows is None:  # nothing of this end in the window: its times and thread stand in
-        if measured and pid is not None and tid is not None:
-            return Window(pid, tid, start, end), b""
         return None
-    is_egress = rows["direction"] == egress
-    ts_enter, ts_exit = rows["ts_enter"].astype(np.int64), rows["ts_exit"].astype(np.int64)
-    # The request travels client -> server: the client's egress, the server's ingress.
-    req = is_egress if side == CLIENT else ~is_egress
-    resp = ~req
-    exact = True
-    if measured:
-        w_start, w_end = start, end
-        if side == CLIENT:
-            in_req = req & (ts_enter >= start) & (ts_enter <= end)
-        else:
-            in_req = req & (ts_exit >= start) & (ts_exit <= end)
-    elif side == SERVER:
-        in_req = req & (ts_exit >= start) & (ts_exit <= end)
-        in_resp = resp & (ts_enter >= start) & (ts_enter <= end)
-        if not in_req.any() or not in_resp.any():
-            return None
-        w_start, w_end = int(ts_exit[in_req].min()), int(ts_exit[in_resp].max())
-    else:
-        before = req & (ts_enter <= start)
-        after = resp & (ts_exit >= start)
-        if not before.any() or not after.any():
-            return None
-        first = int(ts_enter[before].max())
-        in_req = req & (ts_enter == first)
-        w_start, w_end = first, int(ts_exit[after].min())
-        exact = int(after.sum()) == 1
-    # The thread: the one that wrote (server) or read (client) the response's last byte, else the one
-    # the parsers named.
-    mine = resp & (ts_exit <= w_end) & (ts_exit >= w_start)
-    if mine.any():
-        last = int(np.flatnonzero(mine)[-1])
-        pid, tid = int(rows["pid"][last]), int(rows["tid"][last])
-    if pid is None or tid is None:
-        return None
-    head = b"".join(p or b"" for p, keep in zip(rows["payload"], in_req.tolist()) if keep)[:HEAD_BYTES]
-    return Window(pid, tid, w_start, w_end, exact), head
+    arrays = [got.column(c).to_numpy().astype(np.int64) for c in ("q", "direction", "ts_enter", "ts_exit", "pid",
+                                                                    "tid")]
+    payload = got.column("payload")
+    # Only rows that may carry the header are turned into Python bytes (a cheap scan in Arrow).
+    candidate = pc.fill_null(pc.match_substring(payload, "traceparent", ignore_case=True), False)
+    mask = candidate.to_numpy(zero_copy_only=False).astype(bool)
+    picked = payload.filter(candidate).to_pylist()
+    full: list[bytes] = [b""] * got.num_rows
+    for i, p in zip(np.flatnonzero(mask).tolist(), picked):
+        full[i] = p or b""
+    return (*arrays, (full, mask))
