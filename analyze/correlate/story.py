@@ -107,7 +107,8 @@ def _events(db: ArchiveDb, st: SpanStory, result: CorrelationResult) -> None:
                 "SELECT ts_enter, ts_exit, direction, bytes, raddr, rport FROM sock_data "
                 "WHERE pid = ? AND tid = ? AND ts_exit >= ? AND ts_enter <= ? AND bytes > 0 ORDER BY ts_enter", args):
             verb, prep = ("wrote", "to") if direction == egress else ("read", "from")
-            ev.append(Event(ts_enter, ts_exit - ts_enter, "sock", f"{verb} {nbytes:,} B {prep} {raddr}:{rport}"))
+            peer = f"[{raddr}]:{rport}" if ":" in raddr else f"{raddr}:{rport}"
+            ev.append(Event(ts_enter, ts_exit - ts_enter, "sock", f"{verb} {nbytes:,} B {prep} {peer}"))
     if db.has("lock"):
         acquire = int(db.enums.value("lock", "ue_lock_op", "LOCK_OP_ACQUIRE"))
         fns = {v: k for k, v in db.enums.values("lock", "ue_lock_fn").items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uetrace.analyze.correlate.report import breakdown
 from uetrace.analyze.correlate.story import SpanStory, Story
+from uetrace.analyze.http.report import status_text
 
 
 def _ms(v: float | None) -> str:
@@ -13,7 +14,7 @@ def _ms(v: float | None) -> str:
 def render_story(story: Story) -> str:
     r = story.request
     e = r.exchange
-    status = e.status if e.status is not None else (e.grpc_status if e.grpc_status is not None else "-")
+    status = status_text(e) or "-"
     main = r.main
     latency = "-" if e.latency_ns is None else f"{e.latency_ns / 1e6:.3f} ms"
     out = [f"request {r.request_id}: {r.endpoint} -> {status}, {latency} ({e.protocol}, {e.client} -> {e.server})"]
