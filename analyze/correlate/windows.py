@@ -50,11 +50,14 @@ def split_addr(addr: str) -> tuple[str, int] | None:
 
 _NORM = "CASE WHEN starts_with({c}, '::ffff:') AND contains({c}, '.') THEN substr({c}, 8) ELSE {c} END"
 
+_COLS = "direction, ts_enter, ts_exit, pid, tid, payload, protocol, bytes, laddr, lport, raddr, rport"
+# A TLS exchange was parsed from the TLS tracer's plaintext: its ends' SSL calls time it and carry its
+# headers (the socket's bytes are ciphertext).
 _ROWS_SQL = f"""
     SELECT q.q, d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid, d.payload
-    FROM _corr_sides q JOIN sock_data d
+    FROM _corr_sides q JOIN ({{source}}) d
       ON d.lport = q.lport AND d.rport = q.rport AND {_NORM.format(c='d.laddr')} = q.laddr
-         AND {_NORM.format(c='d.raddr')} = q.raddr
+         AND {_NORM.format(c='d.raddr')} = q.raddr AND d.tls = q.tls
     WHERE d.protocol = 6 AND d.bytes > 0 AND d.ts_exit >= q.lo AND d.ts_enter <= q.hi
     ORDER BY q.q, d.ts_enter, d.ts_exit"""
 
@@ -63,8 +66,8 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
     """The windows of every exchange's captured ends (an end is captured when the parsers named its
     pid), in exchange order, client side first."""
     wanted: list[tuple[int, str, bool]] = []  # (exchange index, side, measured there)
-    cols: dict[str, list] = {c: [] for c in ("q", "laddr", "lport", "raddr", "rport", "lo", "hi", "start")}
-    add_q, add_la, add_lp, add_ra, add_rp, add_lo, add_hi, add_start = (cols[c].append for c in cols)
+    cols: dict[str, list] = {c: [] for c in ("q", "laddr", "lport", "raddr", "rport", "lo", "hi", "start", "tls")}
+    add_q, add_la, add_lp, add_ra, add_rp, add_lo, add_hi, add_start, add_tls = (cols[c].append for c in cols)
     add = wanted.append
     for i, e in enumerate(exchanges):
         start = e.start_ts if e.start_ts is not None else e.end_ts
@@ -85,6 +88,7 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
             add_lo(max(start - FAR_CLIENT_LOOKBACK_NS if side == CLIENT and not measured else start, 0))
             add_hi(end)
             add_start(start)
+            add_tls(e.tls)
             add((i, side, measured))
     if not wanted:
         return []
@@ -166,15 +170,17 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
 def _rows(db: ArchiveDb, cols: dict[str, list]) -> tuple | None:
     """The sock_data rows of every query's socket in its time bounds, sorted by query: (q, direction,
     ts_enter, ts_exit, pid, tid, (payloads, mask of those that may hold a traceparent))."""
-    if not db.has("sock_data"):
+    sources = [f"SELECT {_COLS}, {t == 'tls_data'} AS tls FROM {t}" for t in ("sock_data", "tls_data") if db.has(t)]
+    if not sources:
         return None
-    table = pa.table({"q": pa.array(cols["q"], pa.int64()), "laddr": pa.array(cols["laddr"], pa.string()),
+    table = pa.table({"q": pa.array(cols["q"], pa.int64()), "tls": pa.array(cols["tls"], pa.bool_()),
+                      "laddr": pa.array(cols["laddr"], pa.string()),
                       "lport": pa.array(cols["lport"], pa.int32()), "raddr": pa.array(cols["raddr"], pa.string()),
                       "rport": pa.array(cols["rport"], pa.int32()), "lo": pa.array(cols["lo"], pa.int64()),
                       "hi": pa.array(cols["hi"], pa.int64())})
     db.con.register("_corr_sides", table)
     try:
-        got = db.con.sql(_ROWS_SQL).to_arrow_table()
+        got = db.con.sql(_ROWS_SQL.format(source=" UNION ALL ".join(sources))).to_arrow_table()
     except duckdb.Error:
         return None
     finally:
