@@ -235,6 +235,10 @@ def test_requests_json_rows(capture, result):
             (req.server.span_id, req.server.parent_span_id, req.server.trace_id)
         for key in ("cpu_ms", "offcpu_ms", "lock_wait_ms", "alloc_bytes", "packets", "retransmits"):
             assert row[key] is not None, key
+    # The table's id column is the same request id.
+    csv = trace_cmd("requests", str(archive), "--pid", str(fx["back"]), "--format", "csv", check=True).stdout
+    ids = [int(line.split(",")[0]) for line in csv.splitlines()[1:]]
+    assert ids == [row["request_id"] for row in rows]
 
 
 def test_endpoint_flamegraphs_and_diff(capture, tmp_path):

@@ -13,7 +13,7 @@ from uetrace.cli.output import echo_json, print_rows
 if TYPE_CHECKING:
     from uetrace.analyze.http.exchange import Exchange
 
-COLUMNS = ("time s", "proto", "method", "path", "status", "latency ms", "req bytes", "resp bytes", "client",
+COLUMNS = ("id", "time s", "proto", "method", "path", "status", "latency ms", "req bytes", "resp bytes", "client",
            "server", "note")
 
 
@@ -36,7 +36,8 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
 
     Time is seconds since the capture started; latency is measured at the end
     that was read (the client's when both were captured). The same rows are the
-    `http_exchanges` table of `trace query`.
+    `http_exchanges` table of `trace query`. `id` is what `trace request` and
+    `trace flamegraph --request` take.
 
     \b
     Examples:
@@ -59,13 +60,22 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
         if as_json:
             echo_json(_json_rows(db, exchanges))
             return
+        ids = _request_ids(db)
     if not t0 and exchanges:
         t0 = min(_when(e) for e in exchanges)
-    rows = [(f"{(_when(e) - t0) / 1e9:.3f}" if _when(e) else "", e.protocol + (" tls" if e.tls else ""), e.method,
+    rows = [(ids.get(id(e), ""), f"{(_when(e) - t0) / 1e9:.3f}" if _when(e) else "",
+             e.protocol + (" tls" if e.tls else ""), e.method,
              _path(e), http.status_text(e), "" if e.latency_ns is None else f"{e.latency_ns / 1e6:.2f}",
              e.req_bytes, e.resp_bytes, http.process_label(e.client_pid, e.client_comm),
              http.process_label(e.server_pid, e.server_comm), e.note) for e in exchanges]
     print_rows(COLUMNS, rows, fmt, title=f"{len(rows)} exchanges")
+
+
+def _request_ids(db) -> dict[int, int]:
+    """Exchange (by identity: the http analysis is cached per archive) -> its request id, the rank in
+    time order among all the capture's exchanges (`trace request ARCHIVE ID`)."""
+    from uetrace.analyze import correlate, http
+    return {id(e): i for i, e in enumerate(correlate.exchange_order(http.run(db, http.HttpParams()).exchanges))}
 
 
 def _json_rows(db, exchanges: list[Exchange]) -> list[dict]:
