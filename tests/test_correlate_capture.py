@@ -176,6 +176,16 @@ def test_alloc_outstanding_bytes_are_exact(capture, result):
         assert r.server.evidence.outstanding_bytes == 0
 
 
+def test_thin_evidence_is_said(capture, result):
+    """/alloc runs ~0.1 ms on the CPU: 0 or 1 sample, which says nothing of where its time went, and the
+    span says so. /burn has enough samples; /lock was off-CPU nearly all its window: no such note."""
+    _, fx = capture
+    for r in _of(result, fx, "/alloc"):
+        assert any(n.startswith("thin: ") for n in r.server.evidence.notes), r.server.evidence
+    for r in _of(result, fx, "/burn") + _of(result, fx, "/lock"):
+        assert not r.server.evidence.notes, r.server.evidence
+
+
 def test_outgoing_calls_nest(capture, result):
     _, fx = capture
     fronts = _of(result, fx, "/front")

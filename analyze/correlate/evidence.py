@@ -28,6 +28,7 @@ from uetrace.analyze.correlate.result import THIN_SAMPLES, Evidence, Window
 BLOCKING_LOCK_FNS = ("LOCK_FN_LOCK", "LOCK_FN_TIMEDLOCK", "LOCK_FN_RDLOCK", "LOCK_FN_WRLOCK",
                      "LOCK_FN_TIMEDRDLOCK", "LOCK_FN_TIMEDWRLOCK")
 EOWNERDEAD = 130
+BLOCKED_SHARE = 0.9  # off-CPU for this share of a window: few samples there are no gap in the evidence
 
 
 @dataclass(slots=True)
@@ -110,15 +111,16 @@ _MINE = "pid IN (SELECT pid FROM _corr_threads)"
 
 
 def _thin_cpu(ev: Evidence, window: Window, period_ns: int) -> None:
-    """Say so when the samples are too few to tell where the CPU time went, unless off-CPU time
-    accounts for the window (the thread barely ran: few samples is the finding, not a gap)."""
+    """Say so when the samples are too few to tell where the CPU time went, unless the thread was
+    off-CPU for nearly all the window (it barely ran: the off-CPU figures are the finding)."""
     n = ev.cpu_samples or 0
+    wall_ms = window.duration_ns / 1e6
     if n >= THIN_SAMPLES:
         return
-    if ev.offcpu_ms is not None and window.duration_ns / 1e6 - ev.offcpu_ms < THIN_SAMPLES * period_ns / 1e6:
+    if ev.offcpu_ms is not None and ev.offcpu_ms >= BLOCKED_SHARE * wall_ms:
         return
-    ev.notes.append(f"thin: {n} CPU sample{'s' if n != 1 else ''} in {window.duration_ns / 1e6:.3f} ms, too few to "
-                    "say where its CPU time went")
+    ev.notes.append(f"thin: {n} CPU sample{'s' if n != 1 else ''} in {wall_ms:.3f} ms, too few to say where "
+                    "its CPU time went")
 
 
 def _cpu(db: ArchiveDb, out: list[Evidence], w: _Windows, period_ns: int | None) -> None:
