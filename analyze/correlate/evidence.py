@@ -87,7 +87,7 @@ def gather(db: ArchiveDb, probes: list[Probe]) -> list[Evidence]:
     period = sampling_period_ns(db)
     if period:
         for ev, p in zip(out, probes):
-            _thin_cpu(ev, p.window, period)
+            _thin_cpu(ev, p.window)
     return out
 
 
@@ -110,7 +110,7 @@ _KEY = "(pid::BIGINT << 32) | tid::BIGINT"
 _MINE = "pid IN (SELECT pid FROM _corr_threads)"
 
 
-def _thin_cpu(ev: Evidence, window: Window, period_ns: int) -> None:
+def _thin_cpu(ev: Evidence, window: Window) -> None:
     """Say so when the samples are too few to tell where the CPU time went, unless the thread was
     off-CPU for nearly all the window (it barely ran: the off-CPU figures are the finding)."""
     n = ev.cpu_samples or 0
