@@ -117,3 +117,15 @@ def test_event_loop_thread_is_split_by_windows(db):
     # 1020 is inside both windows, 1070 only in /d's; 1030 was another thread.
     assert (d.evidence.cpu_samples, e.evidence.cpu_samples) == (2, 1)
     assert d.evidence.cpu_ms == pytest.approx(2 * 1.0)
+
+
+def test_an_unreadable_source_is_left_out_with_a_note(db):
+    """A lock table this version cannot read (an archive from elsewhere): the other evidence stays."""
+    (db.archive.root / "events" / "lock").mkdir()
+    pq.write_table(pa.table({"ts": pa.array([1], pa.uint64())}), db.archive.root / "events" / "lock" / "0.parquet")
+    db.con.execute(f"CREATE VIEW lock AS SELECT * FROM read_parquet('{db.archive.root}/events/lock/*.parquet')")
+    db.views["lock"] = db.archive.root / "events" / "lock"
+    result = correlate.correlate(db)
+    assert any(n.startswith("lock evidence left out") for n in result.notes), result.notes
+    d = _by_path(result)["/d"].server.evidence
+    assert d.cpu_samples == 2 and d.lock_wait_ms is None

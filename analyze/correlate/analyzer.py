@@ -75,11 +75,12 @@ def correlate(db: ArchiveDb) -> CorrelationResult:
         spans.append(span)
         probes.append(ev_mod.Probe(sw.window, split_addr(e.client), split_addr(e.server),
                                    r.request_id in first_on_conn))
-    for span, evidence in zip(spans, ev_mod.gather(db, probes)):
+    notes: list[str] = []
+    for span, evidence in zip(spans, ev_mod.gather(db, probes, notes)):
         span.evidence = evidence
     link(requests, headers, ids)
     result = CorrelationResult(CorrelateParams(), requests, ev_mod.sampling_period_ns(db),
-                               ev_mod.recorded_sources(db))
+                               ev_mod.recorded_sources(db), notes)
     if not windows and exchanges:
         result.notes.append("no exchange could be placed on a thread (no socket syscalls in their windows)")
     db.cache[_CACHE] = result

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -63,25 +64,25 @@ def sampling_period_ns(db: ArchiveDb) -> int | None:
     return int(round(1e9 / float(freq)))
 
 
-def gather(db: ArchiveDb, probes: list[Probe]) -> list[Evidence]:
-    """Evidence per probe, in the same order."""
+def gather(db: ArchiveDb, probes: list[Probe], notes: list[str] | None = None) -> list[Evidence]:
+    """Evidence per probe, in the same order. A source whose table cannot be read as this version
+    expects (an archive from elsewhere) is left out with a line in `notes`, not the whole analysis."""
     out = [Evidence() for _ in probes]
     if not probes:
         return out
     sources = recorded_sources(db)
     w = _Windows(probes)
+    steps = {"cpu": lambda: _cpu(db, out, w, sampling_period_ns(db)), "offcpu": lambda: _offcpu(db, out, w),
+             "lock": lambda: _locks(db, out, w), "alloc": lambda: _allocs(db, out, w),
+             "net": lambda: _packets(db, out, probes, w)}
     db.con.register("_corr_threads", pa.table({"pid": pa.array(np.unique(w.key >> 32), pa.int64())}))
     try:
-        if "cpu" in sources:
-            _cpu(db, out, w, sampling_period_ns(db))
-        if "offcpu" in sources:
-            _offcpu(db, out, w)
-        if "lock" in sources:
-            _locks(db, out, w)
-        if "alloc" in sources:
-            _allocs(db, out, w)
-        if "net" in sources:
-            _packets(db, out, probes, w)
+        for name in sources:
+            try:
+                steps[name]()
+            except duckdb.Error as e:
+                if notes is not None:
+                    notes.append(f"{name} evidence left out: its table could not be read ({str(e).splitlines()[0]})")
     finally:
         db.con.unregister("_corr_threads")
     period = sampling_period_ns(db)
