@@ -129,3 +129,42 @@ def test_an_unreadable_source_is_left_out_with_a_note(db):
     assert any(n.startswith("lock evidence left out") for n in result.notes), result.notes
     d = _by_path(result)["/d"].server.evidence
     assert d.cpu_samples == 2 and d.lock_wait_ms is None
+
+
+def test_grpc_traceparent_from_the_decoded_headers(tmp_path):
+    """gRPC over HTTP/2: the header is HPACK-encoded (Huffman), invisible to a byte search; the h2
+    parser's decoded value links the spans."""
+    import hpack
+    from http_rows import MS, SOCK_SCHEMA, Conn
+
+    trace, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+
+    def frame(t: int, flags: int, sid: int, payload: bytes) -> bytes:
+        return len(payload).to_bytes(3, "big") + bytes([t, flags]) + sid.to_bytes(4, "big") + payload
+
+    enc_c, enc_s = hpack.Encoder(), hpack.Encoder()
+    req = enc_c.encode([(":method", "POST"), (":scheme", "http"), (":path", "/demo.Items/Get"),
+                        (":authority", "x"), ("content-type", "application/grpc"),
+                        ("traceparent", f"00-{trace}-{parent}-01")], huffman=True)
+    assert b"traceparent" not in req and trace.encode() not in req
+    settings = frame(4, 0, 0, b"")
+    rows: list[dict] = []
+    c = Conn(rows, server=("10.0.0.2", 50051))
+    c.send(True, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings, 10 * MS)
+    c.send(False, settings + frame(4, 1, 0, b""), 11 * MS)
+    c.send(True, frame(1, 0x4, 1, req) + frame(0, 0x1, 1, b"\x00\x00\x00\x00\x01a"), 12 * MS)
+    c.send(False, frame(1, 0x4, 1, enc_s.encode([(":status", "200"), ("content-type", "application/grpc")]))
+           + frame(0, 0, 1, b"\x00\x00\x00\x00\x01b") + frame(1, 0x5, 1, enc_s.encode([("grpc-status", "0")])),
+           15 * MS)
+    root = tmp_path / "cap"
+    (root / "events" / "sock_data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SOCK_SCHEMA), root / "events" / "sock_data" / "0.parquet")
+    cap = ArchiveDb(ExtractedArchive(root, {"tool": "uetrace", "format_version": 1, "complete": True,
+                                            "clock": {"start": {"monotonic_ns": 1}}, "tracers": {}}, []))
+    try:
+        (r,) = correlate.correlate(cap).requests
+    finally:
+        cap.con.close()
+    assert r.exchange.protocol == "grpc" and r.exchange.traceparent == f"00-{trace}-{parent}-01"
+    assert r.client.span_id == parent and r.server.parent_span_id == parent
+    assert r.client.trace_id == r.server.trace_id == trace

@@ -70,6 +70,8 @@ def correlate(db: ArchiveDb) -> CorrelationResult:
         else:
             r.server = span
         tp = parse_traceparent(sw.head) if sw.head else None
+        if tp is None and e.traceparent:  # decoded by the h2 parser (HPACK hides it from a byte search)
+            tp = parse_traceparent(b"traceparent: " + e.traceparent.encode("latin-1"))
         if tp is not None and (sw.side == CLIENT or r.request_id not in headers):
             headers[r.request_id] = tp
         spans.append(span)

@@ -43,6 +43,9 @@ class Exchange:
     # Filled by the analyzer from the process snapshot (the parsers only know pids).
     client_comm: str = ""
     server_comm: str = ""
+    # The request's W3C traceparent header, when a parser decoded it (h2 and gRPC: HPACK hides it from
+    # a byte search; analyze/correlate reads HTTP/1's from the request bytes itself).
+    traceparent: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
