@@ -59,12 +59,15 @@ def correlate(db: ArchiveDb) -> CorrelationResult:
             first_on_conn.add(r.request_id)
     headers: dict[int, TraceParent] = {}
     windows = side_windows(db, exchanges)
-    spans: list[Span] = []
-    probes: list[ev_mod.Probe] = []
-    for sw in windows:
+    probes = [ev_mod.Probe(sw.window, split_addr(requests[sw.index].exchange.client),
+                           split_addr(requests[sw.index].exchange.server), sw.index in first_on_conn)
+              for sw in windows]
+    notes: list[str] = []
+    for sw, evidence in zip(windows, ev_mod.gather(db, probes, notes)):
         r = requests[sw.index]
         e = r.exchange
-        span = Span(ids.span_id(r.request_id, int(sw.side != CLIENT)), "", r.request_id, sw.side, sw.window)
+        span = Span(ids.span_id(r.request_id, int(sw.side != CLIENT)), "", r.request_id, sw.side, sw.window,
+                    evidence=evidence)
         if sw.side == CLIENT:
             r.client = span
         else:
@@ -74,12 +77,6 @@ def correlate(db: ArchiveDb) -> CorrelationResult:
             tp = parse_traceparent(b"traceparent: " + e.traceparent.encode("latin-1"))
         if tp is not None and (sw.side == CLIENT or r.request_id not in headers):
             headers[r.request_id] = tp
-        spans.append(span)
-        probes.append(ev_mod.Probe(sw.window, split_addr(e.client), split_addr(e.server),
-                                   r.request_id in first_on_conn))
-    notes: list[str] = []
-    for span, evidence in zip(spans, ev_mod.gather(db, probes, notes)):
-        span.evidence = evidence
     link(requests, headers, ids)
     result = CorrelationResult(CorrelateParams(), requests, ev_mod.sampling_period_ns(db),
                                ev_mod.recorded_sources(db), notes)
