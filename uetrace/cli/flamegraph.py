@@ -79,6 +79,8 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, 
     if diff is not None and fmt == "speedscope":
         raise BadInputError("--diff draws svg or folded output")
     other_archive = Path(diff) if diff is not None and Path(diff).is_file() else None
+    if diff is not None and other_archive is None and diff.endswith((".zst", ".tar")):
+        raise BadInputError(f"--diff {diff}: no such archive")
     before = None
     with reading(archive, lambda db: samples.available(db, kind), f"no {what}") as db:
         stacks = samples.load(db, _selected(db, flt, request_ids, endpoints))
