@@ -272,6 +272,11 @@ def test_endpoint_flamegraphs_and_diff(capture, tmp_path):
     trace_cmd("flamegraph", str(archive), "--endpoint", "GET /burn", "--diff", str(archive), "-o", str(svg),
               check=True)  # the same selection of the same capture: nothing changed
     assert "change +0.00 points" in svg.read_text()
+    # Off-CPU time inside the /lock windows, clipped to them: the two designed waits.
+    off = folded.parse(trace_cmd("flamegraph", str(archive), "--endpoint", "GET /lock", "--offcpu", "--format",
+                                 "folded", "-o", "-", check=True).stdout)
+    assert sum(off.values()) == pytest.approx(2 * HOLD_MS * 1e6, rel=0.2)
+    assert any("futex_wait_[k]" in stack for stack in off)
     bad = trace_cmd("flamegraph", str(archive), "--endpoint", "GET /nowhere")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "GET /burn" in bad.stderr
     bad = trace_cmd("request", str(archive), "100000")
