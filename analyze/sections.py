@@ -13,6 +13,7 @@ from uetrace.analyze.analyzer import Analyzer
 ANALYZERS = (
     "uetrace.analyze.summary",
     "uetrace.analyze.http",
+    "uetrace.analyze.correlate",
     "uetrace.analyze.flows",
     "uetrace.analyze.stacks.profile",
     "uetrace.analyze.deadlock",

@@ -46,6 +46,9 @@ class Exchange:
     # HTTP/1 framing anomalies of the request and response, as kinds from anomalies.py ("cl_and_te",
     # "desync", ...): what a strict RFC 9112 recipient would have refused or read differently.
     anomalies: list[str] = field(default_factory=list)
+    # The request's W3C traceparent header, when a parser decoded it (h2 and gRPC: HPACK hides it from
+    # a byte search; analyze/correlate reads HTTP/1's from the request bytes itself).
+    traceparent: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

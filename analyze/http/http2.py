@@ -286,6 +286,7 @@ def _exchange(view: View, conn_id: int, conn: Connection, sid: int, tls: bool,
         ex.method = req_h.get(b":method", b"").decode("latin-1")
         ex.path = req_h.get(b":path", b"").decode("latin-1")
         ex.host = req_h.get(b":authority", b"").decode("latin-1")
+        ex.traceparent = req_h.get(b"traceparent", b"")[:128].decode("latin-1")
     status = resp_h.get(b":status", b"")
     ex.status = int(status) if status.isdigit() else None
     ctype = req_h.get(b"content-type", b"") or resp_h.get(b"content-type", b"")

@@ -69,6 +69,9 @@ class SampleFilter:
     end_s: float | None = None
     kind: str = "cpu"      # "cpu": on-CPU samples; "offcpu": off-CPU intervals weighted by ns
     idle: bool = True      # False: leave out the idle task (pid 0), which dominates a quiet machine
+    # Only samples of these threads inside these CLOCK_MONOTONIC ns intervals: (tid, start, end), e.g. the
+    # windows requests were served in. Off-CPU intervals are clipped to them.
+    windows: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass
@@ -117,13 +120,22 @@ def load(cap: ArchiveDb, flt: SampleFilter | None = None) -> StackSet:
         return out
     where, params = _where(cap, flt)
     weight = "count(*)" if flt.kind == "cpu" else "sum(dur_ns)"
+    source = f'"{table}"'
+    if flt.windows:
+        if not _register_windows(cap, flt.windows):
+            return out
+        source = _WINDOWED[flt.kind].format(table=table)
     kthread_flag = int(cap.enums.value(table, "ue_stack_flag", "UE_STACK_KTHREAD"))
-    groups = cap.con.execute(f"""
-        SELECT pid, comm, kstack_id, ustack_id, bit_or(flags) & {kthread_flag} <> 0 AS kthread,
-               {weight} AS weight, min(ts) AS ts
-        FROM "{table}" {where}
-        GROUP BY pid, comm, kstack_id, ustack_id ORDER BY pid, comm, kstack_id, ustack_id""",
-                             params).fetchall()
+    try:
+        groups = cap.con.execute(f"""
+            SELECT pid, comm, kstack_id, ustack_id, bit_or(flags) & {kthread_flag} <> 0 AS kthread,
+                   {weight} AS weight, min(ts) AS ts
+            FROM {source} {where}
+            GROUP BY pid, comm, kstack_id, ustack_id ORDER BY pid, comm, kstack_id, ustack_id""",
+                                 params).fetchall()
+    finally:
+        if flt.windows:
+            cap.con.unregister("_sample_windows")
     if not groups:
         return out
     kstacks, ustacks = _resolve(cap, groups, tracer="stack")
@@ -149,6 +161,32 @@ def load(cap: ArchiveDb, flt: SampleFilter | None = None) -> StackSet:
         out.comms.append(comm)
         out.truncated.append(reason)
     return out
+
+
+# Samples inside the windows of SampleFilter.windows (merged per thread first, so none counts twice).
+_WINDOWED = {
+    "cpu": """(SELECT x.* FROM "{table}" x JOIN _sample_windows w
+                ON x.tid = w.tid AND x.ts >= w.s AND x.ts <= w.e)""",
+    "offcpu": """(SELECT x.* REPLACE (least(x.ts + x.dur_ns, w.e) - greatest(x.ts, w.s) AS dur_ns)
+                FROM "{table}" x JOIN _sample_windows w
+                ON x.tid = w.tid AND x.ts < w.e AND x.ts + x.dur_ns > w.s)""",
+}
+
+
+def _register_windows(cap: ArchiveDb, windows: tuple[tuple[int, int, int], ...]) -> bool:
+    merged: list[list[int]] = []
+    for tid, s, e in sorted(windows):
+        if merged and merged[-1][0] == tid and s <= merged[-1][2]:
+            merged[-1][2] = max(merged[-1][2], e)
+        elif e >= s:
+            merged.append([tid, s, e])
+    if not merged:
+        return False
+    cap.con.register("_sample_windows", pa.table({
+        "tid": pa.array([m[0] for m in merged], pa.uint32()),
+        "s": pa.array([m[1] for m in merged], pa.uint64()),
+        "e": pa.array([m[2] for m in merged], pa.uint64())}))
+    return True
 
 
 def _where(cap: ArchiveDb, flt: SampleFilter) -> tuple[str, list]:

@@ -13,6 +13,7 @@ stacks are grey.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
@@ -33,6 +34,16 @@ class _Node:
     weight: int = 0
     x: int = 0             # in weight units, from the left edge
     children: dict | None = None
+    parent: _Node | None = None
+
+    def path(self) -> tuple[int, ...]:
+        """Frame ids from the root's child down to this node."""
+        out = []
+        node: _Node | None = self
+        while node is not None and node.frame >= 0:
+            out.append(node.frame)
+            node = node.parent
+        return tuple(reversed(out))
 
 
 def build_tree(stacks: StackSet) -> list[_Node]:
@@ -44,7 +55,7 @@ def build_tree(stacks: StackSet) -> list[_Node]:
         for depth, fid in enumerate(path, 1):
             child = node.children.get(fid)
             if child is None:
-                child = node.children[fid] = _Node(fid, depth, children={})
+                child = node.children[fid] = _Node(fid, depth, children={}, parent=node)
             child.weight += w
             node = child
     order: list[_Node] = []
@@ -61,7 +72,10 @@ def build_tree(stacks: StackSet) -> list[_Node]:
     return order
 
 
-def render_svg(stacks: StackSet, title: str = "Flame Graph", width: int = 1200, min_width_px: float = 0.1) -> str:
+def render_svg(stacks: StackSet, title: str = "Flame Graph", width: int = 1200, min_width_px: float = 0.1,
+               paint: Callable[[_Node], tuple[str, str] | None] | None = None) -> str:
+    """paint: per node, (fill colour, text added to its details) instead of the usual colours (a
+    differential flame graph colours by change)."""
     nodes = build_tree(stacks)
     total = max(nodes[0].weight, 1)
     scale = (width - 2 * PAD) / total
@@ -84,10 +98,15 @@ def render_svg(stacks: StackSet, title: str = "Flame Graph", width: int = 1200, 
         y = height - BOTTOM - (n.depth + 1) * FRAME_HEIGHT
         pct = 100.0 * n.weight / total
         info = _describe(f, n.weight, pct, unit)
+        fill = _color(f)
+        painted = paint(n) if paint is not None and n.frame >= 0 else None
+        if painted is not None:
+            fill, extra = painted
+            info += extra
         out.append(
             f'<g class="f{" k" if f.kernel else ""}" data-x="{n.x}" data-w="{n.weight}" data-d="{n.depth}" '
             f'data-n={quoteattr(f.name)} data-i={quoteattr(info)}><title>{escape(info)}</title>'
-            f'<rect x="{x:.2f}" y="{y}" width="{w:.2f}" height="{FRAME_HEIGHT - 1}" fill="{_color(f)}" rx="2"/>'
+            f'<rect x="{x:.2f}" y="{y}" width="{w:.2f}" height="{FRAME_HEIGHT - 1}" fill="{fill}" rx="2"/>'
             f'<text x="{x + 3:.2f}" y="{y + FRAME_HEIGHT - 4.5:.1f}">{escape(_label(f.name, w))}</text></g>')
     out.append("</g>\n</svg>\n")
     return "\n".join(out)

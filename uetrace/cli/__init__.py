@@ -30,6 +30,7 @@ COMMANDS = (
     "uetrace.cli.analyze",
     "uetrace.cli.query",
     "uetrace.cli.requests",
+    "uetrace.cli.request",
     "uetrace.cli.flows",
     "uetrace.cli.export",
     "uetrace.cli.flamegraph",

@@ -45,9 +45,18 @@ class Seconds(click.ParamType):
 @click.option("--from", "start", type=Seconds(), default=None, help="Window start, from the capture start (2s).")
 @click.option("--to", "end", type=Seconds(), default=None, help="Window end, from the capture start (10s).")
 @click.option("--offcpu", is_flag=True, help="Off-CPU time (captured with --offcpu) instead of CPU samples.")
+@click.option("--request", "request_ids", multiple=True, metavar="ID",
+              help="Only the samples of the thread that served this request, inside its window (repeatable; "
+              "ids from `trace requests --json`).")
+@click.option("--endpoint", "endpoints", multiple=True, metavar="'METHOD /path'",
+              help="Only samples inside the windows of this endpoint's requests (repeatable).")
+@click.option("--diff", "diff", default=None, metavar="OTHER",
+              help="Differential flame graph (svg, folded): OTHER is an endpoint of this capture or another "
+              "archive drawn with the same filters; frames coloured by the change of their share.")
 @click.option("--title", default=None, help="SVG title.")
 @output_file_options
-def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, force, mode):
+def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, request_ids, endpoints, diff,
+            force, mode):
     """Draw the stack samples of a capture (offline, no root needed).
 
     Frames are named from the symbols stored in the archive, so the result is
@@ -61,6 +70,9 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, 
       trace flamegraph run.tar.zst --pid 1234 --from 5s --to 15s -o slow.svg
       trace flamegraph run.tar.zst --format folded -o - | inferno-flamegraph > out.svg
       trace flamegraph run.tar.zst --format speedscope -o run.speedscope.json
+      trace flamegraph run.tar.zst --request 42 -o slow-request.svg
+      trace flamegraph run.tar.zst --endpoint "GET /search" --diff "GET /health" -o diff.svg
+      trace flamegraph new.tar.zst --endpoint "GET /search" --diff old.tar.zst -o regression.svg
     """
     from uetrace.analyze.stacks import samples
     from uetrace.analyze.text import printable
@@ -75,11 +87,31 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, 
     kind = "offcpu" if offcpu else "cpu"
     flt = samples.SampleFilter(pids=pids, tids=tids, comms=comms, start_s=start, end_s=end, kind=kind)
     what = "off-CPU intervals (capture with --offcpu)" if offcpu else "stack samples (capture with -t stack)"
+    if diff is not None and fmt == "speedscope":
+        raise BadInputError("--diff draws svg or folded output")
+    other_archive = Path(diff) if diff is not None and Path(diff).is_file() else None
+    if diff is not None and other_archive is None and diff.endswith((".zst", ".tar")):
+        raise BadInputError(f"--diff {diff}: no such archive")
+    before = None
     with reading(archive, lambda db: samples.available(db, kind), f"no {what}") as db:
-        stacks = samples.load(db, flt)
+        stacks = samples.load(db, _selected(db, flt, request_ids, endpoints))
+        if diff is not None and other_archive is None:
+            before = samples.load(db, _selected(db, flt, (), (diff,)))
+    if other_archive is not None:
+        with reading(other_archive, lambda db: samples.available(db, kind), f"no {what}") as db:
+            before = samples.load(db, _selected(db, flt, request_ids, endpoints))
     if not stacks.total:
         raise BadInputError("no samples match the filters")
-    text = render(stacks, fmt, title or f"{'Off-CPU' if offcpu else 'CPU'} flame graph: {archive.name}")
+    label = "Off-CPU" if offcpu else "CPU"
+    if before is not None:
+        from uetrace.analyze.stacks import diff as stack_diff
+        if fmt == "folded":
+            text = stack_diff.render_diff_folded(stacks, before)
+        else:
+            text = stack_diff.render_diff_svg(stacks, before, title or f"{label} differential flame graph: "
+                                              f"{archive.name} against {diff}")
+    else:
+        text = render(stacks, fmt, title or f"{label} flame graph: {archive.name}")
     if str(output) == "-":
         click.echo(printable(text, keep_lines=True) if sys.stdout.isatty() else text, nl=False)
     else:
@@ -89,6 +121,20 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, 
             raise BadInputError(f"cannot write {output}: {e.strerror}") from None
         click.echo(f"wrote {output}: {stacks.total:,} {stacks.unit}, {len(stacks.stacks):,} distinct stacks",
                    err=True)
+
+
+def _selected(db, flt, request_ids, endpoints):
+    """flt narrowed to the serving windows of the chosen requests (flt itself when none is chosen)."""
+    if not request_ids and not endpoints:
+        return flt
+    from dataclasses import replace
+
+    from uetrace.analyze import correlate
+    from uetrace.analyze.correlate.selection import select, serving_windows
+    from uetrace.errors import BadInputError
+    if not correlate.applies(db):
+        raise BadInputError("--request/--endpoint need socket records (capture with the sock tracer)")
+    return replace(flt, windows=serving_windows(select(correlate.correlate(db), request_ids, endpoints)))
 
 
 def render(stacks, fmt: str, title: str) -> str:

@@ -13,7 +13,7 @@ from uetrace.cli.output import echo_json, print_rows
 if TYPE_CHECKING:
     from uetrace.analyze.http.exchange import Exchange
 
-COLUMNS = ("time s", "proto", "method", "path", "status", "latency ms", "req bytes", "resp bytes", "client",
+COLUMNS = ("id", "time s", "proto", "method", "path", "status", "latency ms", "req bytes", "resp bytes", "client",
            "server", "note")
 
 
@@ -29,7 +29,8 @@ COLUMNS = ("time s", "proto", "method", "path", "status", "latency ms", "req byt
 @click.option("--anomalies", "anomalous", is_flag=True, help="Keep HTTP/1 exchanges whose framing a strict RFC 9112 "
               "recipient would refuse or read differently (cl_and_te, duplicate_content_length, desync, ...), "
               "and list the kinds.")
-@json_option("Every field of every exchange, as a JSON list.")
+@json_option("Every field of every exchange, as a JSON list, with its request id, trace and span ids and the "
+             "evidence correlated to it (cpu_ms, offcpu_ms, lock_wait_ms, alloc_bytes, packets, retransmits).")
 @format_option
 def command(archive: Path, status: str | None, path_glob: str | None, min_latency: float | None,
             pid: int | None, anomalous: bool, as_json: bool, fmt: str):
@@ -38,7 +39,8 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
 
     Time is seconds since the capture started; latency is measured at the end
     that was read (the client's when both were captured). The same rows are the
-    `http_exchanges` table of `trace query`.
+    `http_exchanges` table of `trace query`. `id` is what `trace request` and
+    `trace flamegraph --request` take.
 
     \b
     Examples:
@@ -61,14 +63,16 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
     with reading(archive, http.ANALYZER.applies, missing) as db:
         result = http.ANALYZER.run(db, params)
         t0 = db.info.start_ns or 0
-    # Time order across connections: the parsers emit them connection by connection.
-    exchanges = sorted(result.exchanges, key=lambda e: (_when(e), e.conn_id, e.stream_id or 0))
-    if as_json:
-        echo_json([e.to_dict() for e in exchanges])
-        return
+        # Time order across connections: the parsers emit them connection by connection.
+        exchanges = sorted(result.exchanges, key=lambda e: (_when(e), e.conn_id, e.stream_id or 0))
+        if as_json:
+            echo_json(_json_rows(db, exchanges))
+            return
+        ids = _request_ids(db)
     if not t0 and exchanges:
         t0 = min(_when(e) for e in exchanges)
-    rows = [(f"{(_when(e) - t0) / 1e9:.3f}" if _when(e) else "", e.protocol + (" tls" if e.tls else ""), e.method,
+    rows = [(ids.get(id(e), ""), f"{(_when(e) - t0) / 1e9:.3f}" if _when(e) else "",
+             e.protocol + (" tls" if e.tls else ""), e.method,
              _path(e), http.status_text(e), "" if e.latency_ns is None else f"{e.latency_ns / 1e6:.2f}",
              e.req_bytes, e.resp_bytes, http.process_label(e.client_pid, e.client_comm),
              http.process_label(e.server_pid, e.server_comm), e.note) for e in exchanges]
@@ -77,6 +81,25 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
         columns = (*COLUMNS, "anomalies")
         rows = [(*row, ", ".join(e.anomalies)) for row, e in zip(rows, exchanges, strict=True)]
     print_rows(columns, rows, fmt, title=f"{len(rows)} exchanges")
+
+
+def _request_ids(db) -> dict[int, int]:
+    """Exchange (by identity: the http analysis is cached per archive) -> its request id, the rank in
+    time order among all the capture's exchanges (`trace request ARCHIVE ID`)."""
+    from uetrace.analyze import correlate, http
+    return {id(e): i for i, e in enumerate(correlate.exchange_order(http.run(db, http.HttpParams()).exchanges))}
+
+
+def _json_rows(db, exchanges: list[Exchange]) -> list[dict]:
+    """Each exchange's fields and what the correlation engine found for it (see analyze/correlate)."""
+    from uetrace.analyze import correlate
+    corr = correlate.correlate(db)
+    rows = []
+    for e in exchanges:
+        r = corr.of(e)
+        rows.append({**e.to_dict(), **(r.row() if r is not None else correlate.Request(-1, e, "").row()),
+                     **({"request_id": None} if r is None else {})})
+    return rows
 
 
 def _when(e: Exchange) -> int:
