@@ -341,3 +341,43 @@ def test_otlp_export(capture, result, tmp_path):
     # wall clock: within the capture's recording window
     start = min(p.start_time_unix_nano for p in parsed.values())
     assert abs(start / 1e9 - time.time()) < 3600
+
+
+def test_perfetto_export(capture, result, tmp_path):
+    """The Perfetto trace decodes with the perfetto package's protos: one slice per exchange per side,
+    one flow per linked client/server pair, lock waits, and every sample's callstack resolves to
+    interned frames that name the burn function."""
+    from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
+
+    archive, _ = capture
+    out = tmp_path / "run.pftrace"
+    res = trace_cmd("export", str(archive), "--format", "perfetto", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    trace = pb.Trace()
+    trace.ParseFromString(out.read_bytes())
+    threads = {p.track_descriptor.uuid: p.track_descriptor.thread for p in trace.packet
+               if p.HasField("track_descriptor") and p.track_descriptor.HasField("thread")}
+    events = [p for p in trace.packet if p.HasField("track_event")]
+    begins = [p for p in events if p.track_event.type == pb.TrackEvent.TYPE_SLICE_BEGIN]
+    ends = [p for p in events if p.track_event.type == pb.TrackEvent.TYPE_SLICE_END]
+    requests = [p for p in begins if p.track_event.name.startswith(("client ", "server "))]
+    assert len(requests) == len(result.spans) and len(begins) == len(ends)
+    for p in requests:  # on the thread of the span's window
+        assert p.track_event.track_uuid in threads
+    out_flows = {f for p in requests for f in p.track_event.flow_ids}
+    in_flows = {f for p in requests for f in p.track_event.terminating_flow_ids}
+    paired = sum(1 for r in result.requests if r.client is not None and r.server is not None)
+    assert len(out_flows) == len(in_flows) == paired and out_flows == in_flows
+    assert any(p.track_event.name.startswith("lock wait ") for p in begins)  # /lock waits
+    interned = [p.interned_data for p in trace.packet if p.HasField("interned_data")]
+    names = {n.iid: n.str.decode() for d in interned for n in d.function_names}
+    frames = {f.iid: f for d in interned for f in d.frames}
+    stacks = {c.iid: list(c.frame_ids) for d in interned for c in d.callstacks}
+    perf = [p.perf_sample for p in trace.packet if p.HasField("perf_sample")]
+    assert perf and all(s.callstack_iid in stacks for s in perf)
+    assert all(f in frames and frames[f].function_name_id in names for ids in stacks.values() for f in ids)
+    assert "corr_burn_cpu" in {names[frames[f].function_name_id] for s in perf for f in stacks[s.callstack_iid]}
+    counters = [p for p in trace.packet if p.HasField("track_descriptor") and p.track_descriptor.HasField("counter")]
+    assert {"lo in bytes/s", "lo out bytes/s"} & {c.track_descriptor.name for c in counters}
+    assert any(c.track_descriptor.name.startswith("heap outstanding") for c in counters)

@@ -82,6 +82,7 @@ class StackSet:
     pids: list[int] = field(default_factory=list)
     comms: list[str] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)   # "" or the marker's reason
+    keys: list[tuple[int, str, int, int]] = field(default_factory=list)  # (pid, comm, kstack_id, ustack_id)
     unit: str = "samples"
     max_depth: int = DEFAULT_MAX_DEPTH
 
@@ -160,6 +161,7 @@ def load(cap: ArchiveDb, flt: SampleFilter | None = None) -> StackSet:
         out.pids.append(int(pid))
         out.comms.append(comm)
         out.truncated.append(reason)
+        out.keys.append((int(pid), comm, int(kid), int(uid)))
     return out
 
 
