@@ -114,6 +114,12 @@ def test_report_in_a_browser(browser, report):
     counts = [int(r.find_elements(By.TAG_NAME, "td")[1].text) for r in
               browser.find_elements(By.CSS_SELECTOR, "table.endpoints tbody tr")]
     assert counts == sorted(counts, reverse=True)
+    # The slowest request opens into its story (trace request) naming its endpoint.
+    slow = browser.find_elements(By.CSS_SELECTOR, "details.request")
+    assert slow and "/slow" in slow[0].find_element(By.TAG_NAME, "summary").text
+    slow[0].find_element(By.TAG_NAME, "summary").click()
+    story = slow[0].find_element(By.CSS_SELECTOR, "pre.story")
+    assert story.is_displayed() and "/slow" in story.text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "report.png"))
 

@@ -11,9 +11,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from uetrace.analyze import deadlock, flows, leaks, summary
+from uetrace.analyze import correlate, deadlock, flows, leaks, summary
 from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.bandwidth import bandwidth
+from uetrace.analyze.correlate.selection import serving_windows
+from uetrace.analyze.correlate.story import build_story
+from uetrace.analyze.correlate.story_text import render_story
 from uetrace.analyze.http import analyzer as http_analyzer
 from uetrace.analyze.http.result import HttpParams, endpoint_of
 from uetrace.analyze.stacks import samples
@@ -95,22 +98,27 @@ def _http(db: ArchiveDb, start: int, params: ReportParams) -> dict[str, Any]:
         counts[next((i for i, edge in enumerate(EDGES_MS) if ms < edge), len(EDGES_MS))] += 1
     data["histogram_edges_ms"] = EDGES_MS
     data["histograms"] = hist
-    for ex in data["slowest"]:
-        ex["flame"] = _request_flame(db, ex, start)
-        ex["at_s"] = (ex["start_ts"] - start) / 1e9 if ex.get("start_ts") else None
+    data["slowest"] = _slowest(db, start, params) if correlate.applies(db) else []
     return data
 
 
-def _request_flame(db: ArchiveDb, ex: dict, start: int) -> dict | None:
-    """The samples of the thread that served the request, inside its window (none for a short
-    request is what the page says: evidence too thin to draw)."""
-    tid = ex.get("server_tid") or ex.get("client_tid")
-    if not tid or ex.get("start_ts") is None or ex.get("end_ts") is None or not samples.available(db, "cpu"):
-        return None
-    flt = samples.SampleFilter(tids=(int(tid),), start_s=(ex["start_ts"] - start) / 1e9,
-                               end_s=(ex["end_ts"] - start) / 1e9)
-    stacks = samples.load(db, flt)
-    return {"unit": stacks.unit, "tree": flame_tree(stacks)} if stacks.total else None
+def _slowest(db: ArchiveDb, start: int, params: ReportParams) -> list[dict]:
+    """The slowest requests, each with its story (`trace request`) and the samples of its serving
+    threads inside its windows (none for a request that waited: the page says so)."""
+    result = correlate.run(db, correlate.CorrelateParams(slowest=params.slowest))
+    out = []
+    for r in result.slowest():
+        ex = r.exchange.to_dict()
+        ex["request_id"] = r.request_id
+        ex["at_s"] = (ex["start_ts"] - start) / 1e9 if ex.get("start_ts") else None
+        ex["story"] = render_story(build_story(db, result, r))
+        ex["flame"] = None
+        if samples.available(db, "cpu"):
+            stacks = samples.load(db, samples.SampleFilter(windows=serving_windows([r])))
+            if stacks.total:
+                ex["flame"] = {"unit": stacks.unit, "tree": flame_tree(stacks)}
+        out.append(ex)
+    return out
 
 
 def _bandwidth(db: ArchiveDb, start: int) -> dict[str, Any]:

@@ -182,13 +182,14 @@
     ], H.endpoints.slice(), "endpoints"));
     const slow = section("slowest", "Slowest requests");
     for (const x of H.slowest) {
-      const d = el("details", { class: "request" }, el("summary", { text: `${fmt(x.latency_ns / 1e6, 2)} ms  ${x.method} ${x.path}  -> ${x.status == null ? "?" : x.status}` }));
+      const d = el("details", { class: "request" }, el("summary", { text: `#${x.request_id}  ${fmt(x.latency_ns / 1e6, 2)} ms  ${x.method} ${x.path}  -> ${x.status == null ? "?" : x.status}` }));
       const kv = el("div", { class: "kv" });
       for (const [k, v] of [["at", x.at_s == null ? "" : fmt(x.at_s, 3) + " s"], ["client", `${x.client} pid ${x.client_pid ?? "?"} ${x.client_comm || ""}`],
         ["server", `${x.server} pid ${x.server_pid ?? "?"} tid ${x.server_tid ?? "?"} ${x.server_comm || ""}`],
         ["bytes", `${fmt(x.req_bytes)} request, ${fmt(x.resp_bytes)} response`], ["protocol", x.protocol + (x.tls ? " (tls)" : "")], ["note", x.note]])
         kv.append(el("div", { class: "muted", text: k }), el("div", { text: v || "" }));
       d.append(kv);
+      if (x.story) d.append(el("pre", { class: "story", text: x.story }));
       d.append(x.flame ? flame(x.flame.tree, x.flame.unit, 300) : el("div", { class: "muted", text: "no CPU samples of the serving thread inside this request: it waited (I/O, sleep, locks) or was too short for the sampling rate" }));
       slow.append(d);
     }
