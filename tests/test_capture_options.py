@@ -12,7 +12,7 @@ from uetrace.capture import options as o
 # The keys archives have always had under "options" (analyze reads net_snaplen, alloc_sample...).
 MANIFEST_KEYS = {"duration", "tracers", "pids", "comms", "snaplen", "ring_size", "segment_bytes", "segment_seconds",
                  "alloc_sample", "all_processes", "net_ifaces", "net_xdp_mode", "net_snaplen", "net_tc_attach",
-                 "freq", "offcpu"}
+                 "freq", "offcpu", "max_size"}
 
 
 def test_manifest_options_keep_their_keys_and_values():
