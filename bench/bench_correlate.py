@@ -5,8 +5,8 @@ every other server window.
     python bench/bench_correlate.py [--exchanges 100000] [--per-conn 100]
 
 Times the http analysis (parsing, cached as in `trace analyze`) and then the correlation on top of it
-(windows, evidence, span links) and prints requests/s for the correlation. The goal (issue 12) is
->= 20 000 requests/s on 2 cores.
+(windows, evidence, span links) and prints requests/s for the correlation, then the time to build the
+HTML report (`trace report`) of the same capture. The goal (issue 12) is >= 20 000 requests/s on 2 cores.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_http import _cpu, build  # noqa: E402
 
-from uetrace.analyze import correlate, http  # noqa: E402
+from uetrace.analyze import correlate, http, report_html  # noqa: E402
 from uetrace.analyze.archive import ExtractedArchive  # noqa: E402
 from uetrace.analyze.archive_db import ArchiveDb  # noqa: E402
+from uetrace.analyze.report_html import render_page  # noqa: E402
 
 
 def _samples(root: Path, sock: Path) -> int:
@@ -79,6 +80,10 @@ def main() -> None:
               f"samples in {took:.2f} s wall ({cpu:.2f} CPU-s) = {len(result.requests) / took:,.0f} requests/s")
         if sampled != n_samples or linked != len(result.requests):
             raise SystemExit("wrong correlation: every server span has its client as parent, every sample a window")
+        c0, t0 = _cpu(), time.perf_counter()
+        page = render_page(report_html.build(db, report_html.ReportParams(title="bench")), "bench")
+        print(f"HTML report (trace report): built in {time.perf_counter() - t0:.2f} s wall ({_cpu() - c0:.2f} CPU-s), "
+              f"{len(page.encode()) / 1024:,.0f} KiB")
         db.close()
 
 
