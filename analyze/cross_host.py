@@ -76,6 +76,33 @@ class CrossHost:
                 for i, c in enumerate(self.captures)]
 
 
+    def clock_notes(self) -> list[str]:
+        """One line per capture other than the reference: its offset, how sure, from how many pairs."""
+        ref = self.captures[0].label if self.captures else ""
+        out = []
+        for i, c in enumerate(self.captures[1:], 1):
+            k = self.clocks[i]
+            if not k.aligned:
+                out.append(f"clock of {c.label}: not aligned (no exchange paired with the other captures); "
+                           "its times are its own wall clock")
+                continue
+            via = f" with {self.captures[k.via].label}" if k.via else ""
+            out.append(f"clock of {c.label}: {k.offset_ns / 1e6:+.3f} ms ± {k.uncertainty_ns / 1e6:.3f} ms "
+                       f"against {ref} ({k.pairs} paired exchanges{via}); times aligned on {ref}")
+        return out
+
+    def to_json(self) -> dict:
+        """The captures section of `trace analyze --json`."""
+        captures = []
+        for c in self.captures:
+            window = c.window_wall_ns()
+            captures.append({"capture_id": c.capture_id, "host": c.host, "archives": [str(p) for p in c.paths],
+                             "start_wall_ns": window[0] if window else None,
+                             "stop_wall_ns": window[1] if window else None,
+                             "exchanges": len(self.results[self.captures.index(c)].requests)})
+        return {"captures": captures, "clocks": self.clocks_json(), "cross_host_pairs": len(self.pairs)}
+
+
 def _norm(addr: str) -> str:
     return addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
 
