@@ -10,6 +10,7 @@ estimated from paired exchanges by clock_sync and applied by cross_host.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class Capture:
 @dataclass
 class CaptureSet:
     captures: list[Capture] = field(default_factory=list)  # in the order their first archive was given
+    notes: list[str] = field(default_factory=list)  # archives read once though given twice
 
     @property
     def warnings(self) -> list[str]:
@@ -105,10 +107,20 @@ def open_capture_set(paths: Sequence[Path], limits: ReadLimits | None = None,
     (one line) for an unreadable archive; whatever was opened is closed again."""
     groups: dict[str, tuple[CaptureIdentity, list[ExtractedArchive], list[Path]]] = {}
     result = CaptureSet()
+    seen: dict[str, Path] = {}
+    dropped: list[str] = []
     try:
         for path in paths:
             part = extract(path, limits)
             ident = capture_identity(part.manifest)
+            # The same part twice (a copy, or named by a pattern and by hand) is read once: its rows
+            # are not another part's.
+            key = json.dumps([ident.capture_id, part.manifest.get("segments")], sort_keys=True, default=str)
+            if key in seen:
+                dropped.append(f"{path}: the same part of capture {ident.capture_id} as {seen[key]}: read once")
+                part.cleanup()
+                continue
+            seen[key] = Path(path)
             group = groups.setdefault(ident.capture_id, (ident, [], []))
             group[1].append(part)
             group[2].append(Path(path))
@@ -125,6 +137,7 @@ def open_capture_set(paths: Sequence[Path], limits: ReadLimits | None = None,
             result.captures.append(Capture(ident, db, part_paths))
             if prepare is not None:
                 prepare(db)
+        result.notes = dropped
     except BaseException:
         for _, parts, _ in groups.values():
             for p in parts:

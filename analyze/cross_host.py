@@ -103,6 +103,21 @@ class CrossHost:
         return {"captures": captures, "clocks": self.clocks_json(), "cross_host_pairs": len(self.pairs)}
 
 
+    def to_text(self) -> str:
+        """The captures section of `trace analyze`: each capture, its window, the clocks, the pairs."""
+        from uetrace.analyze.text import printable
+        lines = []
+        for i, c in enumerate(self.captures):
+            window = c.window_wall_ns()
+            span = f"{(window[1] - window[0]) / 1e9:.2f} s" if window else "window unknown"
+            parts = f", {len(c.paths)} archives" if len(c.paths) > 1 else ""
+            lines.append(f"{printable(c.label)}: {span}{parts}, {len(self.results[i].requests)} exchanges"
+                         + (" (reference clock)" if i == 0 else ""))
+        lines += [printable(n) for n in self.clock_notes()]
+        lines.append(f"{len(self.pairs)} exchanges paired across hosts")
+        return "\n".join(lines)
+
+
 def _norm(addr: str) -> str:
     return addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
 

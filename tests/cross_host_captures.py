@@ -10,9 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
+import zstandard
 from helpers import FIXTURES
 
 ADDR_CLIENT, ADDR_SERVER = "10.213.0.1", "10.213.0.2"
@@ -95,3 +97,37 @@ def two_host_captures(tmp: Path) -> tuple[Path, Path, dict]:
 
 if __name__ == "__main__":  # make a pair to look at: python tests/cross_host_captures.py DIR
     print(two_host_captures(Path(sys.argv[1])))
+
+
+def rewrite_manifests(src: Path, dst: Path, change) -> Path:
+    """A copy of archive src whose every manifest (the first and the final one) went through
+    change(dict) -> None. Segments are untouched, so their sha256s still hold: the manifest itself is
+    not hashed, which is what lets a test shift a capture's clock anchors."""
+    from hostile import tar_bytes
+
+    reader = zstandard.ZstdDecompressor().stream_reader(src.read_bytes(), read_across_frames=True)
+    members = []
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        for m in tar:
+            data = tar.extractfile(m).read()
+            if m.name == "manifest.json":
+                manifest = json.loads(data)
+                change(manifest)
+                data = json.dumps(manifest).encode()
+            members.append((m.name, data))
+    dst.write_bytes(zstandard.ZstdCompressor().compress(tar_bytes(members)))
+    return dst
+
+
+def shift_clock(src: Path, dst: Path, delta_ns: int) -> Path:
+    """src as if its host's wall clock were delta_ns ahead: every anchor's realtime_ns moved."""
+    def change(m: dict) -> None:
+        for anchor in (m.get("clock") or {}).values():
+            if isinstance(anchor, dict) and isinstance(anchor.get("realtime_ns"), int):
+                anchor["realtime_ns"] += delta_ns
+    return rewrite_manifests(src, dst, change)
+
+
+def with_capture_id(src: Path, dst: Path, capture_id: str) -> Path:
+    """src naming itself a part of capture `capture_id` (as every part of a rotated set does)."""
+    return rewrite_manifests(src, dst, lambda m: m.__setitem__("capture_id", capture_id))

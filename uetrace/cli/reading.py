@@ -43,7 +43,7 @@ def reading_set(archives: Sequence[Path], prepare: Callable[[ArchiveDb], None] |
     """`reading` for several archives: one CaptureSet (archives of one capture_id are one capture);
     `prepare(db)` runs on each capture; `applies` must hold for at least one of them."""
     with open_capture_set(archives, read_limits(), prepare) as cs:
-        print_warnings(f"{c.label}: {w}" for c in cs.captures for w in c.db.warnings)
+        print_warnings([*cs.notes, *(f"{c.label}: {w}" for c in cs.captures for w in c.db.warnings)])
         if applies is not None and not any(applies(c.db) for c in cs.captures):
             raise BadInputError(f"{', '.join(str(a) for a in archives)}: {missing}")
         yield cs

@@ -1,0 +1,168 @@
+"""Several captures at once on real captures of two hosts (two network namespaces, a veth pair, a UTS
+namespace each; tests/cross_host_captures.py): exchanges paired across the archives, the clock offset
+between them (0 on one machine; a shift written into one manifest recovered), one trace per request
+across hosts, SQL over the union, and parts of one capture read as one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cross_host_captures import shift_clock, two_host_captures, with_capture_id
+from helpers import require_kernel, trace_cmd
+
+from uetrace.analyze.clock_sync import Sample, best, solve
+
+SHIFT_NS = 2_500_000_000
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    require_kernel()
+    return two_host_captures(tmp_path_factory.mktemp("cross_host"))
+
+
+def _requests(*archives) -> tuple[list[dict], str]:
+    res = trace_cmd("requests", *map(str, archives), "--json", check=True)
+    return json.loads(res.stdout), res.stderr
+
+
+def _by_capture(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["host"], []).append(r)
+    return out
+
+
+def _check_pairs(rows: list[dict], made: int) -> None:
+    by_host = _by_capture(rows)
+    assert sorted(by_host) == ["client-host", "server-host"]
+    assert len(by_host["client-host"]) == len(by_host["server-host"]) == made
+    index = {(r["capture_id"], r["request_id"]): r for r in rows}
+    for r in by_host["server-host"]:
+        peer = index[(r["peer_capture_id"], r["peer_request_id"])]
+        assert peer["host"] == "client-host"
+        assert (peer["peer_capture_id"], peer["peer_request_id"]) == (r["capture_id"], r["request_id"])
+        assert (peer["method"], peer["path"], peer["status"]) == (r["method"], r["path"], r["status"])
+        assert r["trace_id"] == peer["trace_id"]
+        assert r["parent_span_id"] == peer["span_id"]  # the server span is the client span's child
+        assert peer["parent_span_id"] is None
+
+
+def test_requests_pair_every_exchange_across_archives(hosts):
+    client, server, fx = hosts
+    rows, err = _requests(client, server)
+    _check_pairs(rows, fx["requests"])
+    # One machine, one clock: the offset is within the fastest round trip of 0, and said on stderr.
+    srv = _by_capture(rows)["server-host"][0]
+    assert abs(srv["clock_offset_ns"]) <= fx["fastest_rtt_ns"]
+    assert 0 <= srv["clock_uncertainty_ns"] <= fx["fastest_rtt_ns"]
+    assert "clock of server-host/" in err and f"({fx['requests']} paired exchanges)" in err
+    # Aligned times: every server window lies inside its client's, up to the uncertainty.
+    index = {(r["capture_id"], r["request_id"]): r for r in rows}
+    for r in _by_capture(rows)["server-host"]:
+        peer = index[(r["peer_capture_id"], r["peer_request_id"])]
+        assert peer["wall_start_ns"] - srv["clock_uncertainty_ns"] <= r["wall_start_ns"]
+
+
+def test_spans_form_one_trace_per_request_across_hosts(hosts):
+    client, server, fx = hosts
+    rows, _ = _requests(server, client)  # the order of the archives does not matter to the pairing
+    traces: dict[str, set[str]] = {}
+    for r in rows:
+        traces.setdefault(r["trace_id"], set()).add(r["host"])
+    assert len(traces) == fx["requests"]
+    assert all(h == {"client-host", "server-host"} for h in traces.values())
+
+
+def test_a_shifted_clock_is_recovered(hosts, tmp_path):
+    client, server, fx = hosts
+    shifted = shift_clock(server, tmp_path / "server-shifted.tar.zst", SHIFT_NS)
+    rows, err = _requests(client, shifted)
+    _check_pairs(rows, fx["requests"])
+    srv = _by_capture(rows)["server-host"][0]
+    assert abs(srv["clock_offset_ns"] - SHIFT_NS) <= 1_000_000
+    assert "clock of server-host/" in err and " ms ± " in err
+    # Aligned: the shift is taken out again, the server's times sit next to the client's.
+    plain, _ = _requests(client, server)
+    assert abs(_by_capture(plain)["server-host"][0]["wall_start_ns"] - srv["wall_start_ns"]) <= 1_000_000
+
+
+def test_analyze_reports_captures_and_clocks(hosts, tmp_path):
+    client, server, fx = hosts
+    shifted = shift_clock(server, tmp_path / "server-shifted.tar.zst", SHIFT_NS)
+    report = json.loads(trace_cmd("analyze", str(client), str(shifted), "--json", check=True).stdout)
+    sec = report["captures"]
+    assert [c["host"] for c in sec["captures"]] == ["client-host", "server-host"]
+    assert sec["cross_host_pairs"] == fx["requests"]
+    clock = sec["clocks"][1]
+    assert clock["aligned"] and clock["pairs"] == fx["requests"]
+    assert abs(clock["offset_ns"] - SHIFT_NS) <= 1_000_000
+    ids = [c["capture_id"] for c in sec["captures"]]
+    assert sorted(report["per_capture"]) == sorted(ids)
+    assert all("summary" in report["per_capture"][i] for i in ids)
+    text = trace_cmd("analyze", str(client), str(shifted), check=True).stdout
+    assert "== captures ==" in text and "== summary [client-host/" in text and "== summary [server-host/" in text
+
+
+def test_query_unions_the_archives(hosts):
+    client, server, _ = hosts
+    own = {}
+    for a in (client, server):
+        res = trace_cmd("query", str(a), "SELECT count(*) FROM sock_data", "--format", "json", check=True)
+        own[a] = json.loads(res.stdout)[0]["count_star()"]
+    res = trace_cmd("query", str(client), str(server), "SELECT capture_id, host, count(*) AS n FROM sock_data "
+                    "GROUP BY ALL ORDER BY host", "--format", "json", check=True)
+    got = json.loads(res.stdout)
+    assert [(r["host"], r["n"]) for r in got] == [("client-host", own[client]), ("server-host", own[server])]
+    assert len({r["capture_id"] for r in got}) == 2
+    # A quoted pattern is expanded by the command.
+    res = trace_cmd("query", str(client.parent / "*-host.tar.zst"), "SELECT count(DISTINCT capture_id) AS n "
+                    "FROM sock_data", "--format", "json", check=True)
+    assert json.loads(res.stdout) == [{"n": 2}]
+
+
+def test_parts_of_one_capture_read_as_one(hosts, tmp_path):
+    """Archives naming one capture_id are one capture: tables unioned, nothing paired, no offset; the
+    same part given twice is read once."""
+    client, server, _ = hosts
+    a = with_capture_id(client, tmp_path / "part-1.tar.zst", "t13set")
+    b = with_capture_id(server, tmp_path / "part-2.tar.zst", "t13set")
+    total = sum(json.loads(trace_cmd("query", str(x), "SELECT count(*) AS n FROM sock_data", "--format", "json",
+                                     check=True).stdout)[0]["n"] for x in (client, server))
+    res = trace_cmd("query", str(a), str(b), str(a), "SELECT capture_id, count(*) AS n FROM sock_data GROUP BY ALL",
+                    "--format", "json", check=True)
+    assert json.loads(res.stdout) == [{"capture_id": "t13set", "n": total}]
+    assert "read once" in res.stderr
+    rows, _ = _requests(a, b)
+    assert {r["capture_id"] for r in rows} == {"t13set"}
+    # One capture: both ends are in it, so the ordinary (single-capture) linking applies.
+    assert all(r["peer_request_id"] is None for r in rows)
+
+
+def test_bad_pattern_is_one_line(tmp_path):
+    res = trace_cmd("requests", str(tmp_path / "nothing-*.tar.zst"))
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "no file matches" in res.stderr
+
+
+def test_minimum_delay_sample_wins():
+    # Server clock 1000 ns ahead; a slow sample (queued) and a fast one.
+    slow = Sample.of(0, 1000 + 900, 1000 + 950, 2000)
+    fast = Sample.of(10_000, 11_000 + 40, 11_000 + 60, 10_100)
+    assert fast.delay_ns == 80 and fast.offset_ns == 1000
+    est = best([slow, fast])
+    assert (est.offset_ns, est.uncertainty_ns, est.pairs) == (1000, 40, 2)
+    # Impossible (negative) delays only when nothing else is there.
+    odd = Sample.of(0, 500, 600, 50)
+    assert best([odd, slow]).offset_ns == round(slow.offset_ns)
+    assert best([]) is None
+
+
+def test_offsets_chain_through_captures():
+    # 0 calls 1 (1 is +5 us), 2 calls 1 (1 is +2 us against 2): 2 is +3 us against 0; 3 is unreachable.
+    samples = {(0, 1): [Sample.of(0, 5_015, 5_025, 40)], (2, 1): [Sample.of(0, 2_015, 2_025, 40)]}
+    clocks = solve(4, samples)
+    assert [c.offset_ns for c in clocks[:3]] == [0, 5_000, 3_000]
+    assert clocks[2].uncertainty_ns == clocks[1].uncertainty_ns * 2 and clocks[2].via == 1
+    assert not clocks[3].aligned and clocks[3].offset_ns == 0
