@@ -64,9 +64,9 @@ def archives_argument(f):
 
 
 def archives_and_statement_argument(f):
-    """ARCHIVE... [SQL]: `args`, split by split_statement (one variadic argument: click cannot end one
-    with an optional one)."""
-    return click.argument("args", nargs=-1, required=True, metavar="ARCHIVE... [SQL]", callback=_store,
+    """ARCHIVE... [SQL] as `archives`, split by split_statement (one variadic argument: click cannot end
+    one with an optional one)."""
+    return click.argument("archives", nargs=-1, required=True, metavar="ARCHIVE... [SQL]", callback=_store,
                           expose_value=True)(_limit_options(f))
 
 

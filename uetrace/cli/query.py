@@ -14,7 +14,7 @@ from uetrace.cli.output import print_rows
 @archives_and_statement_argument
 @click.option("--tables", is_flag=True, help="List the tables (views) and their columns.")
 @format_option
-def command(args: tuple[str, ...], tables: bool, fmt: str):
+def command(archives: tuple[str, ...], tables: bool, fmt: str):
     """Run DuckDB SQL over the recorded tables.
 
     Every record kind is a view (sock_data, sock_conn, proc, processes,
@@ -41,13 +41,13 @@ def command(args: tuple[str, ...], tables: bool, fmt: str):
     """
     from uetrace.errors import BadInputError
 
-    archives, sql = split_statement(args)
+    paths, sql = split_statement(archives)
     if not sql and not tables:
         raise BadInputError("give a SQL statement, or --tables to list the tables")
-    if len(archives) == 1:
-        _one(archives[0], sql, tables, fmt)
+    if len(paths) == 1:
+        _one(paths[0], sql, tables, fmt)
     else:
-        _several(archives, sql, tables, fmt)
+        _several(paths, sql, tables, fmt)
 
 
 _TABLES_SQL = ("SELECT table_name, string_agg(column_name || ' ' || data_type, ', ') "
