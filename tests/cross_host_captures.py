@@ -1,6 +1,7 @@
 """Two hosts on one machine for the cross-host tests: network namespaces joined by a veth pair
 (10.213.0.1/24 and 10.213.0.2/24, inside the namespaces only), each with its own UTS namespace so each
-capture names its own host, a capture in each, an HTTP client in one calling the server in the other.
+capture names its own host, a capture in each (proc, sock, net on the namespace's veth end, stack; only
+that host's process, by its name), an HTTP client in one calling the server in the other.
 Everything created is removed whatever happens."""
 
 from __future__ import annotations
@@ -33,16 +34,18 @@ def _on_host(ns: str, hostname: str, *argv: str) -> list[str]:
     return ["ip", "netns", "exec", ns, "unshare", "--uts", "sh", "-c", script, hostname, *argv]
 
 
-def _wait_started(out: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
-    partial = out.with_name(out.name + ".partial")
+def _wait_attached(ns: str, ifname: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    """The net tracer attaches last, its XDP program before its TC hook: once XDP is on the interface
+    (and a moment after), every tracer records. A loaded host can take many seconds to get there."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        if partial.exists() and partial.stat().st_size > 0:
-            time.sleep(2.0)  # the first member is written before the tracers attach
+        link = subprocess.run(["ip", "-n", ns, "link", "show", "dev", ifname], capture_output=True, text=True)
+        if "xdp" in link.stdout:
+            time.sleep(0.5)
             return
-        time.sleep(0.05)
-    raise AssertionError("the capture did not start in time")
+        time.sleep(0.1)
+    raise AssertionError("the capture did not attach its tracers in time")
 
 
 def two_host_captures(tmp: Path) -> tuple[Path, Path, dict]:
@@ -67,15 +70,16 @@ def two_host_captures(tmp: Path) -> tuple[Path, Path, dict]:
         assert server.stdout.readline().strip() == "ready", "the server did not start"
         archives = {"client": tmp / "client-host.tar.zst", "server": tmp / "server-host.tar.zst"}
         caps = {}
-        for side, ns, host, comm in (("client", ns_c, "client-host", CLIENT_COMM),
-                                     ("server", ns_s, "server-host", SERVER_COMM)):
+        sides = (("client", ns_c, if_c, "client-host", CLIENT_COMM), ("server", ns_s, if_s, "server-host", SERVER_COMM))
+        for side, ns, ifname, host, comm in sides:
             cap = subprocess.Popen(_on_host(ns, host, sys.executable, "-m", "uetrace", "capture", "-q", "-o",
-                                            str(archives[side]), "-d", "60s", "-t", "proc,sock", "--comm", comm),
+                                            str(archives[side]), "-d", "60s", "-t", "proc,sock,net,stack",
+                                            "--iface", ifname, "--freq", "999", "--comm", comm),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             procs.append(cap)
             caps[side] = cap
-        for side, cap in caps.items():
-            _wait_started(archives[side], cap)
+        for side, ns, ifname, *_ in sides:
+            _wait_attached(ns, ifname, caps[side])
         run = subprocess.run(["ip", "netns", "exec", ns_c, sys.executable, str(WORKLOAD), "client", ADDR_SERVER,
                               str(PORT)], capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr

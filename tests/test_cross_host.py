@@ -166,3 +166,25 @@ def test_offsets_chain_through_captures():
     assert [c.offset_ns for c in clocks[:3]] == [0, 5_000, 3_000]
     assert clocks[2].uncertainty_ns == clocks[1].uncertainty_ns * 2 and clocks[2].via == 1
     assert not clocks[3].aligned and clocks[3].offset_ns == 0
+
+
+def test_flows_and_flamegraph_combine_the_captures(hosts):
+    client, server, _ = hosts
+    each = [json.loads(trace_cmd("flows", str(a), "--json", check=True).stdout) for a in (client, server)]
+    both = json.loads(trace_cmd("flows", str(client), str(server), "--json", check=True).stdout)
+    assert both["total_flows"] == sum(r["total_flows"] for r in each)
+    assert {f["host"] for f in both["flows"]} == {"client-host", "server-host"}
+    assert all(len(f["capture_id"]) == 16 for f in both["flows"])
+
+    def folded(*archives) -> dict[str, int]:
+        out = trace_cmd("flamegraph", *map(str, archives), "--format", "folded", "-o", "-", check=True).stdout
+        return {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line}
+
+    alone = {h: folded(a) for h, a in (("client-host", client), ("server-host", server))}
+    merged = folded(client, server)
+    # Every stack of each capture, under its host's frame, with its own count.
+    for host, stacks in alone.items():
+        assert stacks
+        for stack, n in stacks.items():
+            assert merged[f"[host {host}];{stack}"] == n
+    assert sum(merged.values()) == sum(sum(s.values()) for s in alone.values())
