@@ -188,3 +188,25 @@ def test_flows_and_flamegraph_combine_the_captures(hosts):
         for stack, n in stacks.items():
             assert merged[f"[host {host}];{stack}"] == n
     assert sum(merged.values()) == sum(sum(s.values()) for s in alone.values())
+
+
+def test_export_writes_the_parts_of_one_capture_into_its_partition(hosts, tmp_path):
+    import duckdb
+
+    client, server, _ = hosts
+    a = with_capture_id(client, tmp_path / "part-1.tar.zst", "t13set")
+    b = with_capture_id(server, tmp_path / "part-2.tar.zst", "t13set")
+    out = tmp_path / "ds"
+    trace_cmd("export", str(a), str(b), "--format", "parquet", "-o", str(out), check=True)
+    files = sorted(p.name for p in (out / "sock_data" / "capture_id=t13set").iterdir())
+    assert files == ["part-0.parquet", "part-1.parquet"]
+    want = json.loads(trace_cmd("query", str(a), str(b), "SELECT count(*) AS n FROM sock_data", "--format", "json",
+                                check=True).stdout)[0]["n"]
+    glob = str(out / "sock_data" / "*" / "*.parquet")
+    got = duckdb.sql(f"SELECT capture_id, count(*) FROM read_parquet('{glob}', hive_partitioning=true) "
+                     "GROUP BY ALL").fetchall()
+    assert got == [("t13set", want)]
+    schema = json.loads((out / "_schema.json").read_text())
+    assert [(c["capture_id"], c.get("parts")) for c in schema["captures"]] == [("t13set", 2)]
+    again = trace_cmd("export", str(a), str(a), "--format", "parquet", "-o", str(tmp_path / "ds2"))
+    assert again.returncode == 2 and "the same capture as" in again.stderr
