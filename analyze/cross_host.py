@@ -94,12 +94,12 @@ class CrossHost:
     def to_json(self) -> dict:
         """The captures section of `trace analyze --json`."""
         captures = []
-        for c in self.captures:
-            window = c.window_wall_ns()
+        for i, c in enumerate(self.captures):
+            window = c.window_wall_ns()  # on the capture's own host clock (clocks says how far it is off)
             captures.append({"capture_id": c.capture_id, "host": c.host, "archives": [str(p) for p in c.paths],
                              "start_wall_ns": window[0] if window else None,
                              "stop_wall_ns": window[1] if window else None,
-                             "exchanges": len(self.results[self.captures.index(c)].requests)})
+                             "exchanges": len(self.results[i].requests)})
         return {"captures": captures, "clocks": self.clocks_json(), "cross_host_pairs": len(self.pairs)}
 
 

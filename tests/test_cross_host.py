@@ -210,3 +210,50 @@ def test_export_writes_the_parts_of_one_capture_into_its_partition(hosts, tmp_pa
     assert [(c["capture_id"], c.get("parts")) for c in schema["captures"]] == [("t13set", 2)]
     again = trace_cmd("export", str(a), str(a), "--format", "parquet", "-o", str(tmp_path / "ds2"))
     assert again.returncode == 2 and "the same capture as" in again.stderr
+
+
+def test_requests_filters_and_table_with_several_archives(hosts):
+    client, server, fx = hosts
+    rows, _ = _requests(client, server, "--path", "/c0/*")
+    assert len(rows) == 20 and all(r["peer_request_id"] is not None for r in rows)
+    table = trace_cmd("requests", str(client), str(server), "--format", "csv", check=True).stdout
+    lines = table.splitlines()
+    assert lines[0].startswith("host,id,time s,") and lines[0].endswith(",peer")
+    assert len(lines) == 1 + 2 * fx["requests"]
+    assert sum(1 for x in lines[1:] if x.endswith(("server-host #0", "client-host #0"))) == 2
+
+
+def _exchange_request(i: int, path: str, side: str, t: int):
+    from uetrace.analyze.correlate.result import Request, Span, Window
+    from uetrace.analyze.http.exchange import Exchange
+
+    e = Exchange("http/1.1", 1, "10.0.0.1:4000", "10.0.0.2:80", method="GET", path=path, status=200,
+                 req_bytes=10, resp_bytes=20, start_ts=t, end_ts=t + 100)
+    r = Request(i, e, "GET " + path)
+    span = Span(f"{(i + 1) * (2 if side == 'client' else 3):016x}", f"{i:032x}", i, side, Window(1, 1, t, t + 100))
+    setattr(r, side, span)
+    return r
+
+
+def test_pairing_lines_up_connections_seen_partly():
+    """The server's capture started three exchanges late and ran two longer: the overlap pairs, in place."""
+    from uetrace.analyze.correlate.result import CorrelateParams, CorrelationResult
+    from uetrace.analyze.cross_host import pair
+
+    clients = [_exchange_request(i, f"/r{i}", "client", 1_000 * i) for i in range(10)]
+    servers = [_exchange_request(j, f"/r{j + 3}", "server", 5_000_000 + 1_000 * (j + 3) + 20) for j in range(9)]
+    pairs = pair([CorrelationResult(CorrelateParams(), clients), CorrelationResult(CorrelateParams(), servers)])
+    assert [(p.client.request.exchange.path, p.server.request.exchange.path) for p in pairs] == \
+        [(f"/r{i}", f"/r{i}") for i in range(3, 10)]
+    assert {(p.client.capture, p.server.capture) for p in pairs} == {(0, 1)}
+
+
+def test_explicit_capture_id_wins():
+    from uetrace.analyze.capture_identity import capture_identity
+
+    m = {"host": {"hostname": "h", "boot_id": "b"}, "clock": {"start": {"monotonic_ns": 1, "realtime_ns": 2}}}
+    derived = capture_identity(m).capture_id
+    assert capture_identity({**m, "capture_id": "rot-2026.1"}).capture_id == "rot-2026.1"
+    # Archive text that is no token is not an id: the derived one stands.
+    assert capture_identity({**m, "capture_id": "a/../b\x1b"}).capture_id == derived
+    assert capture_identity({**m, "capture_id": 7}).capture_id == derived
