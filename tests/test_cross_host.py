@@ -257,3 +257,26 @@ def test_explicit_capture_id_wins():
     # Archive text that is no token is not an id: the derived one stands.
     assert capture_identity({**m, "capture_id": "a/../b\x1b"}).capture_id == derived
     assert capture_identity({**m, "capture_id": 7}).capture_id == derived
+
+
+def test_otlp_export_traces_cross_hosts(hosts, tmp_path):
+    client, server, fx = hosts
+    shifted = shift_clock(server, tmp_path / "server-shifted.tar.zst", SHIFT_NS)
+    out = tmp_path / "traces.json"
+    trace_cmd("export", str(client), str(shifted), "--format", "otlp", "-o", str(out), check=True)
+    doc = json.loads(out.read_text())
+    spans: dict[str, list[tuple[str, dict]]] = {}
+    for rs in doc["resourceSpans"]:
+        host = next(a["value"]["stringValue"] for a in rs["resource"]["attributes"] if a["key"] == "host.name")
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                spans.setdefault(s["traceId"], []).append((host, s))
+    assert len(spans) == fx["requests"]
+    for trace in spans.values():
+        by_host = dict(trace)
+        assert sorted(by_host) == ["client-host", "server-host"]
+        c, s = by_host["client-host"], by_host["server-host"]
+        assert s["parentSpanId"] == c["spanId"]
+        # The shift is taken out: the server's span sits inside the client's, within a millisecond.
+        assert int(c["startTimeUnixNano"]) - 1_000_000 <= int(s["startTimeUnixNano"])
+        assert int(s["endTimeUnixNano"]) <= int(c["endTimeUnixNano"]) + 1_000_000
