@@ -19,7 +19,8 @@ from uetrace.analyze.archive import TABLE_NAME
 from uetrace.analyze.capture_set import CaptureSet
 
 SET_TABLE = "captures"  # one row per capture: id, host, archives, wall offset, window
-REGISTERED = "_capture"  # prefix of the per-capture derived tables the unions read (not for users)
+REGISTERED = "_capture"  # prefix of the per-capture tables the unions read (not for users)
+IDS = f"{REGISTERED}_ids"  # capture index -> capture_id, host
 TABLES_SQL = ("SELECT table_name, string_agg(column_name || ' ' || data_type, ', ') FROM information_schema.columns "
               f"WHERE NOT starts_with(table_name, '{REGISTERED}') GROUP BY table_name ORDER BY table_name")
 
@@ -32,11 +33,18 @@ def _string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def open_set_query(cs: CaptureSet, clock_offsets: list[int] | None = None) -> duckdb.DuckDBPyConnection:
+def open_set_query(cs: CaptureSet, clock_offsets: list[int] | None = None,
+                   sql: str | None = None) -> duckdb.DuckDBPyConnection:
     """The union connection (the caller closes it before the set). `clock_offsets`: per capture, from
-    cross_host, to fill the captures table's clock_offset_ns (NULL when not measured)."""
+    cross_host, to fill the captures table's clock_offset_ns (NULL when not measured). `sql`: the
+    statement to serve; derived tables it does not name are left out (each is copied out of its
+    capture's connection), all of them when None."""
     con = duckdb.connect(":memory:")
     con.execute("SET enable_progress_bar = false")
+    # Host names are archive text: they reach SQL as bound values in this table, never in a statement.
+    con.execute(f"CREATE TABLE {IDS} (idx INTEGER, capture_id VARCHAR, host VARCHAR)")
+    con.executemany(f"INSERT INTO {IDS} VALUES (?, ?, ?)",
+                    [[i, c.capture_id, c.host] for i, c in enumerate(cs.captures)])
     selects: dict[str, list[str]] = {}
     for i, c in enumerate(cs.captures):
         names = [r[0] for r in c.db.query("SELECT DISTINCT table_name FROM information_schema.tables "
@@ -48,9 +56,11 @@ def open_set_query(cs: CaptureSet, clock_offsets: list[int] | None = None) -> du
             cols = {r[0] for r in c.db.query(f"DESCRIBE {_ident(name)}")}
             # A table's own column of the name stays (http_exchanges.host is the request's Host header),
             # as the Parquet dataset does it: the `captures` table names the capture's host.
-            added = [f"{_string(v)} AS {k}" for k, v in (("capture_id", c.capture_id), ("host", c.host))
-                     if k not in cols]
-            if name in c.db.view_files:
+            added = [f"k.{k}" for k in ("capture_id", "host") if k not in cols]
+            derived = name not in c.db.view_files
+            if derived and sql is not None and name not in sql:
+                continue
+            if not derived:
                 files = ", ".join(_string(str(f)) for f in c.db.view_files[name])
                 source = f"read_parquet([{files}], union_by_name=true)"
             else:
@@ -58,7 +68,8 @@ def open_set_query(cs: CaptureSet, clock_offsets: list[int] | None = None) -> du
                 con.register(reg, c.db.con.sql(f"SELECT * FROM {_ident(name)}").to_arrow_table())
                 source = _ident(reg)
             selects.setdefault(name, []).append(
-                f"SELECT {', '.join([*added, '*'])} FROM {source}")
+                f"SELECT {', '.join([*added, 't.*'])} FROM {source} AS t "
+                f"CROSS JOIN (SELECT capture_id, host FROM {IDS} WHERE idx = {int(i)}) AS k")
     for name, parts in selects.items():
         con.execute(f"CREATE VIEW {_ident(name)} AS " + " UNION ALL BY NAME ".join(parts))
     con.execute(f"CREATE TABLE {SET_TABLE} (capture_id VARCHAR, host VARCHAR, archives VARCHAR, "

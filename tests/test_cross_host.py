@@ -280,3 +280,15 @@ def test_otlp_export_traces_cross_hosts(hosts, tmp_path):
         # The shift is taken out: the server's span sits inside the client's, within a millisecond.
         assert int(c["startTimeUnixNano"]) - 1_000_000 <= int(s["startTimeUnixNano"])
         assert int(s["endTimeUnixNano"]) <= int(c["endTimeUnixNano"]) + 1_000_000
+
+
+def test_host_names_are_data(hosts, tmp_path):
+    """A host name is archive text: quotes and escapes reach the host column as they are, never SQL."""
+    from cross_host_captures import rewrite_manifests
+
+    client, server, _ = hosts
+    name = "it's'); DROP TABLE x; --\x1b[31m"
+    odd = rewrite_manifests(client, tmp_path / "odd.tar.zst", lambda m: m["host"].__setitem__("hostname", name))
+    res = trace_cmd("query", str(odd), str(server), "SELECT DISTINCT host FROM proc ORDER BY host", "--format", "json",
+                    check=True)
+    assert [r["host"] for r in json.loads(res.stdout)] == sorted([name, "server-host"])

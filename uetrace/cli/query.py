@@ -88,7 +88,7 @@ def _several(archives: tuple[Path, ...], sql: str | None, tables: bool, fmt: str
         if sql and "clock_offset_ns" in sql:  # pairing costs the http analysis of every capture
             from uetrace.analyze.cross_host import cross_host
             offsets = [c.offset_ns for c in cross_host(cs.captures).clocks]
-        con = open_set_query(cs, offsets)
+        con = open_set_query(cs, offsets, None if tables else sql)
         try:
             if tables:
                 print_rows(("table", "columns"), con.execute(TABLES_SQL).fetchall(), fmt)
