@@ -292,3 +292,15 @@ def test_host_names_are_data(hosts, tmp_path):
     res = trace_cmd("query", str(odd), str(server), "SELECT DISTINCT host FROM proc ORDER BY host", "--format", "json",
                     check=True)
     assert [r["host"] for r in json.loads(res.stdout)] == sorted([name, "server-host"])
+
+
+def test_captures_without_pairs_are_said_unaligned(hosts, tmp_path):
+    """Two captures of client ends only (the same one, its clock moved so it is another capture): nothing
+    pairs, so no offset is guessed and the note says so."""
+    client, _, fx = hosts
+    other = shift_clock(client, tmp_path / "client-later.tar.zst", SHIFT_NS)
+    rows, err = _requests(client, other)
+    assert len(rows) == 2 * fx["requests"]
+    assert all(r["peer_request_id"] is None for r in rows)
+    assert {r["clock_uncertainty_ns"] for r in rows if r["clock_offset_ns"] == 0} >= {None}
+    assert "not aligned" in err
