@@ -13,6 +13,7 @@ row is read: the total is bounded like the unpacked archive (ReadLimits).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,18 @@ from uetrace.archive_format import EVENTS_DIR, SYMBOLS_DIR
 
 
 class ArchiveDb:
-    def __init__(self, archive: ExtractedArchive):
+    def __init__(self, archive: ExtractedArchive, more: Sequence[ExtractedArchive] = (),
+                 manifest: dict | None = None):
+        """`more`: further parts of the same capture (a rotated set): their segments join each table.
+        `manifest`: the capture's manifest when it is not the first part's own (capture_set merges them)."""
         self.archive = archive
-        self.manifest = archive.manifest
-        self.info = ManifestInfo(archive.manifest)
+        self.parts = [archive, *more]
+        self.manifest = manifest if manifest is not None else archive.manifest
+        self.info = ManifestInfo(self.manifest)
         self.enums: Enums = read_enums(archive.root)
         self.warnings = archive.warnings
+        for part in more:
+            self.warnings.extend(part.warnings)
         # Results that more than one caller needs (the http analysis feeds both its section and its SQL
         # tables), keyed by who computed them: an explicit place instead of attributes set on the handle.
         self.cache: dict[str, Any] = {}
@@ -40,6 +47,18 @@ class ArchiveDb:
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET enable_progress_bar = false")  # it would print to stdout mid-report
         self.views: dict[str, Path] = {}
+        self.view_files: dict[str, list[Path]] = {}  # table -> the Parquet segments its view reads
+        area_of: dict[str, str] = {}
+        for part in self.parts:
+            self._collect(part, area_of)
+        for name, files in self.view_files.items():
+            paths = ", ".join(_sql_string(str(f)) for f in files)
+            self.con.execute(f"CREATE VIEW {_sql_identifier(name)} AS SELECT * FROM "
+                             f"read_parquet([{paths}], union_by_name=true)")
+        self._extra_views()
+
+    def _collect(self, archive: ExtractedArchive, area_of: dict[str, str]) -> None:
+        """One part's segments into view_files, each bounded by that part's decode limit."""
         budget = archive.limits.decode_limit(archive.size)
         decoded = 0
         for area in (EVENTS_DIR, SYMBOLS_DIR):
@@ -48,8 +67,9 @@ class ArchiveDb:
                 continue
             for kind_dir in sorted(p for p in base.iterdir() if p.is_dir()):
                 name = kind_dir.name
-                if not TABLE_NAME.fullmatch(name) or name in self.views:
-                    why = "both under events/ and symbols/" if name in self.views else "not a table name uetrace uses"
+                if not TABLE_NAME.fullmatch(name) or area_of.get(name, area) != area:
+                    why = "not a table name uetrace uses" if not TABLE_NAME.fullmatch(name) else \
+                        "both under events/ and symbols/"
                     self.warnings.append(f"skipped table {area}/{printable(name)!r}: {why}")
                     continue
                 files = []
@@ -68,11 +88,9 @@ class ArchiveDb:
                                        "decompression bomb? raise the limit with --max-expand or UETRACE_MAX_EXPAND)")
                 if not files:
                     continue
-                paths = ", ".join(_sql_string(str(f)) for f in files)
-                self.con.execute(f"CREATE VIEW {_sql_identifier(name)} AS SELECT * FROM "
-                                 f"read_parquet([{paths}], union_by_name=true)")
-                self.views[name] = kind_dir
-        self._extra_views()
+                area_of[name] = area
+                self.view_files.setdefault(name, []).extend(files)
+                self.views.setdefault(name, kind_dir)
 
     def _extra_views(self) -> None:
         """Friendlier views over the raw tables (names as users search for them)."""
@@ -114,7 +132,8 @@ class ArchiveDb:
 
     def close(self) -> None:
         self.con.close()
-        self.archive.cleanup()
+        for part in self.parts:
+            part.cleanup()
 
     def __enter__(self) -> ArchiveDb:
         return self

@@ -54,22 +54,33 @@ def export_dataset(archives: Sequence[Path], out_dir: Path,
     schema = _read_schema(out_dir)
     result = DatasetResult(out_dir)
     seen: dict[str, Path] = {}
+    parts: dict[str, int] = {}  # capture_id -> parts written in this run
     for archive in archives:
         with opener(archive) as db:
             ident = capture_identity(db.manifest)
-            if ident.capture_id in seen:
-                raise BadInputError(f"{archive}: the same capture as {seen[ident.capture_id]}")
-            seen[ident.capture_id] = archive
+            # Parts of one capture (a rotated set names one capture_id in each) go into its one
+            # partition as part-0, part-1, ...; the same part twice is an error, not more rows.
+            key = json.dumps([ident.capture_id, db.manifest.get("segments")], sort_keys=True, default=str)
+            if key in seen:
+                raise BadInputError(f"{archive}: the same capture as {seen[key]}")
+            seen[key] = archive
+            part = parts.get(ident.capture_id, 0)
+            parts[ident.capture_id] = part + 1
             _add_stack_profile(db)
             for table in _tables(db):
                 n, columns = _write_table(db, table, out_dir / table / f"capture_id={ident.capture_id}",
-                                           ident.host, mode)
+                                           ident.host, mode, part)
                 result.rows[table] = result.rows.get(table, 0) + n
                 schema["tables"][table] = {"columns": columns, "partitioned_by": ["capture_id"]}
             entry = {"capture_id": ident.capture_id, "host": ident.host, "archive": archive.name,
                      "start_realtime_ns": (db.info.start_ns or 0) + db.info.realtime_offset_ns
                      if db.info.start_ns is not None else None,
                      "tool_version": db.manifest.get("tool_version"), "complete": db.info.complete}
+            if part:
+                first = next(c for c in result.captures if c["capture_id"] == ident.capture_id)
+                first["parts"] = part + 1
+                first["complete"] = first["complete"] and entry["complete"]
+                continue
             schema["captures"] = [c for c in schema["captures"] if c["capture_id"] != ident.capture_id] + [entry]
             result.captures.append(entry)
     write_output(out_dir / SCHEMA_FILE, json.dumps(schema, indent=1, sort_keys=True).encode(), force=True, mode=mode)
@@ -98,7 +109,8 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _write_table(db: ArchiveDb, table: str, part_dir: Path, host: str, mode: int) -> tuple[int, list[dict]]:
+def _write_table(db: ArchiveDb, table: str, part_dir: Path, host: str, mode: int,
+                 part: int = 0) -> tuple[int, list[dict]]:
     cols = _columns(db, table)
     select = []
     for name, dtype in cols:
@@ -107,10 +119,11 @@ def _write_table(db: ArchiveDb, table: str, part_dir: Path, host: str, mode: int
     if "host" not in {c for c, _ in cols}:
         select.append("CAST(? AS VARCHAR) AS host")
     part_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for old in part_dir.glob("*.parquet"):
-        old.unlink()
-    target = part_dir / "part-0.parquet"
-    tmp = part_dir / ".part-0.parquet.tmp"
+    if part == 0:  # the capture exported again: its partition is replaced
+        for old in part_dir.glob("*.parquet"):
+            old.unlink()
+    target = part_dir / f"part-{part}.parquet"
+    tmp = part_dir / f".part-{part}.parquet.tmp"
     params = [host] if "host" not in {c for c, _ in cols} else []
     # COPY's target is a literal, never a parameter: the path is ours, escaped for a SQL string.
     path_sql = "'" + str(tmp).replace("'", "''") + "'"

@@ -15,6 +15,7 @@ Everything is SQL over the `net_packet` view; the result is the `flows` table.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from uetrace.analyze.analyzer import ResultRendering
@@ -201,6 +202,21 @@ def wall_clock(cap: ArchiveDb):
     """CLOCK_MONOTONIC ns -> aware UTC datetime, from the manifest's clock anchors."""
     offset = cap.info.realtime_offset_ns
     return lambda ts: dt.datetime.fromtimestamp((ts + offset) / 1e9, dt.timezone.utc) if ts is not None else None
+
+
+def combine(results: Sequence[tuple[str, str, FlowsResult]]) -> FlowsResult:
+    """The flows of several captures, (capture_id, host, result) each: every row names its capture and
+    host; flows stay each capture's top N, in byte order over all."""
+    out = FlowsResult(bucket_s=results[0][2].bucket_s if results else 1.0)
+    for cid, host, r in results:
+        tag = {"capture_id": cid, "host": host}
+        out.flows += [{**tag, **f} for f in r.flows]
+        out.bandwidth += [{**tag, **b} for b in r.bandwidth]
+        out.top_talkers += [{**tag, **t} for t in r.top_talkers]
+        out.interfaces += [{**tag, **i} for i in r.interfaces]
+        out.total_flows += r.total_flows
+    out.flows.sort(key=lambda f: -((f.get("init_bytes") or 0) + (f.get("resp_bytes") or 0)))
+    return out
 
 
 def run(cap: ArchiveDb, params: FlowsParams = FlowsParams()) -> FlowsResult:

@@ -14,11 +14,16 @@ def open_for_query(path: str | Path, sql: str | None = None, all_views: bool = F
     """Derived views cost an analyzer run, so only the ones named in `sql` are built."""
     db = open_archive_db(path, limits)
     try:
-        for a in analyzers():
-            wanted = all_views or (sql is not None and any(v in sql for v in a.views))
-            if a.views and wanted and a.applies(db):
-                a.register_views(db)
+        add_query_views(db, sql, all_views)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def add_query_views(db: ArchiveDb, sql: str | None = None, all_views: bool = False) -> None:
+    """The derived views `sql` names (all of them with all_views) on an open archive."""
+    for a in analyzers():
+        wanted = all_views or (sql is not None and any(v in sql for v in a.views))
+        if a.views and wanted and a.applies(db):
+            a.register_views(db)

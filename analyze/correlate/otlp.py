@@ -79,9 +79,10 @@ def _span_json(r: Request, s: Span, offset_ns: int) -> dict:
     return out
 
 
-def to_otlp(db: ArchiveDb, result: CorrelationResult) -> dict:
-    """ExportTraceServiceRequest as OTLP/JSON."""
-    offset = db.info.realtime_offset_ns
+def to_otlp(db: ArchiveDb, result: CorrelationResult, offset_ns: int | None = None) -> dict:
+    """ExportTraceServiceRequest as OTLP/JSON. offset_ns: what turns the capture's CLOCK_MONOTONIC into
+    the wall time to report (default: its manifest's anchors; several hosts: also their clock offset)."""
+    offset = db.info.realtime_offset_ns if offset_ns is None else offset_ns
     comms = db.process_names()
     host = (db.manifest.get("host") or {}).get("hostname")
     by_pid: dict[int, list[dict]] = {}

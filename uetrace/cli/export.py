@@ -33,7 +33,9 @@ def command(archives: tuple[Path, ...], fmt: str, output: Path, force: bool, mod
               statistics with the tracer's drop counts.
     otlp      OpenTelemetry Collector, Jaeger: an ExportTraceServiceRequest in
               OTLP/JSON, one span per exchange and captured end, linked as
-              `trace request` shows them.
+              `trace request` shows them. Several archives: the captures'
+              spans together, linked across hosts (server span under the
+              client span), times on the first capture's clock.
     perfetto  ui.perfetto.dev: process and thread tracks, a slice per request
               and side with flow arrows client -> server, lock waits, CPU
               samples with their callstacks, bandwidth and heap counters.
@@ -48,9 +50,16 @@ def command(archives: tuple[Path, ...], fmt: str, output: Path, force: bool, mod
       trace export run.tar.zst --format otlp -o spans.json
       trace export run.tar.zst --format perfetto -o run.pftrace
       trace export client.tar.zst server.tar.zst --format parquet -o dataset/
+      trace export client.tar.zst server.tar.zst --format otlp -o traces.json
     """
     if fmt == "parquet":
         _export_parquet(archives, output, mode)
+        return
+    if fmt == "otlp" and len(archives) > 1:
+        from uetrace.output_files import check_target
+        check_target(output, force)
+        line = _export_otlp_set(archives, output, force, mode)
+        make_console(stderr=True).print(f"wrote {output}: {line}", markup=False, highlight=False)
         return
     if len(archives) != 1:
         raise BadInputError(f"--format {fmt} takes one archive")
@@ -87,6 +96,28 @@ def _export_otlp(archive: Path, output: Path, force: bool, mode: int) -> str:
     write_output(output, json.dumps(doc, separators=(",", ":")) + "\n", force=force, mode=mode)
     spans = sum(len(s["spans"]) for rs in doc["resourceSpans"] for s in rs["scopeSpans"])
     return f"{spans:,} spans in {len({s.trace_id for s in result.spans}):,} traces"
+
+
+def _export_otlp_set(archives: tuple[Path, ...], output: Path, force: bool, mode: int) -> str:
+    """Several captures' spans in one request: linked across hosts, times on the first capture's clock."""
+    from uetrace.analyze import correlate
+    from uetrace.analyze.correlate.otlp import to_otlp
+    from uetrace.analyze.cross_host import cross_host
+    from uetrace.cli.reading import reading_set
+    from uetrace.cli.requests_set import print_clock_notes
+    from uetrace.output_files import write_output
+
+    missing = "no socket records (capture with the sock tracer: -t sock,proc)"
+    with reading_set(archives, applies=correlate.applies, missing=missing) as cs:
+        xh = cross_host(cs.captures)
+        print_clock_notes(xh.clock_notes())
+        docs = [to_otlp(c.db, xh.results[i], c.wall_offset_ns - xh.clocks[i].offset_ns)
+                for i, c in enumerate(cs.captures)]
+    doc = {"resourceSpans": [rs for d in docs for rs in d["resourceSpans"]]}
+    write_output(output, json.dumps(doc, separators=(",", ":")) + "\n", force=force, mode=mode)
+    spans = sum(len(s["spans"]) for rs in doc["resourceSpans"] for s in rs["scopeSpans"])
+    traces = len({s.trace_id for r in xh.results for s in r.spans})
+    return f"{spans:,} spans in {traces:,} traces from {len(cs.captures)} captures, {len(xh.pairs)} paired across hosts"
 
 
 def _export_perfetto(archive: Path, output: Path, force: bool, mode: int) -> str:

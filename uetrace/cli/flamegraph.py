@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from uetrace.cli.options import archive_argument
+from uetrace.cli.options import archives_argument
 from uetrace.cli.output_options import output_file_options
 from uetrace.durations import parse_duration
 
@@ -32,7 +32,7 @@ class Seconds(click.ParamType):
 
 
 @click.command("flamegraph")
-@archive_argument
+@archives_argument
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="File to write, 0600 unless --mode (default: flamegraph.svg / .folded / "
               ".speedscope.json; '-' for stdout).")
@@ -55,9 +55,14 @@ class Seconds(click.ParamType):
               "archive drawn with the same filters; frames coloured by the change of their share.")
 @click.option("--title", default=None, help="SVG title.")
 @output_file_options
-def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, request_ids, endpoints, diff,
+def command(archives, output, fmt, pids, tids, comms, start, end, offcpu, title, request_ids, endpoints, diff,
             force, mode):
     """Draw the stack samples of a capture (offline, no root needed).
+
+    Several archives (or a quoted pattern): the samples of all captures in
+    one graph, under a [host NAME] frame per host when there are several
+    hosts; --from/--to count from each capture's own start; --request and
+    --diff take one archive.
 
     Frames are named from the symbols stored in the archive, so the result is
     the same on any machine. Kernel frames are marked (orange in the SVG,
@@ -73,10 +78,10 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, 
       trace flamegraph run.tar.zst --request 42 -o slow-request.svg
       trace flamegraph run.tar.zst --endpoint "GET /search" --diff "GET /health" -o diff.svg
       trace flamegraph new.tar.zst --endpoint "GET /search" --diff old.tar.zst -o regression.svg
+      trace flamegraph front.tar.zst back.tar.zst -o both-hosts.svg
     """
     from uetrace.analyze.stacks import samples
     from uetrace.analyze.text import printable
-    from uetrace.cli.reading import reading
     from uetrace.errors import BadInputError
     from uetrace.output_files import check_target, write_output
 
@@ -93,13 +98,13 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, 
     if diff is not None and other_archive is None and diff.endswith((".zst", ".tar")):
         raise BadInputError(f"--diff {diff}: no such archive")
     before = None
-    with reading(archive, lambda db: samples.available(db, kind), f"no {what}") as db:
-        stacks = samples.load(db, _selected(db, flt, request_ids, endpoints))
-        if diff is not None and other_archive is None:
-            before = samples.load(db, _selected(db, flt, (), (diff,)))
-    if other_archive is not None:
-        with reading(other_archive, lambda db: samples.available(db, kind), f"no {what}") as db:
-            before = samples.load(db, _selected(db, flt, request_ids, endpoints))
+    if len(archives) > 1:
+        if request_ids or diff is not None:
+            raise BadInputError("--request and --diff take one archive (request ids are per capture)")
+        stacks, name = _several(archives, flt, endpoints, kind, what), f"{len(archives)} archives"
+    else:
+        stacks, before = _one(archives[0], flt, request_ids, endpoints, diff, other_archive, kind, what)
+        name = archives[0].name
     if not stacks.total:
         raise BadInputError("no samples match the filters")
     label = "Off-CPU" if offcpu else "CPU"
@@ -109,9 +114,9 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, 
             text = stack_diff.render_diff_folded(stacks, before)
         else:
             text = stack_diff.render_diff_svg(stacks, before, title or f"{label} differential flame graph: "
-                                              f"{archive.name} against {diff}")
+                                              f"{name} against {diff}")
     else:
-        text = render(stacks, fmt, title or f"{label} flame graph: {archive.name}")
+        text = render(stacks, fmt, title or f"{label} flame graph: {name}")
     if str(output) == "-":
         click.echo(printable(text, keep_lines=True) if sys.stdout.isatty() else text, nl=False)
     else:
@@ -121,6 +126,33 @@ def command(archive, output, fmt, pids, tids, comms, start, end, offcpu, title, 
             raise BadInputError(f"cannot write {output}: {e.strerror}") from None
         click.echo(f"wrote {output}: {stacks.total:,} {stacks.unit}, {len(stacks.stacks):,} distinct stacks",
                    err=True)
+
+
+def _one(archive: Path, flt, request_ids, endpoints, diff, other_archive, kind: str, what: str):
+    """(stacks, the --diff baseline or None) of one archive, as before several were taken."""
+    from uetrace.analyze.stacks import samples
+    from uetrace.cli.reading import reading
+
+    before = None
+    with reading(archive, lambda db: samples.available(db, kind), f"no {what}") as db:
+        stacks = samples.load(db, _selected(db, flt, request_ids, endpoints))
+        if diff is not None and other_archive is None:
+            before = samples.load(db, _selected(db, flt, (), (diff,)))
+    if other_archive is not None:
+        with reading(other_archive, lambda db: samples.available(db, kind), f"no {what}") as db:
+            before = samples.load(db, _selected(db, flt, request_ids, endpoints))
+    return stacks, before
+
+
+def _several(archives: tuple[Path, ...], flt, endpoints, kind: str, what: str):
+    """The samples of every capture that has them, combined (a host frame at the root per host)."""
+    from uetrace.analyze.stacks import samples
+    from uetrace.analyze.stacks.combine import combine
+    from uetrace.cli.reading import reading_set
+
+    with reading_set(archives, applies=lambda db: samples.available(db, kind), missing=f"no {what}") as cs:
+        return combine([(c.host, samples.load(c.db, _selected(c.db, flt, (), endpoints)))
+                        for c in cs.captures if samples.available(c.db, kind)])
 
 
 def _selected(db, flt, request_ids, endpoints):

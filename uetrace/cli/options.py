@@ -4,6 +4,8 @@ users type them."""
 
 from __future__ import annotations
 
+import glob as globlib
+import re
 from pathlib import Path
 
 import click
@@ -55,9 +57,50 @@ def archive_argument(f):
 
 
 def archives_argument(f):
-    """ARCHIVE... (one or more) with the same limits, for commands that read several captures."""
+    """ARCHIVE... (one or more) with the same limits, for commands that read several captures. A
+    pattern in quotes ('run-*.tar.zst') is expanded here, in name order (rotated parts sort in order)."""
     return click.argument("archives", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path),
-                          callback=_store, expose_value=True)(_limit_options(f))
+                          callback=_store_archives, expose_value=True)(_limit_options(f))
+
+
+def archives_and_statement_argument(f):
+    """ARCHIVE... [SQL] as `archives`, split by split_statement (one variadic argument: click cannot end
+    one with an optional one)."""
+    return click.argument("archives", nargs=-1, required=True, metavar="ARCHIVE... [SQL]", callback=_store,
+                          expose_value=True)(_limit_options(f))
+
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def expand_archives(values: tuple) -> tuple[Path, ...]:
+    """Each pattern (a name with * ? [ that is no file) as the files it matches, sorted."""
+    out: list[Path] = []
+    for v in values:
+        text = str(v)
+        if _GLOB.search(text) and not Path(text).exists():
+            found = sorted(globlib.glob(text))
+            if not found:
+                raise click.BadParameter(f"no file matches {text!r}")
+            out.extend(Path(x) for x in found)
+        else:
+            out.append(Path(text))
+    return tuple(out)
+
+
+def _store_archives(ctx: click.Context, param: click.Parameter, value):
+    return _store(ctx, param, expand_archives(value))
+
+
+def split_statement(args: tuple[str, ...]) -> tuple[tuple[Path, ...], str | None]:
+    """(archives, SQL) from ARCHIVE... [SQL]: with two or more arguments the last is the statement unless
+    it names a file, matches one, or ends like an archive."""
+    last = args[-1] if args else ""
+    is_archive = (Path(last).exists() or last.endswith((".tar.zst", ".zst", ".partial"))
+                  or (_GLOB.search(last) is not None and bool(globlib.glob(last))))
+    if len(args) >= 2 and not is_archive:
+        return expand_archives(args[:-1]), last
+    return expand_archives(args), None
 
 
 def read_limits():

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from uetrace.cli.options import Duration, archive_argument, format_option, json_option
+from uetrace.cli.options import Duration, archives_argument, format_option, json_option
 from uetrace.cli.output import echo_json, print_rows
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ COLUMNS = ("id", "time s", "proto", "method", "path", "status", "latency ms", "r
 
 
 @click.command("requests")
-@archive_argument
+@archives_argument
 @click.option("--status", default=None, metavar="LIST",
               help="Keep these statuses: 404, 5xx, or a comma list (4xx,500); gRPC calls match on grpc-status.")
 @click.option("--path", "path_glob", default=None, metavar="GLOB", help="Keep request paths matching this glob "
@@ -30,9 +30,11 @@ COLUMNS = ("id", "time s", "proto", "method", "path", "status", "latency ms", "r
               "recipient would refuse or read differently (cl_and_te, duplicate_content_length, desync, ...), "
               "and list the kinds.")
 @json_option("Every field of every exchange, as a JSON list, with its request id, trace and span ids and the "
-             "evidence correlated to it (cpu_ms, offcpu_ms, lock_wait_ms, alloc_bytes, packets, retransmits).")
+             "evidence correlated to it (cpu_ms, offcpu_ms, lock_wait_ms, alloc_bytes, packets, retransmits); "
+             "with several captures also capture_id, host, peer_capture_id, peer_request_id, wall_start_ns, "
+             "wall_end_ns, clock_offset_ns, clock_uncertainty_ns.")
 @format_option
-def command(archive: Path, status: str | None, path_glob: str | None, min_latency: float | None,
+def command(archives: tuple[Path, ...], status: str | None, path_glob: str | None, min_latency: float | None,
             pid: int | None, anomalous: bool, as_json: bool, fmt: str):
     """List the requests of a capture: HTTP/1.x, HTTP/2, gRPC and the handshakes of
     WebSocket sessions, decoded offline from the socket (and TLS) tracer's records.
@@ -43,8 +45,19 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
     `trace flamegraph --request` take.
 
     \b
+    Several archives (or a quoted pattern): the exchanges of every capture,
+    each with its capture and host. An exchange recorded at both ends by
+    captures of different hosts is paired (same connection as both sides saw
+    it, same place in it): both rows name their peer, share one trace id, and
+    the server span is the client span's child. The hosts' clock offset is
+    estimated from the pairs (NTP's minimum-delay method) and printed to
+    stderr with its uncertainty; times are then on the first capture's clock
+    (wall time). Archives of one capture (rotated parts) are one capture.
+
+    \b
     Examples:
       trace requests run.tar.zst
+      trace requests client.tar.zst server.tar.zst --json
       trace requests run.tar.zst --status 5xx --path '/api/*'
       trace requests run.tar.zst --min-latency 100ms --pid 1234 --json
       trace requests run.tar.zst --anomalies
@@ -60,7 +73,11 @@ def command(archive: Path, status: str | None, path_glob: str | None, min_latenc
     params = http.HttpParams(pid=pid, status=status, path=path_glob, anomalies=anomalous,
                              min_latency_ms=min_latency * 1e3 if min_latency is not None else None)
     missing = "no socket records (capture with the sock tracer: -t sock,proc)"
-    with reading(archive, http.ANALYZER.applies, missing) as db:
+    if len(archives) > 1:
+        from uetrace.cli.requests_set import several
+        several(archives, params, missing, as_json, fmt)
+        return
+    with reading(archives[0], http.ANALYZER.applies, missing) as db:
         result = http.ANALYZER.run(db, params)
         t0 = db.info.start_ns or 0
         # Time order across connections: the parsers emit them connection by connection.
