@@ -77,6 +77,8 @@ class CaptureOptions:
     force: bool = False                     # --force: replace an existing output
     mode: int = 0o600                       # --mode of the archive
     spool_dir: Path | None = None           # --spool-dir; None: beside the output
+    encrypt_to: list[str] = field(default_factory=list)  # --encrypt-to: age recipients (age1...)
+    user: str | None = None                 # --user: who writes the archive (default: SUDO_UID)
     net: NetOptions = field(default_factory=NetOptions)
     stack: StackOptions = field(default_factory=StackOptions)
     uprobe: UprobeOptions = field(default_factory=UprobeOptions)
@@ -92,4 +94,4 @@ class CaptureOptions:
                 "alloc_sample": self.uprobe.alloc_sample, "all_processes": self.uprobe.all_processes,
                 "net_ifaces": list(self.net.ifaces), "net_xdp_mode": self.net.xdp_mode,
                 "net_snaplen": self.net.snaplen, "net_tc_attach": self.net.tc_attach,
-                "freq": self.stack.freq, "offcpu": self.stack.offcpu}
+                "freq": self.stack.freq, "offcpu": self.stack.offcpu, "encrypt_to": list(self.encrypt_to)}

@@ -37,6 +37,7 @@ from uetrace.capture.snapshot.symbols import SymbolSnapshot
 from uetrace.capture.stop_signals import stop_signals
 from uetrace.capture.tracers.catalog import TRACERS, default_tracers
 from uetrace.capture.tracers.contract import NotAttached, Tracer, write_rodata
+from uetrace.encryption import parse_recipient
 from uetrace.errors import BadInputError, UetraceError
 
 
@@ -165,7 +166,9 @@ class CaptureSession:
         require_tracing_privileges()
         ensure_tracefs()
         classes = self._selected()
-        self.archive = ArchiveWriter(self.opts.output, force=self.opts.force, mode=self.opts.mode)
+        recipients = [parse_recipient(r) for r in self.opts.encrypt_to]
+        self.archive = ArchiveWriter(self.opts.output, force=self.opts.force, mode=self.opts.mode,
+                                     recipients=recipients)
         recording = False
         try:
             self.manifest = base_manifest(self.opts.to_manifest(), self.opts.command_line)

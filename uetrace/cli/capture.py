@@ -99,9 +99,13 @@ def _title(p) -> str:
 @click.option("--freq", type=_range(o.FREQ), default=o.FREQ.default, show_default=True, metavar="HZ",
               help="stack tracer: samples per second on each CPU.")
 @click.option("--offcpu", is_flag=True, help="stack tracer: also record off-CPU intervals (sched_switch).")
+@click.option("--encrypt-to", "encrypt_to", multiple=True, metavar="RECIPIENT",
+              help="Encrypt the archive with age to this X25519 recipient (age1..., repeatable; "
+                   "`trace keygen` makes a key pair). Readers then need --identity; `age -d` opens it too.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
 def command(duration, output, force, mode, spool_dir, tracers, pids, comms, snaplen, ring_size, segment_seconds,
-            alloc_sample, all_processes, ifaces, xdp_mode, net_snaplen, tc_attach, freq, offcpu, quiet):
+            alloc_sample, all_processes, ifaces, xdp_mode, net_snaplen, tc_attach, freq, offcpu, encrypt_to,
+            quiet):
     """Record what the tracers see into one archive (needs root).
 
     Ctrl-C, SIGTERM or SIGHUP stops early and still writes a complete archive
@@ -125,7 +129,7 @@ def command(duration, output, force, mode, spool_dir, tracers, pids, comms, snap
     opts = o.CaptureOptions(output=output, duration=duration, tracers=names, pids=list(pids),
                             comms=list(comms), snaplen=snaplen, ring_size=ring_size << 20,
                             segment_seconds=segment_seconds, command_line=sys.argv[:],
-                            force=force, mode=mode, spool_dir=spool_dir,
+                            force=force, mode=mode, spool_dir=spool_dir, encrypt_to=list(encrypt_to),
                             net=o.NetOptions(ifaces=list(ifaces), xdp_mode=xdp_mode, snaplen=net_snaplen,
                                              tc_attach=tc_attach),
                             stack=o.StackOptions(freq=freq, offcpu=offcpu),
