@@ -102,10 +102,14 @@ def _title(p) -> str:
 @click.option("--encrypt-to", "encrypt_to", multiple=True, metavar="RECIPIENT",
               help="Encrypt the archive with age to this X25519 recipient (age1..., repeatable; "
                    "`trace keygen` makes a key pair). Readers then need --identity; `age -d` opens it too.")
+@click.option("--user", default=None, metavar="NAME",
+              help="Write the archive as this user, from a process with no privilege (default: the user "
+                   "who ran sudo, from SUDO_UID/SUDO_GID; as a root login: root). The output folder must be "
+                   "writable by that user.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
 def command(duration, output, force, mode, spool_dir, tracers, pids, comms, snaplen, ring_size, segment_seconds,
             alloc_sample, all_processes, ifaces, xdp_mode, net_snaplen, tc_attach, freq, offcpu, encrypt_to,
-            quiet):
+            user, quiet):
     """Record what the tracers see into one archive (needs root).
 
     Ctrl-C, SIGTERM or SIGHUP stops early and still writes a complete archive
@@ -130,6 +134,7 @@ def command(duration, output, force, mode, spool_dir, tracers, pids, comms, snap
                             comms=list(comms), snaplen=snaplen, ring_size=ring_size << 20,
                             segment_seconds=segment_seconds, command_line=sys.argv[:],
                             force=force, mode=mode, spool_dir=spool_dir, encrypt_to=list(encrypt_to),
+                            user=user,
                             net=o.NetOptions(ifaces=list(ifaces), xdp_mode=xdp_mode, snaplen=net_snaplen,
                                              tc_attach=tc_attach),
                             stack=o.StackOptions(freq=freq, offcpu=offcpu),
