@@ -94,4 +94,4 @@ class CaptureOptions:
                 "alloc_sample": self.uprobe.alloc_sample, "all_processes": self.uprobe.all_processes,
                 "net_ifaces": list(self.net.ifaces), "net_xdp_mode": self.net.xdp_mode,
                 "net_snaplen": self.net.snaplen, "net_tc_attach": self.net.tc_attach,
-                "freq": self.stack.freq, "offcpu": self.stack.offcpu, "encrypt_to": list(self.encrypt_to)}
+                "freq": self.stack.freq, "offcpu": self.stack.offcpu}

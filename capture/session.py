@@ -185,6 +185,8 @@ class CaptureSession:
                 raise UetraceError(f"write {self.archive.partial}: {e.strerror or e}") from None
             if writer:
                 self.manifest["writer"] = {"uid": writer.uid, "gid": writer.gid, "user": writer.name}
+            if self.opts.encrypt_to:
+                self.manifest["encryption"] = {"age_recipients": list(self.opts.encrypt_to)}
             self.sink = (self.archive.sink() if writer else
                          SegmentSink(self.archive, self.opts.segment_bytes, self.opts.segment_seconds,
                                      spool_dir=self.opts.spool_dir))

@@ -82,8 +82,10 @@ def _wait_for(path, proc, timeout: float = 30) -> None:
 
 def test_round_trip_with_the_identity(encrypted):
     out, key, marker = encrypted
+    recipient = key.read_text().split("# public key: ")[1].split()[0]
     with open_archive_db(out, ReadLimits(identity=key)) as db:
         assert db.manifest["complete"] and db.warnings == []
+        assert db.manifest["encryption"] == {"age_recipients": [recipient]}
         hits = db.query("SELECT count(*) FROM sock_data WHERE contains(CAST(payload AS VARCHAR), ?)", [marker])
         assert hits[0][0] >= 2   # sent and received
     res = trace_cmd("info", "--identity", str(key), str(out))
