@@ -51,7 +51,10 @@ class Writer:
 
     def send(self, obj: dict) -> None:
         with self._lock:
-            self._out.write(wp.reply(obj))
+            try:
+                self._out.write(wp.reply(obj))
+            except OSError:
+                pass   # root is gone: stdin ends next, and end() keeps what was written
 
     def _failed(self, e: BaseException) -> None:
         self.send({"failed": getattr(e, "strerror", None) or str(e), "errno": getattr(e, "errno", None) or 0})

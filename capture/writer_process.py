@@ -58,7 +58,12 @@ class WriterProcess:
         self._stdin = self.proc.stdin.fileno()
         os.set_blocking(self._stdin, False)
         threading.Thread(target=self._read_replies, name="uetrace-writer-replies", daemon=True).start()
-        first = self._await(("ready", "fatal"), START_TIMEOUT_S)
+        try:
+            first = self._await(("ready", "fatal"), START_TIMEOUT_S)
+        except OSError:
+            self._reap()
+            raise UetraceError(f"the writer process (as {user.name}) could not start: it ended without a "
+                               "word (run it by hand: python -m uetrace.capture.writer_child)") from None
         if "fatal" in first:
             self._reap()
             msg = str(first["fatal"])

@@ -220,3 +220,16 @@ def test_offline_commands_need_no_privilege(sudo_capture, tmp_path):
         assert "Traceback" not in res.stderr
     res = as_user("capture", "-d", "1s", "-o", str(shared / "c.tar.zst"), home=shared)
     assert res.returncode == 77 and len(res.stderr.strip().splitlines()) == 1 and "CAP_BPF" in res.stderr
+
+
+def test_encrypted_archive_written_by_the_user(kernel, tmp_path):
+    folder = user_folder(tmp_path)
+    key = tmp_path / "key.txt"
+    recipient = trace_cmd("keygen", "-o", str(key), check=True).stdout.strip()
+    out = folder / "e.tar.zst.age"
+    res = trace_cmd("capture", "-q", "-d", "1s", "-t", "proc", "--encrypt-to", recipient, "-o", str(out),
+                    env=sudo_env())
+    assert res.returncode == 0, res.stderr
+    assert out.stat().st_uid == NOBODY and out.read_bytes().startswith(b"age-encryption.org/")
+    res = trace_cmd("info", "--identity", str(key), str(out))
+    assert res.returncode == 0 and "proc" in res.stdout, res.stderr
