@@ -233,3 +233,27 @@ def test_encrypted_archive_written_by_the_user(kernel, tmp_path):
     assert out.stat().st_uid == NOBODY and out.read_bytes().startswith(b"age-encryption.org/")
     res = trace_cmd("info", "--identity", str(key), str(out))
     assert res.returncode == 0 and "proc" in res.stdout, res.stderr
+
+
+def test_root_killed_the_writer_keeps_what_it_wrote(kernel, tmp_path):
+    """SIGKILL of the root capture: the writer sees its input end, closes its open segments into
+    NAME.partial and exits; no spool is left."""
+    folder = user_folder(tmp_path)
+    out = folder / "k.tar.zst"
+    proc = subprocess.Popen([sys.executable, "-m", "uetrace", "capture", "-q", "-t", "proc", "-o", str(out)],
+                            stderr=subprocess.PIPE, env=sudo_env())
+    writer = find_writer(proc)
+    time.sleep(3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while os.path.exists(f"/proc/{writer}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{writer}") or status(writer)["State"].startswith("Z")
+    partial = out.with_name(out.name + ".partial")
+    assert sorted(p.name for p in folder.iterdir()) == [partial.name]
+    assert partial.stat().st_uid == NOBODY
+    res = trace_cmd("info", str(partial))
+    assert res.returncode == 0 and "did not finish" in res.stderr, res.stderr
+    with open_archive_db(partial) as db:
+        assert db.query("SELECT count(*) FROM proc")[0][0] > 0
