@@ -147,3 +147,40 @@ def test_killed_encrypted_capture_keeps_sealed_chunks(kernel, tmp_path):
     res = trace_cmd("info", "--identity", str(key), str(partial))
     assert res.returncode == 0, res.stderr
     assert "truncated" in res.stderr and "proc" in res.stdout
+
+
+def _offline_archive(tmp_path) -> tuple:
+    """An encrypted archive written by ArchiveWriter (no capture): a manifest, then members that
+    fill several 64 KiB age chunks."""
+    import base64
+    import json
+
+    from uetrace.capture.archive_writer import ArchiveWriter
+    from uetrace.encryption import parse_recipient
+
+    key, recipient = keygen(tmp_path)
+    out = tmp_path / "o.tar.zst.age"
+    w = ArchiveWriter(out, recipients=[parse_recipient(recipient)])
+    w.add_bytes("manifest.json", json.dumps({"tool": "uetrace", "format_version": 1, "complete": False}).encode())
+    for i in range(4):
+        w.add_bytes(f"schema/k{i}.json", json.dumps({"x": base64.b64encode(os.urandom(75000)).decode()}).encode())
+    w.close()
+    return out, key
+
+
+def test_damaged_ciphertext_is_one_line_or_a_warning(tmp_path):
+    out, key = _offline_archive(tmp_path)
+    data = out.read_bytes()
+    assert len(data) > 4 * 65536
+    cut_header, cut_chunks, flipped = tmp_path / "h.age", tmp_path / "c.age", tmp_path / "f.age"
+    cut_header.write_bytes(data[:40])
+    cut_chunks.write_bytes(data[:len(data) - 100_000])
+    mid = bytearray(data)
+    mid[len(data) // 2] ^= 0x40
+    flipped.write_bytes(bytes(mid))
+    res = trace_cmd("info", "--identity", str(key), str(cut_header))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    for damaged in (cut_chunks, flipped):   # the members sealed before the damage are read, with a warning
+        res = trace_cmd("info", "--identity", str(key), str(damaged))
+        assert res.returncode == 0, res.stderr
+        assert "truncated or corrupt" in res.stderr and "Traceback" not in res.stderr
