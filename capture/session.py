@@ -4,8 +4,8 @@ Threads: the caller's thread runs the drain loop (and receives SIGINT, SIGTERM
 and SIGHUP, which only set a flag); SegmentSink decodes and writes on its own
 thread; ProcessSnapshotter reads /proc on another. Run by root for another user
 (sudo, --user), the archive is written by a process of that user instead
-(capture/privsep.py: WriterProcess and RemoteSink stand for ArchiveWriter and
-SegmentSink). Whatever stops the capture
+(capture/privsep.py; capture/writer_process.py: WriterProcess and RemoteSink
+stand for ArchiveWriter and SegmentSink). Whatever stops the capture
 (duration, signal, write error), _finish() detaches every program, drains what
 is left in the rings, and closes the archive with a final manifest, which
 renames NAME.partial to NAME. A capture that fails before it records anything
@@ -179,14 +179,14 @@ class CaptureSession:
         recording = False
         try:
             self.manifest = base_manifest(self.opts.to_manifest(), self.opts.command_line)
-            try:
-                self.archive.add_bytes(MANIFEST, json.dumps(self.manifest, indent=1).encode())
-            except OSError as e:
-                raise UetraceError(f"write {self.archive.partial}: {e.strerror or e}") from None
             if writer:
                 self.manifest["writer"] = {"uid": writer.uid, "gid": writer.gid, "user": writer.name}
             if self.opts.encrypt_to:
                 self.manifest["encryption"] = {"age_recipients": list(self.opts.encrypt_to)}
+            try:
+                self.archive.add_bytes(MANIFEST, json.dumps(self.manifest, indent=1).encode())
+            except OSError as e:
+                raise UetraceError(f"write {self.archive.partial}: {e.strerror or e}") from None
             self.sink = (self.archive.sink() if writer else
                          SegmentSink(self.archive, self.opts.segment_bytes, self.opts.segment_seconds,
                                      spool_dir=self.opts.spool_dir))

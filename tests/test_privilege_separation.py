@@ -257,3 +257,10 @@ def test_root_killed_the_writer_keeps_what_it_wrote(kernel, tmp_path):
     assert res.returncode == 0 and "did not finish" in res.stderr, res.stderr
     with open_archive_db(partial) as db:
         assert db.query("SELECT count(*) FROM proc")[0][0] > 0
+
+
+def test_failed_capture_leaves_nothing_as_the_user(kernel, tmp_path):
+    folder = user_folder(tmp_path)
+    res = trace_cmd("capture", "-q", "-d", "2s", "-t", "lock", "-o", str(folder / "l.tar.zst"), env=sudo_env())
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert list(folder.iterdir()) == []
