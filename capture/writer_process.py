@@ -34,6 +34,7 @@ from uetrace.output_files import partial_path
 START_TIMEOUT_S = 60.0   # importing pyarrow on a loaded machine
 REPLY_TIMEOUT_S = 120.0  # closing rolls every open segment (up to 64 MiB each)
 STALL_S = 60.0           # a writer that takes nothing for this long is stopped
+STOPPED_S = 3.0          # ...or that long while stopped (SIGSTOP, a debugger): no slow disk looks like that
 
 
 class WriterProcess:
@@ -60,8 +61,11 @@ class WriterProcess:
         threading.Thread(target=self._read_replies, name="uetrace-writer-replies", daemon=True).start()
         try:
             first = self._await(("ready", "fatal"), START_TIMEOUT_S)
-        except OSError:
+        except BaseException as e:   # Ctrl-C included: no writer is left behind, stopped or not
+            self.proc.kill()
             self._reap()
+            if not isinstance(e, OSError):
+                raise
             raise UetraceError(f"the writer process (as {user.name}) could not start: it ended without a "
                                "word (run it by hand: python -m uetrace.capture.writer_child)") from None
         if "fatal" in first:
@@ -111,23 +115,36 @@ class WriterProcess:
                 for part in parts:
                     self._write_all(memoryview(part))
         except OSError:
-            self.fail(f"the writer process (as {self.user.name}) ended")
+            self.fail(f"the writer process (as {self.user.name}) ended or stopped reading")
             raise self.error from None
 
     def _write_all(self, view: memoryview) -> None:
         """Non-blocking writes, so that a writer that stops reading (SIGSTOP) is noticed and killed
         after STALL_S instead of blocking the capture's teardown for good."""
         deadline = time.monotonic() + STALL_S
+        stopped_since = None
         while view:
             try:
                 view = view[os.write(self._stdin, view):]
-                deadline = time.monotonic() + STALL_S
+                deadline, stopped_since = time.monotonic() + STALL_S, None
             except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                now = time.monotonic()
+                if self._stopped():
+                    stopped_since = stopped_since or now
+                else:
+                    stopped_since = None
+                if now >= deadline or (stopped_since and now - stopped_since >= STOPPED_S):
                     self.proc.kill()
                     raise OSError(errno.ETIMEDOUT, "stalled") from None
-                select.select([], [self._stdin], [], min(left, 1.0))
+                select.select([], [self._stdin], [], 0.5)
+
+    def _stopped(self) -> bool:
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as fh:
+                stat = fh.read(4096)
+        except OSError:
+            return False
+        return stat[stat.rfind(b")") + 2:][:1] in (b"T", b"t")
 
     def _request(self, op: bytes, keys: tuple[str, ...]) -> dict:
         self._send(wp.frame(op))
@@ -147,12 +164,17 @@ class WriterProcess:
 
     def _await(self, keys: tuple[str, ...], timeout: float) -> dict:
         deadline = time.monotonic() + timeout
+        stopped_since = None
         while True:
             try:
-                got = self._replies.get(timeout=max(0.0, deadline - time.monotonic()))
+                got = self._replies.get(timeout=0.5)
             except queue.Empty:
+                now = time.monotonic()
+                stopped_since = (stopped_since or now) if self._stopped() else None
+                if now < deadline and not (stopped_since and now - stopped_since >= STOPPED_S):
+                    continue
                 self.proc.kill()
-                self.fail(f"the writer process (as {self.user.name}) did not answer in {timeout:.0f} s")
+                self.fail(f"the writer process (as {self.user.name}) did not answer")
                 raise self.error from None
             if got is None:
                 self.fail(f"the writer process (as {self.user.name}) ended")

@@ -264,3 +264,29 @@ def test_failed_capture_leaves_nothing_as_the_user(kernel, tmp_path):
     res = trace_cmd("capture", "-q", "-d", "2s", "-t", "lock", "-o", str(folder / "l.tar.zst"), env=sudo_env())
     assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert list(folder.iterdir()) == []
+
+
+def test_writer_stopped_by_the_user_does_not_hang_the_capture(kernel, tmp_path):
+    """SIGSTOP on the writer (its user may send it): Ctrl-C still ends the root capture within
+    seconds, with one line and exit 1."""
+    folder = user_folder(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "uetrace", "capture", "-q", "-t", "proc,sock", "-o",
+                             str(folder / "s.tar.zst")], stderr=subprocess.PIPE, text=True, env=sudo_env())
+    try:
+        writer = find_writer(proc)
+        partial = folder / "s.tar.zst.partial"
+        deadline = time.monotonic() + 30
+        while not partial.exists() and time.monotonic() < deadline:   # the writer is ready
+            time.sleep(0.05)
+        time.sleep(2)
+        os.kill(writer, signal.SIGSTOP)
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - start < 15
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1 and len(err.strip().splitlines()) == 1 and "writer process" in err, err
