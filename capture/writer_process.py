@@ -49,13 +49,17 @@ class WriterProcess:
         self._replies: queue.Queue = queue.Queue()
         self._send_lock = threading.Lock()
         self._finished = False
-        cfg = {"output": str(opts.output), "force": opts.force, "mode": opts.mode,
-               "spool_dir": str(opts.spool_dir) if opts.spool_dir else None,
+        # Absolute paths, and the child starts in "/": `python -m` puts its working folder first on
+        # sys.path, and the folder sudo was run from is often the user's, who could plant a
+        # zstandard.py there for the child to import while it is still root.
+        cfg = {"output": os.path.abspath(opts.output), "force": opts.force, "mode": opts.mode,
+               "spool_dir": os.path.abspath(opts.spool_dir) if opts.spool_dir else None,
                "segment_bytes": opts.segment_bytes, "segment_seconds": opts.segment_seconds,
                "encrypt_to": list(opts.encrypt_to), "uid": user.uid, "gid": user.gid, "user": user.name}
         # Its own session: Ctrl-C at the terminal is root's to handle; the writer stops when told.
         self.proc = subprocess.Popen([sys.executable, "-m", "uetrace.capture.writer_child", json.dumps(cfg)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+                                     cwd="/")
         self._stdin = self.proc.stdin.fileno()
         os.set_blocking(self._stdin, False)
         threading.Thread(target=self._read_replies, name="uetrace-writer-replies", daemon=True).start()

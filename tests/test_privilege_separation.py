@@ -290,3 +290,19 @@ def test_writer_stopped_by_the_user_does_not_hang_the_capture(kernel, tmp_path):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 1 and len(err.strip().splitlines()) == 1 and "writer process" in err, err
+
+
+def test_writer_imports_nothing_from_the_users_folder(kernel, tmp_path):
+    """sudo is often run from the user's own folder: a module planted there must not be imported by
+    the writer while it is still root (`python -m` puts the working folder first on sys.path)."""
+    folder = user_folder(tmp_path)
+    pwned = tmp_path / "PWNED"
+    for name in ("zstandard", "pyarrow", "json", "uetrace"):
+        (folder / f"{name}.py").write_text(f"open({str(pwned)!r}, 'w').write({name!r})\n")
+    # The parent as the `trace` script runs it (its own folder first on sys.path, not the working one).
+    entry = "import sys; sys.path.pop(0); from uetrace.cli import main; main(prog_name='trace')"
+    res = subprocess.run([sys.executable, "-c", entry, "capture", "-q", "-d", "1s", "-t", "proc", "-o",
+                          "rel.tar.zst"], capture_output=True, text=True, timeout=120, env=sudo_env(), cwd=folder)
+    assert res.returncode == 0, res.stderr
+    assert not pwned.exists(), pwned.read_text()
+    assert (folder / "rel.tar.zst").stat().st_uid == NOBODY   # a relative -o still lands in the user's folder
