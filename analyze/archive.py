@@ -126,6 +126,9 @@ def extract(path: str | Path, limits: ReadLimits | None = None) -> ExtractedArch
         if is_encrypted(head):
             fh.seek(0)
             return _extract_encrypted(path, fh, size, limits)
+        if head.startswith(b"-----BEGIN AGE"):
+            raise ArchiveError(f"{path}: an ASCII-armored age file; uetrace reads binary ones (age -d -i KEY "
+                               f"{path.name} > archive.tar.zst, then open that)")
         if head[:4] != ZSTD_MAGIC:
             raise ArchiveError(f"{path}: not a uetrace archive (not zstd-compressed)")
         fh.seek(0)

@@ -184,3 +184,12 @@ def test_damaged_ciphertext_is_one_line_or_a_warning(tmp_path):
         res = trace_cmd("info", "--identity", str(key), str(damaged))
         assert res.returncode == 0, res.stderr
         assert "truncated or corrupt" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_armored_age_file_one_line(tmp_path):
+    need_age()
+    key, recipient = keygen(tmp_path)
+    armored = tmp_path / "a.age"
+    subprocess.run(["age", "-a", "-r", recipient, "-o", str(armored)], input=b"x" * 100, check=True, timeout=30)
+    res = trace_cmd("info", "--identity", str(key), str(armored))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "armored" in res.stderr
