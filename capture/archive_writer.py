@@ -107,6 +107,7 @@ class ArchiveWriter:
                     self._crypt.close()   # seal age's last chunk
             except BaseException:
                 self.closed = True
+                self._stop_crypt()
                 self._out.abandon()
                 raise
             self.closed = True

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, require_kernel, trace_cmd
+from helpers import REPO, require_kernel, trace_cmd, traversable
 
 from uetrace.analyze.archive_db import open_archive_db
 
@@ -33,15 +33,6 @@ c = socket.create_connection(srv.getsockname()); c.sendall(marker * 4); c.recv(6
 
 def sudo_env(uid: int = NOBODY, gid: int = NOBODY) -> dict:
     return {**os.environ, "SUDO_UID": str(uid), "SUDO_GID": str(gid), "SUDO_USER": "nobody"}
-
-
-def traversable(tmp_path: Path) -> None:
-    """Let other users reach tmp_path (pytest's base folder is 0700): search permission only."""
-    tmp_path.chmod(0o755)
-    for parent in tmp_path.parents:
-        if parent in (Path("/tmp"), Path("/")):
-            break
-        os.chmod(parent, os.stat(parent).st_mode | 0o011)
 
 
 def user_folder(tmp_path: Path, uid: int = NOBODY) -> Path:

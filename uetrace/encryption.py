@@ -14,6 +14,7 @@ current chunk is lost.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -123,6 +124,11 @@ class EncryptingWriter:
         e = self.error
         if isinstance(e, OSError):
             return e
+        # pyrage reports the sink's OSError as text ("OSError: [Errno 28] No space left on device")
+        found = re.search(r"\[Errno (\d+)\]", str(e))
+        if found:
+            code = int(found.group(1))
+            return OSError(code, os.strerror(code))
         return OSError(f"encrypt: {e or 'the encryption thread stopped'}")
 
 
