@@ -193,3 +193,19 @@ def test_armored_age_file_one_line(tmp_path):
     subprocess.run(["age", "-a", "-r", recipient, "-o", str(armored)], input=b"x" * 100, check=True, timeout=30)
     res = trace_cmd("info", "--identity", str(key), str(armored))
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "armored" in res.stderr
+
+
+def test_every_recipient_can_open_it(tmp_path):
+    import json
+
+    from uetrace.capture.archive_writer import ArchiveWriter
+    from uetrace.encryption import parse_recipient
+
+    keys = [keygen(tmp_path, f"k{i}.txt") for i in range(2)]
+    out = tmp_path / "two.tar.zst.age"
+    w = ArchiveWriter(out, recipients=[parse_recipient(r) for _, r in keys])
+    w.add_bytes("manifest.json", json.dumps({"tool": "uetrace", "format_version": 1, "complete": True}).encode())
+    w.close()
+    for key, _ in keys:
+        res = trace_cmd("info", "--identity", str(key), str(out))
+        assert res.returncode == 0, res.stderr
