@@ -111,7 +111,8 @@ def _read_exact(fh, n: int) -> bytes | None:
 
 
 def main(argv: list[str]) -> int:
-    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGXFSZ):
+    # SIGTTOU: in a session of its own, a write to the terminal (stty tostop) must not stop it.
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGXFSZ, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)   # stray prints must not corrupt the replies
