@@ -7,7 +7,8 @@ manifest, segments altered after the capture. Members are read by a bounded tar 
 (tar_stream), checked by name against the layout of archive_format, and extracted one by one
 into a private temporary folder; what they unpack to is bounded in total (ReadLimits); each
 segment's sha256 is checked against the manifest. A truncated stream keeps every finished member
-and says so.
+and says so. An age-encrypted archive (capture --encrypt-to) is decrypted on the fly with the
+identity in ReadLimits (uetrace/encryption.py); its plaintext goes only to the private folder.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import zstandard
 from uetrace.analyze.tar_stream import DEFAULT_MAX_HEADER, TarRefusedError, TarStream, TruncatedError
 from uetrace.analyze.text import printable
 from uetrace.archive_format import ALLOWED_TOP, FORMAT_VERSION, MANIFEST
+from uetrace.encryption import AGE_MAGIC, DecryptingReader, is_encrypted, load_identities
 from uetrace.errors import BadInputError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -58,6 +60,7 @@ class ReadLimits:
     max_members: int = 20_000
     max_header: int = DEFAULT_MAX_HEADER
     max_json: int = 16 << 20  # manifest.json and each schema/<kind>.json
+    identity: Path | None = None  # age key file for an encrypted archive (--identity)
 
     def expand_limit(self, archive_size: int) -> int:
         """What the members may unpack to."""
@@ -126,12 +129,18 @@ def extract(path: str | Path, limits: ReadLimits | None = None) -> ExtractedArch
     with fh:
         try:
             size = os.fstat(fh.fileno()).st_size
-            head = fh.read(4)
+            head = fh.read(len(AGE_MAGIC))
         except OSError as e:
             raise ArchiveError(f"read {path}: {e.strerror}") from None
         if not head:
             raise ArchiveError(f"{path}: empty file, not a uetrace archive")
-        if head != ZSTD_MAGIC:
+        if is_encrypted(head):
+            fh.seek(0)
+            return _extract_encrypted(path, fh, size, limits)
+        if head.startswith(b"-----BEGIN AGE"):
+            raise ArchiveError(f"{path}: an ASCII-armored age file; uetrace reads binary ones (age -d -i KEY "
+                               f"{path.name} > archive.tar.zst, then open that)")
+        if head[:4] != ZSTD_MAGIC:
             raise ArchiveError(f"{path}: not a uetrace archive (not zstd-compressed)")
         fh.seek(0)
         tmp = tempfile.TemporaryDirectory(prefix="uetrace-")
@@ -140,6 +149,26 @@ def extract(path: str | Path, limits: ReadLimits | None = None) -> ExtractedArch
         except BaseException:
             tmp.cleanup()
             raise
+
+
+def _extract_encrypted(path: Path, fh, size: int, limits: ReadLimits) -> ExtractedArchive:
+    if limits.identity is None:
+        raise ArchiveError(f"{path} is encrypted (age): give its key with --identity FILE or UETRACE_IDENTITY")
+    identities = load_identities(limits.identity)
+    with DecryptingReader(fh, identities) as plain:
+        why = plain.peek_failure()
+        if why is not None:
+            raise ArchiveError(f"{path}: cannot decrypt with {limits.identity}: {_short(why)}") from None
+        tmp = tempfile.TemporaryDirectory(prefix="uetrace-")
+        try:
+            ex = _extract(path, plain, size, limits, tmp)
+        except BaseException:
+            tmp.cleanup()
+            raise
+    if plain.error is not None and not any("truncated" in w for w in ex.warnings):
+        ex.warnings.append(f"the encrypted archive is truncated or corrupt ({_short(plain.error)}): reading the "
+                           f"{len(ex.members)} complete members")
+    return ex
 
 
 def _extract(path: Path, fh, size: int, limits: ReadLimits, tmp: tempfile.TemporaryDirectory) -> ExtractedArchive:

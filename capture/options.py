@@ -78,6 +78,8 @@ class CaptureOptions:
     mode: int = 0o600                       # --mode of the archive
     spool_dir: Path | None = None           # --spool-dir; None: beside the output
     max_size: int | None = None             # --max-size: stop recording when the archive nears it
+    encrypt_to: list[str] = field(default_factory=list)  # --encrypt-to: age recipients (age1...)
+    user: str | None = None                 # --user: who writes the archive (default: SUDO_UID)
     net: NetOptions = field(default_factory=NetOptions)
     stack: StackOptions = field(default_factory=StackOptions)
     uprobe: UprobeOptions = field(default_factory=UprobeOptions)

@@ -35,7 +35,7 @@ def missing_caps() -> list[str]:
 def require_tracing_privileges() -> None:
     missing = missing_caps()
     if missing:
-        who = "root" if os.geteuid() != 0 else "uid 0 without capabilities"
+        who = f"uid {os.geteuid()}" if os.geteuid() != 0 else "uid 0 without capabilities"
         raise PermissionDenied(f"not permitted: capture needs {', '.join(missing)} (running as {who}); "
                                "run with sudo or grant CAP_BPF,CAP_PERFMON")
 

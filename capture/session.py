@@ -2,7 +2,10 @@
 
 Threads: the caller's thread runs the drain loop (and receives SIGINT, SIGTERM
 and SIGHUP, which only set a flag); SegmentSink decodes and writes on its own
-thread; ProcessSnapshotter reads /proc on another. Whatever stops the capture
+thread; ProcessSnapshotter reads /proc on another. Run by root for another user
+(sudo, --user), the archive is written by a process of that user instead
+(capture/privsep.py; capture/writer_process.py: WriterProcess and RemoteSink
+stand for ArchiveWriter and SegmentSink). Whatever stops the capture
 (duration, signal, write error), _finish() detaches every program, drains what
 is left in the rings, and closes the archive with a final manifest, which
 renames NAME.partial to NAME. A capture that fails before it records anything
@@ -29,6 +32,7 @@ from uetrace.capture.libbpf import BpfError, BpfObject, possible_cpus
 from uetrace.capture.manifest import base_manifest, clock_anchors
 from uetrace.capture.options import CaptureOptions
 from uetrace.capture.privileges import ensure_tracefs, require_tracing_privileges
+from uetrace.capture.privsep import writer_user
 from uetrace.capture.records import Decoder, kinds_from_btf
 from uetrace.capture.ring import Chunk, RingReader
 from uetrace.capture.segments import SegmentSink
@@ -37,6 +41,8 @@ from uetrace.capture.snapshot.symbols import SymbolSnapshot
 from uetrace.capture.stop_signals import stop_signals
 from uetrace.capture.tracers.catalog import TRACERS, default_tracers
 from uetrace.capture.tracers.contract import NotAttached, Tracer, write_rodata
+from uetrace.capture.writer_process import WriterProcess
+from uetrace.encryption import parse_recipient
 from uetrace.errors import BadInputError, UetraceError
 
 
@@ -171,16 +177,25 @@ class CaptureSession:
         require_tracing_privileges()
         ensure_tracefs()
         classes = self._selected()
-        self.archive = ArchiveWriter(self.opts.output, force=self.opts.force, mode=self.opts.mode)
+        recipients = [parse_recipient(r) for r in self.opts.encrypt_to]
+        writer = writer_user(self.opts.user)   # None: this process writes (a root login)
+        self.archive = (WriterProcess(self.opts, writer) if writer else
+                        ArchiveWriter(self.opts.output, force=self.opts.force, mode=self.opts.mode,
+                                      recipients=recipients))
         recording = False
         try:
             self.manifest = base_manifest(self.opts.to_manifest(), self.opts.command_line)
+            if writer:
+                self.manifest["writer"] = {"uid": writer.uid, "gid": writer.gid, "user": writer.name}
+            if self.opts.encrypt_to:
+                self.manifest["encryption"] = {"age_recipients": list(self.opts.encrypt_to)}
             try:
                 self.archive.add_bytes(MANIFEST, json.dumps(self.manifest, indent=1).encode())
             except OSError as e:
                 raise UetraceError(f"write {self.archive.partial}: {e.strerror or e}") from None
-            self.sink = SegmentSink(self.archive, self.opts.segment_bytes, self.opts.segment_seconds,
-                                    spool_dir=self.opts.spool_dir)
+            self.sink = (self.archive.sink() if writer else
+                         SegmentSink(self.archive, self.opts.segment_bytes, self.opts.segment_seconds,
+                                     spool_dir=self.opts.spool_dir))
             self.snap = ProcessSnapshotter(lambda k, t: self.sink.put_table(k, t, area="symbols"))
             self.ncpu = possible_cpus()
             with stop_signals(self.request_stop, self.archive.partial):

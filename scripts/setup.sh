@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(libbpf1 clang llvm libbpf-dev bpftool linux-perf tcpdump tshark iproute2 util-linux gcc g++ make wrk
-              nginx curl openssl openjdk-17-jre-headless chromium chromium-driver)
+              nginx curl openssl openjdk-17-jre-headless chromium chromium-driver age)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,10 +7,16 @@ kernel test that should have run.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from helpers import CaptureRun, require_kernel
+
+# Run under `sudo pytest`, every capture would write its archive as the sudo user (capture/privsep.py),
+# who cannot write in pytest's root-owned folders: tests that want that set SUDO_UID themselves.
+for _var in ("SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND"):
+    os.environ.pop(_var, None)
 
 
 @pytest.fixture

@@ -94,3 +94,13 @@ def run_fixture(name: str, *args: str, timeout: float = 120) -> dict:
                          timeout=timeout)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def traversable(path: Path) -> None:
+    """Let other users reach `path` (pytest's base folder is 0700): search permission on it and on
+    its parents below /tmp, read on `path` itself."""
+    path.chmod(0o755)
+    for parent in path.parents:
+        if parent in (Path("/tmp"), Path("/")):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)

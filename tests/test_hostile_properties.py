@@ -72,3 +72,50 @@ def test_mutated_archives_never_crash(archive, command):
             assert run.err_lines[-1].startswith("trace: error: "), run.stderr[-3000:]
         assert "\x1b" not in run.stdout + run.stderr
         assert sorted(p.name for p in cwd.iterdir()) == ["m.tar.zst"]
+
+
+@functools.lru_cache(maxsize=1)
+def _age_key() -> tuple[str, object]:
+    """A key file (outside the commands' working folder) and its recipient."""
+    import pyrage
+
+    ident = pyrage.x25519.Identity.generate()
+    path = Path(tempfile.mkdtemp(prefix="uetrace-prop-key-")) / "key.txt"
+    path.write_text(f"{ident}\n")
+    return str(path), ident.to_public()
+
+
+@st.composite
+def encrypted_mutated(draw) -> bytes:
+    """A mutated archive (above), age-encrypted, and maybe its ciphertext damaged too."""
+    import pyrage
+
+    plain = draw(mutated())
+    how = draw(st.sampled_from(["none", "flip", "truncate"]))
+    # Positions are drawn as fractions: age's header varies in length (random "grease" stanzas), and
+    # what is drawn must not depend on it.
+    where = draw(st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=4))
+    bits = draw(st.lists(st.integers(0, 7), min_size=4, max_size=4))
+    data = bytearray(pyrage.encrypt(plain, [_age_key()[1]]))
+    if how == "flip":
+        for f, bit in zip(where, bits):
+            data[int(f * len(data))] ^= 1 << bit
+    elif how == "truncate":
+        data = data[:int(where[0] * len(data))]
+    return bytes(data)
+
+
+@settings(max_examples=int(os.environ.get("UETRACE_PROPERTY_EXAMPLES", "12")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(archive=encrypted_mutated(), command=st.sampled_from(COMMANDS[:3]))
+def test_mutated_encrypted_archives_never_crash(archive, command):
+    with tempfile.TemporaryDirectory(prefix="uetrace-prop-") as d:
+        cwd = Path(d)
+        path = cwd / "m.tar.zst.age"
+        path.write_bytes(archive)
+        run = run_limited(command[0], "--identity", _age_key()[0], str(path), *command[1:], cwd=cwd)
+        assert run.code in (0, 2), (run.code, run.stderr[-3000:])
+        assert "Traceback" not in run.stderr, run.stderr[-3000:]
+        if run.code == 2:
+            assert run.err_lines[-1].startswith("trace: error: "), run.stderr[-3000:]
+        assert sorted(p.name for p in cwd.iterdir()) == ["m.tar.zst.age"]

@@ -14,9 +14,9 @@ import sys
 import time
 
 import pytest
-from helpers import trace_cmd
+from helpers import trace_cmd, traversable
 
-from uetrace.analyze.archive import extract
+from uetrace.analyze.archive import ReadLimits, extract
 from uetrace.analyze.archive_db import open_archive_db
 from uetrace.capture.archive_writer import ArchiveWriter
 from uetrace.capture.manifest import base_manifest
@@ -282,16 +282,26 @@ while time.monotonic() < end:
 """
 
 
-def test_full_disk_stops_capture_and_keeps_segments(kernel, tmp_path):
+@pytest.mark.parametrize("variant", ["plain", "encrypted", "as-user"])
+def test_full_disk_stops_capture_and_keeps_segments(kernel, tmp_path, variant):
     """ENOSPC on the archive and the spool (both beside the output): the capture stops within
-    seconds, keeps every segment it finished, prints one line, exits 1, removes its spool."""
-    with tmpfs(tmp_path / "small", "size=3m") as small:
+    seconds, keeps every segment it finished, prints one line, exits 1, removes its spool. The
+    same with --encrypt-to, and with the archive written by an unprivileged user (sudo)."""
+    key = tmp_path / "key.txt"
+    extra: list[str] = []
+    env = dict(os.environ)
+    if variant == "encrypted":
+        extra = ["--encrypt-to", trace_cmd("keygen", "-o", str(key), check=True).stdout.strip()]
+    if variant == "as-user":
+        env.update(SUDO_UID="65534", SUDO_GID="65534")
+        traversable(tmp_path)
+    with tmpfs(tmp_path / "small", "size=3m,mode=0777") as small:
         out = small / "run.tar.zst"
         noise = subprocess.Popen([sys.executable, "-c", NOISE, "60"])
         try:
             start = time.monotonic()
             res = trace_cmd("capture", "-q", "-d", "60s", "-t", "sock", "--snaplen", "4096", "--segment-seconds",
-                            "500ms", "-o", str(out), timeout=60)
+                            "500ms", "-o", str(out), *extra, timeout=60, env=env)
             took = time.monotonic() - start
         finally:
             noise.kill()
@@ -302,9 +312,11 @@ def test_full_disk_stops_capture_and_keeps_segments(kernel, tmp_path):
         assert took < 40, took
         assert not spools(small)
         kept = out if out.exists() else partial_path(out)
-        with open_archive_db(kept) as cap:
+        with open_archive_db(kept, ReadLimits(identity=key if variant == "encrypted" else None)) as cap:
             assert cap.query("SELECT count(*) FROM sock_data")[0][0] > 0
             assert not cap.manifest.get("complete")
+        if variant == "as-user":
+            assert kept.stat().st_uid == 65534
 
 
 def test_full_spool_stops_capture(kernel, tmp_path):

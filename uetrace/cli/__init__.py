@@ -38,6 +38,7 @@ COMMANDS = (
     "uetrace.cli.leaks",
     "uetrace.cli.report",
     "uetrace.cli.upload",
+    "uetrace.cli.keygen",
 )
 
 

@@ -106,10 +106,17 @@ def _title(p) -> str:
 @click.option("--freq", type=_range(o.FREQ), default=o.FREQ.default, show_default=True, metavar="HZ",
               help="stack tracer: samples per second on each CPU.")
 @click.option("--offcpu", is_flag=True, help="stack tracer: also record off-CPU intervals (sched_switch).")
+@click.option("--encrypt-to", "encrypt_to", multiple=True, metavar="RECIPIENT",
+              help="Encrypt the archive with age to this X25519 recipient (age1..., repeatable; "
+                   "`trace keygen` makes a key pair). Readers then need --identity; `age -d` opens it too.")
+@click.option("--user", default=None, metavar="NAME",
+              help="Write the archive as this user, from a process with no privilege (default: the user "
+                   "who ran sudo, from SUDO_UID/SUDO_GID; as a root login: root). The output folder must be "
+                   "writable by that user.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
 def command(duration, output, force, mode, spool_dir, max_size, upload_url, upload_ca_cert, tracers, pids, comms,
             snaplen, ring_size, segment_seconds, alloc_sample, all_processes, ifaces, xdp_mode, net_snaplen,
-            tc_attach, freq, offcpu, quiet):
+            tc_attach, freq, offcpu, encrypt_to, user, quiet):
     """Record what the tracers see into one archive (needs root).
 
     Ctrl-C, SIGTERM or SIGHUP stops early and still writes a complete archive
@@ -134,6 +141,7 @@ def command(duration, output, force, mode, spool_dir, max_size, upload_url, uplo
                             comms=list(comms), snaplen=snaplen, ring_size=ring_size << 20,
                             segment_seconds=segment_seconds, command_line=sys.argv[:],
                             force=force, mode=mode, spool_dir=spool_dir, max_size=max_size,
+                            encrypt_to=list(encrypt_to), user=user,
                             net=o.NetOptions(ifaces=list(ifaces), xdp_mode=xdp_mode, snaplen=net_snaplen,
                                              tc_attach=tc_attach),
                             stack=o.StackOptions(freq=freq, offcpu=offcpu),

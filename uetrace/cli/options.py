@@ -1,5 +1,5 @@
 """Click pieces every reading command shares: the archive argument with the reader's limits
-(--strict, --max-expand), --json, --format, and the parameter types for durations and sizes as
+(--strict, --max-expand) and key (--identity), --json, --format, and the parameter types for durations and sizes as
 users type them."""
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ def _store(ctx: click.Context, param: click.Parameter, value):
 
 
 def _limit_options(f):
+    f = click.option("--identity", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     expose_value=False, callback=_store, envvar="UETRACE_IDENTITY", show_envvar=True,
+                     metavar="FILE", help="age key file (`trace keygen`) to open an encrypted archive.")(f)
     f = click.option("--strict", is_flag=True, expose_value=False, callback=_store,
                      help="Fail, instead of warning, when a segment does not match the manifest's sha256 "
                      "or is not a readable Parquet file.")(f)
@@ -108,7 +111,8 @@ def read_limits():
     from uetrace.analyze.archive import ReadLimits
 
     given = click.get_current_context().meta.get(_LIMITS_KEY, {})
-    return ReadLimits(max_expand=given.get("max_expand"), strict=bool(given.get("strict")))
+    return ReadLimits(max_expand=given.get("max_expand"), strict=bool(given.get("strict")),
+                      identity=given.get("identity"))
 
 
 def json_option(help: str = "Machine-readable report."):
