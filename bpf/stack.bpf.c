@@ -36,6 +36,14 @@ struct {
 	__type(value, struct offcpu_start);
 } offcpu_start SEC(".maps");
 
+/* CPython processes: tgid -> where their interpreter is (set by the loader). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct ue_py_proc);
+} py_procs SEC(".maps");
+
 struct ue_stack_sample *unused_stack_sample __attribute__((unused));
 struct ue_offcpu *unused_offcpu __attribute__((unused));
 enum ue_stack_flag unused_stack_flag __attribute__((unused));
@@ -58,6 +66,55 @@ static __always_inline bool user_mode(struct bpf_perf_event_data *ctx)
 	return (cs & 3) == 3;
 }
 
+static __always_inline __u64 read_ptr(__u64 addr)
+{
+	__u64 v = 0;
+	bpf_probe_read_user(&v, sizeof(v), (const void *)addr);
+	return v;
+}
+
+/* The sampled thread's PyThreadState: the one whose thread_id (pthread_self()) is the
+ * task's fs base, as on x86-64 with glibc and musl. A walk of the interpreter's thread
+ * list per sample: a few reads per thread, no state kept between samples. */
+static __always_inline __u64 py_thread_state(const struct ue_py_proc *pp, struct task_struct *t)
+{
+	__u64 fsbase = t->thread.fsbase;
+	__u64 interp = read_ptr(pp->runtime + pp->runtime_interp_head);
+	__u64 ts = interp ? read_ptr(interp + pp->interp_threads_head) : 0;
+
+	for (int i = 0; i < UE_PY_THREADS && ts; i++) {
+		if (read_ptr(ts + pp->tstate_thread_id) == fsbase)
+			return ts;
+		ts = read_ptr(ts + pp->tstate_next);
+	}
+	return 0;
+}
+
+/* The thread's Python frames, innermost first, into out[0..UE_PY_DEPTH); returns how many. */
+static __always_inline __u32 py_frames(const struct ue_py_proc *pp, __u64 ts, struct ue_py_frame *out)
+{
+	__u64 cframe = read_ptr(ts + pp->tstate_cframe);
+	__u64 frame = cframe ? read_ptr(cframe + pp->cframe_current_frame) : 0;
+	__u32 n = 0;
+
+	for (int i = 0; i < UE_PY_DEPTH && frame; i++) {
+		__u64 code = read_ptr(frame + pp->frame_code);
+		__u64 prev_instr = read_ptr(frame + pp->frame_prev_instr);
+		__u8 is_entry = 0;
+		__s32 firstlineno = 0;
+		bpf_probe_read_user(&is_entry, 1, (const void *)(frame + pp->frame_is_entry));
+		bpf_probe_read_user(&firstlineno, 4, (const void *)(code + pp->code_firstlineno));
+		__u64 qualname = read_ptr(code + pp->code_qualname);
+		__u64 lasti = (prev_instr - code - pp->code_adaptive) / 2;
+		out[i].code = code;
+		out[i].check = (__u32)firstlineno ^ (__u32)(qualname >> 4);
+		out[i].lasti = (lasti & ~UE_PY_ENTRY) | (is_entry ? UE_PY_ENTRY : 0);
+		n = i + 1;
+		frame = read_ptr(frame + pp->frame_previous);
+	}
+	return n;
+}
+
 SEC("perf_event")
 int ue_stack_sample(struct bpf_perf_event_data *ctx)
 {
@@ -66,7 +123,8 @@ int ue_stack_sample(struct bpf_perf_event_data *ctx)
 
 	if (!wanted(tgid))
 		return 0;
-	struct ue_stack_sample *ev = bpf_ringbuf_reserve(&events, sizeof(*ev) + 2 * UE_SAMPLE_DEPTH * 8, 0);
+	struct ue_stack_sample *ev = bpf_ringbuf_reserve(&events, sizeof(*ev) + 2 * UE_SAMPLE_DEPTH * 8 +
+							     UE_PY_DEPTH * sizeof(struct ue_py_frame), 0);
 	if (!ev) {
 		count_drop(UE_DROP_RINGBUF);
 		return 0;
@@ -87,6 +145,16 @@ int ue_stack_sample(struct bpf_perf_event_data *ctx)
 	ev->flags = missing_flags(ev->kstack_id, ev->ustack_id) |
 		    (user_mode(ctx) ? UE_STACK_USER_MODE : 0) |
 		    (is_kthread(t) ? UE_STACK_KTHREAD : 0);
+	ev->pyframes = 0;
+	ev->_pad0 = 0;
+	ev->_pad1 = 0;
+	const struct ue_py_proc *pp = bpf_map_lookup_elem(&py_procs, &tgid);
+	if (pp) {
+		__u64 ts = py_thread_state(pp, t);
+		ev->flags |= UE_STACK_PY | (ts ? 0 : UE_STACK_PY_NO_THREAD);
+		if (ts)
+			ev->pyframes = py_frames(pp, ts, (struct ue_py_frame *)(ev->frames + 2 * UE_SAMPLE_DEPTH));
+	}
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 	return 0;

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.stacks import python_frames
 from uetrace.analyze.stacks.symbolize import FRAME_SCHEMA, Symbolizer
 
 DEFAULT_MAX_DEPTH = 127
@@ -49,7 +50,7 @@ TRACER_FRAME_PREFIXES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__tracei
 class Frame:
     name: str              # function, or a stable module+0xoffset, or a [marker]
     module: str = ""
-    kind: str = "user"     # "process" (the comm at the root), "user", "kernel", "marker"
+    kind: str = "user"     # "process" (the comm at the root), "user", "kernel", "python", "marker"
     file: str = field(default="", compare=False)  # source file, when the line table knew it
 
     @property
@@ -117,27 +118,36 @@ def load(cap: ArchiveDb, flt: SampleFilter | None = None) -> StackSet:
     where, params = _where(cap, flt)
     weight = "count(*)" if flt.kind == "cpu" else "sum(dur_ns)"
     kthread_flag = int(cap.enums.value(table, "ue_stack_flag", "UE_STACK_KTHREAD"))
+    pystack = "pystack_id" if table == "stack_sample" and python_frames.available(cap) else "-1"
     groups = cap.con.execute(f"""
         SELECT pid, comm, kstack_id, ustack_id, bit_or(flags) & {kthread_flag} <> 0 AS kthread,
-               {weight} AS weight, min(ts) AS ts
+               {weight} AS weight, min(ts) AS ts, {pystack} AS pystack_id
         FROM "{table}" {where}
-        GROUP BY pid, comm, kstack_id, ustack_id ORDER BY pid, comm, kstack_id, ustack_id""",
+        GROUP BY ALL ORDER BY pid, comm, kstack_id, ustack_id, pystack_id""",
                              params).fetchall()
     if not groups:
         return out
     kstacks, ustacks = _resolve(cap, groups, tracer="stack")
+    py = python_frames.PyFrames(cap, {(g[0], g[7]) for g in groups if g[7] >= 0})
     intern = _Interner(out.frames)
-    for pid, comm, kid, uid, kthread, weight, _ts in groups:
+    for pid, comm, kid, uid, kthread, weight, _ts, pyid in groups:
         path = [intern(Frame(comm, kind="process"))]
         reason = ""
+        pygroups = py.groups.get((pid, pyid))
         if uid >= 0:
             frames = ustacks.get((pid, uid), [])
             reason = _truncation(frames, out.max_depth)
-            if reason:
+            native = frames[::-1]
+            if pygroups:
+                native = python_frames.merge(native, pygroups, bool(reason), _python_frames)
+            elif reason:
                 path.append(intern(Frame(reason, kind="marker")))
-            path.extend(intern(f) for f in reversed(frames))
+            path.extend(intern(f) for f in native)
         elif uid != -errno.EFAULT and not kthread:
+            path.extend(intern(f) for g in pygroups or [] for f in _python_frames(g))
             path.append(intern(Frame(f"[user stack lost: {_errname(uid)}]", kind="marker")))
+        elif pygroups:
+            path.extend(intern(f) for g in pygroups for f in _python_frames(g))
         if kid >= 0:
             path.extend(intern(f) for f in reversed(kstacks.get(kid, [])))
         elif kid != -errno.EFAULT:
@@ -148,6 +158,11 @@ def load(cap: ArchiveDb, flt: SampleFilter | None = None) -> StackSet:
         out.comms.append(comm)
         out.truncated.append(reason)
     return out
+
+
+def _python_frames(group: list[tuple[str, str, int | None]]) -> list[Frame]:
+    return [Frame(python_frames.frame_label(q, f, line), f, "python", f"{f}:{line}" if f and line else "")
+            for q, f, line in group]
 
 
 def _where(cap: ArchiveDb, flt: SampleFilter) -> tuple[str, list]:
@@ -181,7 +196,7 @@ def _resolve(cap: ArchiveDb, groups: list[tuple], tracer: str) -> tuple[dict[int
     con = cap.con
     kids = sorted({g[2] for g in groups if g[2] >= 0})
     ukeys: dict[tuple[int, int], int] = {}
-    for pid, _comm, _kid, uid, _kt, _w, ts in groups:
+    for pid, _comm, _kid, uid, _kt, _w, ts, _py in groups:
         if uid >= 0:
             ukeys[(pid, uid)] = min(ts, ukeys.get((pid, uid), ts))
     keys = pa.table({"pid": pa.array([k[0] for k in ukeys] + [0] * len(kids), pa.uint32()),

@@ -17,12 +17,15 @@ import os
 
 import pyarrow as pa
 
+from uetrace.capture.btf import Btf
 from uetrace.capture.libbpf import BpfError, BpfObject, Link
 from uetrace.capture.tracers.contract import Tracer
 from uetrace.capture.tracers.perf_event import online_cpus, open_cpu_clock
+from uetrace.capture.tracers.python_frames import PythonFrames
 from uetrace.capture.tracers.stack_maps import StackInterner, dump_stacks, size_stack_map
 
 SAMPLE_DEPTH = 127  # UE_SAMPLE_DEPTH in bpf/stack.h
+PY_FRAME_SIZE = 16  # sizeof(struct ue_py_frame)
 
 
 class StackTracer(Tracer):
@@ -40,6 +43,7 @@ class StackTracer(Tracer):
         self.offcpu = opts.stack.offcpu
         self.perf_fds: list[int] = []  # ours; each link holds a dup, which libbpf closes on detach
         self.interned = StackInterner(SAMPLE_DEPTH)
+        self.python = PythonFrames(None, None)
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         if self.freq <= 0:
@@ -48,6 +52,7 @@ class StackTracer(Tracer):
         size_stack_map(obj, self.opts.stack.stack_entries)
         rodata["min_offcpu_ns"] = int(self.opts.stack.min_offcpu_us * 1000)
         obj.program("ue_offcpu").set_autoload(self.offcpu)
+        self.python = PythonFrames(obj, Btf.from_object(self.object_file).struct("ue_py_proc"))
 
     def attach(self, obj: BpfObject) -> None:
         prog = obj.program("ue_stack_sample")
@@ -72,22 +77,38 @@ class StackTracer(Tracer):
         frames = table.column("frames").to_pylist()
         kframes = table.column("kframes").to_pylist()
         uframes = table.column("uframes").to_pylist()
+        pyframes, pids = table.column("pyframes").to_pylist(), table.column("pid").to_pylist()
         kids, uids = table.column("kstack_id").to_pylist(), table.column("ustack_id").to_pylist()
-        user = SAMPLE_DEPTH * 8
+        pyids = [-1] * len(frames)
+        user, py = SAMPLE_DEPTH * 8, 2 * SAMPLE_DEPTH * 8
+        # The processes of these samples first, so that a new one's code objects are read below.
+        self.python.saw(pids, table.column("comm").to_pylist())
         for i, raw in enumerate(frames):
             if kids[i] == 0:
                 kids[i] = self.interned.intern(raw[:kframes[i] * 8])
             if uids[i] == 0:
                 uids[i] = self.interned.intern(raw[user:user + uframes[i] * 8])
+            if pyframes[i]:
+                pyids[i] = self.python.intern(pids[i], raw[py:py + pyframes[i] * PY_FRAME_SIZE])
         table = table.set_column(table.schema.get_field_index("kstack_id"), "kstack_id", pa.array(kids, pa.int32()))
         table = table.set_column(table.schema.get_field_index("ustack_id"), "ustack_id", pa.array(uids, pa.int32()))
-        return table.drop_columns(["kframes", "uframes", "frames"])
+        # pystack_id: the row of py_stacks holding the sample's Python frames, -1 when none were recorded.
+        table = table.append_column("pystack_id", pa.array(pyids, pa.int32()))
+        return table.drop_columns(["kframes", "uframes", "pyframes", "frames"])
+
+    def tick(self, write_table) -> None:
+        for kind, t in self.python.take_tables().items():
+            write_table(kind, t)
 
     def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
         pairs = table.select(["pid", "comm"]).group_by(["pid", "comm"]).aggregate([])
         self.symbols.saw(pairs.column("pid").to_numpy(), pairs.column("comm").to_numpy(zero_copy_only=False))
 
     def finish(self, write_table) -> None:
+        self.python.sweep()
+        self.tick(write_table)
+        self.stats.update(self.python.stats)
+        self.notes.extend(self.python.notes())
         try:
             mapped, interned = dump_stacks(self.obj, self.name), self.interned.dump(self.name)
             table = pa.concat_tables([interned.table, mapped.table])
