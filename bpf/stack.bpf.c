@@ -115,6 +115,8 @@ static __always_inline __u32 py_frames(const struct ue_py_proc *pp, __u64 ts, st
 	return n;
 }
 
+#define NATIVE_SAMPLE_SIZE (sizeof(struct ue_stack_sample) + 2 * UE_SAMPLE_DEPTH * 8)
+
 SEC("perf_event")
 int ue_stack_sample(struct bpf_perf_event_data *ctx)
 {
@@ -123,8 +125,13 @@ int ue_stack_sample(struct bpf_perf_event_data *ctx)
 
 	if (!wanted(tgid))
 		return 0;
-	struct ue_stack_sample *ev = bpf_ringbuf_reserve(&events, sizeof(*ev) + 2 * UE_SAMPLE_DEPTH * 8 +
-							     UE_PY_DEPTH * sizeof(struct ue_py_frame), 0);
+	/* Only CPython processes' records make room for Python frames: native ones keep their size. */
+	const struct ue_py_proc *pp = bpf_map_lookup_elem(&py_procs, &tgid);
+	struct ue_stack_sample *ev;
+	if (pp)
+		ev = bpf_ringbuf_reserve(&events, NATIVE_SAMPLE_SIZE + UE_PY_DEPTH * sizeof(struct ue_py_frame), 0);
+	else
+		ev = bpf_ringbuf_reserve(&events, NATIVE_SAMPLE_SIZE, 0);
 	if (!ev) {
 		count_drop(UE_DROP_RINGBUF);
 		return 0;
@@ -148,7 +155,6 @@ int ue_stack_sample(struct bpf_perf_event_data *ctx)
 	ev->pyframes = 0;
 	ev->_pad0 = 0;
 	ev->_pad1 = 0;
-	const struct ue_py_proc *pp = bpf_map_lookup_elem(&py_procs, &tgid);
 	if (pp) {
 		__u64 ts = py_thread_state(pp, t);
 		ev->flags |= UE_STACK_PY | (ts ? 0 : UE_STACK_PY_NO_THREAD);

@@ -60,6 +60,7 @@ class PythonFrames:
         self._code_rows: list[dict] = []
         self._process_rows: list[dict] = []
         self.unknown_versions: set[str] = set()
+        self._seen: dict[tuple[str, str, bool], list[int]] = {}  # (version, path, recorded) -> pids
         self.stats = {"python_processes": 0, "python_processes_recorded": 0, "py_code": 0,
                       "py_code_unreadable": 0}
 
@@ -90,6 +91,7 @@ class PythonFrames:
         self._process_rows.append({"ts": time.clock_gettime_ns(time.CLOCK_MONOTONIC), "pid": pid,
                                    "version": rt.version, "build_id": rt.build_id, "path": rt.path,
                                    "recorded": rt.offsets is not None})
+        self._seen.setdefault((rt.version, rt.path, rt.offsets is not None), []).append(pid)
         if rt.offsets is None:
             self.unknown_versions.add(".".join(rt.version.split(".")[:2]))
             return
@@ -175,4 +177,13 @@ class PythonFrames:
         return out
 
     def notes(self) -> list[str]:
-        return [f"python {v}: frames not recorded (no offsets for this version)" for v in sorted(self.unknown_versions)]
+        """For the manifest (trace info prints them): each interpreter seen, and each version whose
+        frames could not be recorded, once."""
+        out = []
+        for (version, path, recorded), pids in sorted(self._seen.items()):
+            shown = ", ".join(str(p) for p in pids[:8]) + (", ..." if len(pids) > 8 else "")
+            out.append(f"python {version} ({path}): {len(pids)} process{'es' if len(pids) > 1 else ''} "
+                       f"(pid {shown}), frames {'recorded' if recorded else 'not recorded'}")
+        out.extend(f"python {v}: frames not recorded (no offsets for this version)"
+                   for v in sorted(self.unknown_versions))
+        return out

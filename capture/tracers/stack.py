@@ -67,6 +67,9 @@ class StackTracer(Tracer):
             self.try_attach(point, _attach_dup, prog, fd)
         if self.offcpu:
             self.try_attach("tp_btf/sched_switch", obj.program("ue_offcpu").attach)
+        # --pid targets running Python get their frames from the first sample (others from
+        # the first batch of samples that names them, a quarter second later).
+        self.python.saw(self.opts.pids, [""] * len(self.opts.pids))
         if not self.attached:
             raise BpfError(f"attach {self.name}: no perf event attached", 95)
 

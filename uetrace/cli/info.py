@@ -54,6 +54,9 @@ def command(archive: Path, as_json: bool):
             rows.append((name, "yes", f"{t.get('records', 0):,}", f"{t.get('lost', 0):,}",
                          f"{fails} attach points failed" if fails else ""))
         print_rows(("tracer", "attached", "records", "lost", "notes"), rows, console=console)
+        for name, t in m.get("tracers", {}).items():
+            for note in t.get("notes", []) if isinstance(t, dict) and isinstance(t.get("notes"), list) else []:
+                console.print(f"{name}: {note}", markup=False, highlight=False)
         seg_rows = {}
         for s in m.get("segments", []):
             k = seg_rows.setdefault(s["kind"], [0, 0, 0])

@@ -1,0 +1,196 @@
+"""Python frames in CPU samples (root): fixtures/py_cpu_shares.py, spending 3:1 of its
+CPU between leaf_heavy (under caller_heavy) and leaf_light (under caller_light) in its
+main thread and a worker thread, recorded under both CPython 3.11 builds of these
+machines at once, plus a copy that exits half-way through the capture; then analyzed
+from the archive alone, before and after the script is deleted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from helpers import FIXTURES, IN_CI, CaptureRun, require_kernel, trace_cmd
+
+from uetrace.analyze.archive_db import open_archive_db
+from uetrace.analyze.stacks import folded
+from uetrace.analyze.stacks import samples as stack_samples
+from uetrace.capture.snapshot.python_code import read_code
+from uetrace.capture.snapshot.python_runtime import CHECKED_BUILDS, find_runtime, walk_stacks
+
+DEBIAN = "/usr/bin/python3.11"
+RUN_SECONDS, EXIT_AFTER = "5", "2"
+INTERPRETERS = {"debian": DEBIAN, "tests": sys.executable}
+
+
+@dataclass
+class Workload:
+    pid: int
+    main_tid: int
+    worker_tid: int
+    leaf_line: int
+
+
+@dataclass
+class Recorded:
+    archive: Path
+    script: Path
+    runs: dict[str, Workload]         # "debian", "tests", "exits"
+    folded: dict[tuple[int, int], dict[tuple[str, ...], int]]  # (pid, tid) -> folded stacks
+    manifest: dict
+
+
+def _need_interpreters() -> None:
+    if not Path(DEBIAN).exists():
+        if IN_CI:
+            pytest.fail(f"{DEBIAN} is not installed")
+        pytest.skip(f"needs {DEBIAN}")
+
+
+def _start(exe: str, script: Path, *args: str) -> tuple[subprocess.Popen, Workload]:
+    proc = subprocess.Popen([exe, str(script), *args], stdout=subprocess.PIPE, text=True)
+    info = json.loads(proc.stdout.readline())
+    return proc, Workload(info["pid"], info["main_tid"], info["worker_tid"], info["leaf_line"])
+
+
+def _fold(archive: Path, runs: dict[str, Workload]) -> tuple[dict, dict]:
+    out = {}
+    with open_archive_db(archive) as cap:
+        for w in runs.values():
+            for tid in (w.main_tid, w.worker_tid):
+                flt = stack_samples.SampleFilter(pids=(w.pid,), tids=(tid,))
+                out[(w.pid, tid)] = folded.fold(stack_samples.load(cap, flt))
+        return cap.manifest, out
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> Recorded:
+    require_kernel()
+    _need_interpreters()
+    d = tmp_path_factory.mktemp("pystack")
+    script = d / "py_cpu_shares.py"   # a copy, deleted later: analysis must not need it
+    shutil.copy(FIXTURES / "py_cpu_shares.py", script)
+    archive = d / "run.tar.zst"
+    run = CaptureRun(archive, "-t", "stack", "--comm", "pyshares", "--freq", "499", "-d", "60s")
+    procs = []
+    try:
+        run.wait_attached()
+        runs = {}
+        for name, exe in INTERPRETERS.items():
+            p, runs[name] = _start(exe, script, RUN_SECONDS)
+            procs.append(p)
+        p, runs["exits"] = _start(sys.executable, script, RUN_SECONDS, EXIT_AFTER)
+        procs.append(p)
+        assert all(p.wait(60) == 0 for p in procs)
+        run.signal(signal.SIGINT)
+        rc, _out, err = run.wait()
+        assert rc == 0, err
+    finally:
+        run.kill()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    manifest, fold = _fold(archive, runs)
+    return Recorded(archive, script, runs, fold, manifest)
+
+
+def _py(stack: tuple[str, ...]) -> list[str]:
+    """The Python frames of a folded stack, names without ' (file:line)' and the [py] mark."""
+    return [f.removesuffix(folded.PYTHON_SUFFIX).split(" (")[0] for f in stack if f.endswith(folded.PYTHON_SUFFIX)]
+
+
+def _leaf_counts(fold: dict[tuple[str, ...], int]) -> tuple[int, int]:
+    heavy = sum(n for s, n in fold.items() if "leaf_heavy" in _py(s))
+    light = sum(n for s, n in fold.items() if "leaf_light" in _py(s))
+    return heavy, light
+
+
+@pytest.mark.parametrize("name", ["debian", "tests"])
+def test_shares_and_callers_per_interpreter(kernel, recorded, name):
+    w = recorded.runs[name]
+    heavy = light = 0
+    for tid, root in ((w.main_tid, "<module>"), (w.worker_tid, "Thread._bootstrap")):
+        fold = recorded.folded[(w.pid, tid)]
+        h, lt = _leaf_counts(fold)
+        assert h + lt >= 60, f"{name} tid {tid}: too few Python samples ({h}, {lt})"
+        heavy, light = heavy + h, light + lt
+        for stack in fold:
+            py = _py(stack)
+            for leaf, caller in (("leaf_heavy", "caller_heavy"), ("leaf_light", "caller_light")):
+                if leaf in py:
+                    # The whole chain, root first, right under the thread's root.
+                    assert py[0] == root and py[py.index(leaf) - 2:py.index(leaf) + 1] == ["work", caller, leaf], stack
+                    assert stack[1].startswith(root), stack
+    share = 100 * heavy / (heavy + light)
+    assert abs(share - 75) <= 5, (name, heavy, light)
+
+
+@pytest.mark.parametrize("name", ["debian", "tests"])
+def test_leaf_line(kernel, recorded, name):
+    w = recorded.runs[name]
+    at_line = other = 0
+    for tid in (w.main_tid, w.worker_tid):
+        for stack, n in recorded.folded[(w.pid, tid)].items():
+            leaf = next((f for f in reversed(stack) if f.startswith("leaf_heavy (")), None)
+            if leaf:
+                if leaf == f"leaf_heavy (py_cpu_shares.py:{w.leaf_line}){folded.PYTHON_SUFFIX}":
+                    at_line += n
+                else:
+                    other += n
+    assert at_line >= 0.9 * (at_line + other), (at_line, other)
+
+
+def test_script_exiting_half_way_keeps_its_names(kernel, recorded):
+    w = recorded.runs["exits"]
+    fold = {}
+    for tid in (w.main_tid, w.worker_tid):
+        fold.update(recorded.folded[(w.pid, tid)])
+    heavy, light = _leaf_counts(fold)
+    assert heavy >= 20 and light >= 5, (heavy, light)
+    assert not any("[python code" in f for s in fold for f in s), "a code object of the exited script was not named"
+
+
+def test_names_from_the_archive_alone(kernel, recorded):
+    recorded.script.unlink()
+    _manifest, again = _fold(recorded.archive, recorded.runs)
+    assert again == recorded.folded
+
+
+def test_manifest_and_info_name_the_interpreters(kernel, recorded):
+    stats = recorded.manifest["tracers"]["stack"]["stats"]
+    assert stats["python_processes_recorded"] >= 3 and stats["py_code"] >= 10, stats
+    res = trace_cmd("info", str(recorded.archive), check=True)
+    assert "3.11.2" in res.stdout and "3.11.7" in res.stdout, res.stdout
+
+
+def test_offsets_match_running_interpreters(kernel, tmp_path):
+    """OFFSETS walked from user space agree with what the interpreter says of itself."""
+    _need_interpreters()
+    # Each thread says where it is from inside the function the walk must find.
+    child = ("import sys, threading, json\n"
+             "ev, started = threading.Event(), threading.Event()\n"
+             "def waiting_here(): started.set(); ev.wait()\n"
+             "t = threading.Thread(target=waiting_here); t.start(); started.wait()\n"
+             "def reading_stdin():\n"
+             "    print(json.dumps([t.ident, threading.main_thread().ident]), flush=True)\n"
+             "    sys.stdin.readline()\n"
+             "reading_stdin(); ev.set()\n")
+    for exe in INTERPRETERS.values():
+        p = subprocess.Popen([exe, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            worker, main = json.loads(p.stdout.readline())
+            rt = find_runtime(p.pid)
+            assert rt is not None and rt.offsets is not None, exe
+            assert rt.build_id in CHECKED_BUILDS, (exe, rt.build_id)
+            stacks = walk_stacks(rt)
+            names = {tid: [read_code(rt, code)["qualname"] for code, _lasti, _entry in frames]
+                     for tid, frames in stacks.items()}
+            assert names[main][:2] == ["reading_stdin", "<module>"], names
+            assert "waiting_here" in names[worker] and names[worker][-1] == "Thread._bootstrap", names
+        finally:
+            p.communicate("\n", timeout=10)
