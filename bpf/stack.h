@@ -44,6 +44,9 @@ _Static_assert(sizeof(struct ue_stack_sample) == 64, "ue_stack_sample layout");
 /* Python frames kept per sample, and PyThreadStates looked at to find the sampled thread's. */
 #define UE_PY_DEPTH 64
 #define UE_PY_THREADS 64
+/* Most bytes of a frame and of a code object read at once (ue_py_proc.frame_read, code_read). */
+#define UE_PY_FRAME_MAX 128
+#define UE_PY_CODE_MAX 256
 
 /* One Python frame of a sample. The checksum tells a code object from another allocated
  * at the same address after it was freed (capture/snapshot/python_code.py: code_check). */
@@ -76,7 +79,9 @@ struct ue_py_proc {
 	__u16 code_firstlineno;
 	__u16 code_qualname;
 	__u16 code_adaptive;
-	__u16 _pad[3];
+	__u16 frame_read;               /* bytes of a frame read at once (every frame_* field in them) */
+	__u16 code_read;                /* bytes of a code object read at once */
+	__u16 _pad0;
 };
 _Static_assert(sizeof(struct ue_py_proc) == 40, "ue_py_proc layout");
 

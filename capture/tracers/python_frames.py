@@ -103,7 +103,11 @@ class PythonFrames:
             return
         value = bytearray(self.layout.size)
         fields = {f.name: f for f in self.layout.fields}
-        values = {"runtime": rt.runtime_addr, **vars(rt.offsets)}
+        o = rt.offsets
+        values = {"runtime": rt.runtime_addr, **vars(o),
+                  "frame_read": max(o.frame_code + 8, o.frame_previous + 8, o.frame_prev_instr + 8,
+                                    o.frame_is_entry + 1),
+                  "code_read": max(o.code_firstlineno + 4, o.code_qualname + 8)}
         for name, f in fields.items():
             if name in values:
                 value[f.offset:f.offset + f.size] = int(values[name]).to_bytes(f.size, "little")
