@@ -110,37 +110,69 @@ struct {
 #define FIELD_U32(buf, off, max) (*(__u32 *)((buf) + ((off) & ((max) - 4) & ~3)))
 #define FIELD_U8(buf, off, max) ((buf)[(off) & ((max) - 1)])
 
-/* The thread's Python frames, innermost first, into out[0..UE_PY_DEPTH); returns how many. */
+/* One step of the frame walk, run by bpf_loop: the verifier checks it once, whatever the
+ * number of frames (an unrolled walk with the 3.12 shim skip went past its limits). */
+struct py_walk {
+	const struct ue_py_proc *pp;
+	struct py_scratch *s;
+	struct ue_py_frame *out;
+	__u64 frame;
+	__u32 n;
+	__u32 frame_read;
+	__u32 code_read;
+};
+
+static long py_frame_step(__u32 i, struct py_walk *w)
+{
+	const struct ue_py_proc *pp = w->pp;
+	struct py_scratch *s = w->s;
+
+	if (!w->frame || bpf_probe_read_user(s->frame, w->frame_read & (UE_PY_FRAME_MAX - 1), (const void *)w->frame))
+		return 1;
+	__u64 code = FIELD_U64(s->frame, pp->frame_code, UE_PY_FRAME_MAX);
+	__u64 prev_instr = FIELD_U64(s->frame, pp->frame_prev_instr, UE_PY_FRAME_MAX);
+	__u32 n = w->n;
+	__u32 entry = 0;
+	w->frame = FIELD_U64(s->frame, pp->frame_previous, UE_PY_FRAME_MAX);
+	if (pp->entry_by_owner) {
+		if (FIELD_U8(s->frame, pp->frame_owner, UE_PY_FRAME_MAX) == pp->owner_cstack) {
+			if (n > 0 && n <= UE_PY_DEPTH)
+				w->out[n - 1].lasti |= UE_PY_ENTRY;
+			return 0;
+		}
+	} else if (FIELD_U8(s->frame, pp->frame_is_entry, UE_PY_FRAME_MAX)) {
+		entry = UE_PY_ENTRY;
+	}
+	if (n >= UE_PY_DEPTH)
+		return 1;
+	__u32 check = 0;
+	if (!bpf_probe_read_user(s->code, w->code_read & (UE_PY_CODE_MAX - 1), (const void *)code))
+		check = FIELD_U32(s->code, pp->code_firstlineno, UE_PY_CODE_MAX) ^
+			(__u32)(FIELD_U64(s->code, pp->code_qualname, UE_PY_CODE_MAX) >> 4);
+	__u64 lasti = (prev_instr - code - pp->code_adaptive) / 2;
+	w->out[n].code = code;
+	w->out[n].check = check;
+	w->out[n].lasti = (lasti & ~UE_PY_ENTRY) | entry;
+	w->n = n + 1;
+	return 0;
+}
+
+/* The thread's Python frames, innermost first, into out[0..UE_PY_DEPTH); returns how many.
+ * Frames skipped (3.12 shims) count against the same bound. */
 static __always_inline __u32 py_frames(const struct ue_py_proc *pp, __u64 ts, struct ue_py_frame *out)
 {
 	__u32 zero = 0;
-	struct py_scratch *s = bpf_map_lookup_elem(&py_scratch, &zero);
 	__u64 cframe = read_ptr(ts + pp->tstate_cframe);
-	__u64 frame = cframe ? read_ptr(cframe + pp->cframe_current_frame) : 0;
-	__u32 frame_read = pp->frame_read & (UE_PY_FRAME_MAX - 1);
-	__u32 code_read = pp->code_read & (UE_PY_CODE_MAX - 1);
-	__u32 n = 0;
+	struct py_walk w = {
+		.pp = pp, .out = out, .frame_read = pp->frame_read, .code_read = pp->code_read,
+		.s = bpf_map_lookup_elem(&py_scratch, &zero),
+		.frame = cframe ? read_ptr(cframe + pp->cframe_current_frame) : 0,
+	};
 
-	if (!s)
+	if (!w.s)
 		return 0;
-	for (int i = 0; i < UE_PY_DEPTH && frame; i++) {
-		if (bpf_probe_read_user(s->frame, frame_read, (const void *)frame))
-			break;
-		__u64 code = FIELD_U64(s->frame, pp->frame_code, UE_PY_FRAME_MAX);
-		__u64 prev_instr = FIELD_U64(s->frame, pp->frame_prev_instr, UE_PY_FRAME_MAX);
-		__u8 is_entry = FIELD_U8(s->frame, pp->frame_is_entry, UE_PY_FRAME_MAX);
-		__u32 check = 0;
-		if (!bpf_probe_read_user(s->code, code_read, (const void *)code))
-			check = FIELD_U32(s->code, pp->code_firstlineno, UE_PY_CODE_MAX) ^
-				(__u32)(FIELD_U64(s->code, pp->code_qualname, UE_PY_CODE_MAX) >> 4);
-		__u64 lasti = (prev_instr - code - pp->code_adaptive) / 2;
-		out[i].code = code;
-		out[i].check = check;
-		out[i].lasti = (lasti & ~UE_PY_ENTRY) | (is_entry ? UE_PY_ENTRY : 0);
-		n = i + 1;
-		frame = FIELD_U64(s->frame, pp->frame_previous, UE_PY_FRAME_MAX);
-	}
-	return n;
+	bpf_loop(UE_PY_DEPTH + UE_PY_DEPTH / 4, py_frame_step, &w, 0);
+	return w.n;
 }
 
 #define NATIVE_SAMPLE_SIZE (sizeof(struct ue_stack_sample) + 2 * UE_SAMPLE_DEPTH * 8)

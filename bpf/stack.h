@@ -75,15 +75,19 @@ struct ue_py_proc {
 	__u16 frame_code;
 	__u16 frame_previous;
 	__u16 frame_prev_instr;
-	__u16 frame_is_entry;
+	__u16 frame_is_entry;           /* entry_by_owner 0 (3.11): a bool marks the entry frames */
 	__u16 code_firstlineno;
 	__u16 code_qualname;
 	__u16 code_adaptive;
 	__u16 frame_read;               /* bytes of a frame read at once (every frame_* field in them) */
 	__u16 code_read;                /* bytes of a code object read at once */
-	__u16 _pad0;
+	__u16 frame_owner;              /* entry_by_owner 1 (3.12): _PyInterpreterFrame.owner (char) */
+	__u8 owner_cstack;              /* ... whose FRAME_OWNED_BY_CSTACK marks the shim frame each eval
+					 * call pushes: skipped, and the frame above it is an entry */
+	__u8 entry_by_owner;
+	__u16 _pad0[3];
 };
-_Static_assert(sizeof(struct ue_py_proc) == 40, "ue_py_proc layout");
+_Static_assert(sizeof(struct ue_py_proc) == 48, "ue_py_proc layout");
 
 /* One off-CPU interval of a thread (--offcpu), with the stacks it blocked in. */
 struct ue_offcpu {

@@ -4,15 +4,30 @@ and how Python frames take the place of _PyEval_EvalFrameDefault in a native sta
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 from uetrace.analyze.stacks.python_frames import EVAL_FUNCTION, line_of, merge
 from uetrace.analyze.stacks.samples import Frame
 
-pytestmark = pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the line table format of 3.11")
+PY312 = "/root/.pyenv/versions/3.12.1/bin/python3.12"
+# Run under another interpreter: its code objects' line tables and co_lines(), as JSON.
+DUMP = """
+import json, sys, threading, types
+def codes(co):
+    yield co
+    for c in co.co_consts:
+        if isinstance(c, types.CodeType):
+            yield from codes(c)
+top = compile(open(threading.__file__).read(), threading.__file__, "exec")
+print(json.dumps([[co.co_linetable.hex(), co.co_firstlineno, list(co.co_lines()), len(co.co_code) // 2]
+                  for co in codes(top)]))
+"""
 
 
 def _codes(co: types.CodeType):
@@ -22,6 +37,7 @@ def _codes(co: types.CodeType):
             yield from _codes(c)
 
 
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the tests' interpreter is the 3.11 one")
 @pytest.mark.parametrize("module", ["threading", "json.decoder", "asyncio.base_events", "typing"])
 def test_line_of_agrees_with_co_lines(module):
     mod = __import__(module, fromlist=["_"])
@@ -35,6 +51,20 @@ def test_line_of_agrees_with_co_lines(module):
                 expected[byte // 2] = line
         for i in range(len(co.co_code) // 2):
             assert line_of(co.co_linetable, co.co_firstlineno, i) == expected.get(i), (co.co_qualname, i)
+            checked += 1
+    assert checked > 1000
+
+
+def test_line_of_agrees_with_co_lines_of_3_12():
+    """3.12 keeps the 3.11 line table format (its offsets are in OFFSETS too)."""
+    if not Path(PY312).exists():
+        pytest.skip(f"needs {PY312}")
+    dump = json.loads(subprocess.run([PY312, "-c", DUMP], capture_output=True, text=True, check=True).stdout)
+    checked = 0
+    for table, first, lines, units in dump:
+        expected = {byte // 2: line for start, end, line in lines for byte in range(start, end, 2)}
+        for i in range(units):
+            assert line_of(bytes.fromhex(table), first, i) == expected.get(i), (first, i)
             checked += 1
     assert checked > 1000
 

@@ -24,8 +24,10 @@ from uetrace.capture.snapshot.python_code import read_code
 from uetrace.capture.snapshot.python_runtime import CHECKED_BUILDS, find_runtime, walk_stacks
 
 DEBIAN = "/usr/bin/python3.11"
+PY312 = "/root/.pyenv/versions/3.12.1/bin/python3.12"   # offsets checked against this build too
+PY313 = "/root/.pyenv/versions/3.13.0/bin/python3.13"   # no offsets yet: sampled natively, said once
 RUN_SECONDS, EXIT_AFTER = "5", "2"
-INTERPRETERS = {"debian": DEBIAN, "tests": sys.executable}
+INTERPRETERS = {"debian": DEBIAN, "tests": sys.executable, "3.12": PY312}
 
 
 @dataclass
@@ -46,10 +48,11 @@ class Recorded:
 
 
 def _need_interpreters() -> None:
-    if not Path(DEBIAN).exists():
-        if IN_CI:
-            pytest.fail(f"{DEBIAN} is not installed")
-        pytest.skip(f"needs {DEBIAN}")
+    for exe in (DEBIAN, PY312, PY313):
+        if not Path(exe).exists():
+            if IN_CI:
+                pytest.fail(f"{exe} is not installed")
+            pytest.skip(f"needs {exe}")
 
 
 def _start(exe: str, script: Path, *args: str) -> tuple[subprocess.Popen, Workload]:
@@ -86,6 +89,8 @@ def recorded(tmp_path_factory) -> Recorded:
             procs.append(p)
         p, runs["exits"] = _start(sys.executable, script, RUN_SECONDS, EXIT_AFTER)
         procs.append(p)
+        p, runs["3.13"] = _start(PY313, script, RUN_SECONDS)
+        procs.append(p)
         assert all(p.wait(60) == 0 for p in procs)
         run.signal(signal.SIGINT)
         rc, _out, err = run.wait()
@@ -96,6 +101,7 @@ def recorded(tmp_path_factory) -> Recorded:
             if p.poll() is None:
                 p.kill()
     manifest, fold = _fold(archive, runs)
+    assert manifest["tracers"]["stack"].get("attached"), manifest["tracers"]["stack"]
     return Recorded(archive, script, runs, fold, manifest)
 
 
@@ -110,7 +116,7 @@ def _leaf_counts(fold: dict[tuple[str, ...], int]) -> tuple[int, int]:
     return heavy, light
 
 
-@pytest.mark.parametrize("name", ["debian", "tests"])
+@pytest.mark.parametrize("name", ["debian", "tests", "3.12"])
 def test_shares_and_callers_per_interpreter(kernel, recorded, name):
     w = recorded.runs[name]
     heavy = light = 0
@@ -130,7 +136,7 @@ def test_shares_and_callers_per_interpreter(kernel, recorded, name):
     assert abs(share - 75) <= 5, (name, heavy, light)
 
 
-@pytest.mark.parametrize("name", ["debian", "tests"])
+@pytest.mark.parametrize("name", ["debian", "tests", "3.12"])
 def test_leaf_line(kernel, recorded, name):
     w = recorded.runs[name]
     at_line = other = 0
@@ -161,11 +167,21 @@ def test_names_from_the_archive_alone(kernel, recorded):
     assert again == recorded.folded
 
 
+def test_unknown_version_is_said_once_and_sampled_natively(kernel, recorded):
+    notes = recorded.manifest["tracers"]["stack"]["notes"]
+    assert notes.count("python 3.13: frames not recorded (no offsets for this version)") == 1, notes
+    w = recorded.runs["3.13"]
+    fold = recorded.folded[(w.pid, w.main_tid)]
+    assert sum(fold.values()) >= 30 and not any(_py(s) for s in fold), fold
+
+
 def test_manifest_and_info_name_the_interpreters(kernel, recorded):
     stats = recorded.manifest["tracers"]["stack"]["stats"]
-    assert stats["python_processes_recorded"] >= 3 and stats["py_code"] >= 10, stats
+    assert stats["python_processes_recorded"] >= 4 and stats["py_code"] >= 10, stats
     res = trace_cmd("info", str(recorded.archive), check=True)
-    assert "3.11.2" in res.stdout and "3.11.7" in res.stdout, res.stdout
+    for version in ("3.11.2", "3.11.7", "3.12.1"):
+        assert f"python {version} (" in res.stdout and "frames recorded" in res.stdout, res.stdout
+    assert "python 3.13.0 (" in res.stdout and "frames not recorded" in res.stdout, res.stdout
 
 
 def test_offsets_match_running_interpreters(kernel, tmp_path):
@@ -194,3 +210,10 @@ def test_offsets_match_running_interpreters(kernel, tmp_path):
             assert "waiting_here" in names[worker] and names[worker][-1] == "Thread._bootstrap", names
         finally:
             p.communicate("\n", timeout=10)
+    p = subprocess.Popen([PY313, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        p.stdout.readline()
+        rt = find_runtime(p.pid)
+        assert rt is not None and rt.version == "3.13.0" and rt.offsets is None, rt
+    finally:
+        p.communicate("\n", timeout=10)

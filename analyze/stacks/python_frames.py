@@ -10,8 +10,8 @@ were found are paired from the leaf instead, the native frames outside them are
 dropped, and the Python frames hang under the thread root.
 
 A Python frame is named `qualname (file.py:line)`, its kind is "python" (outputs
-mark it [py]); the line is computed from the code object's line table (the 3.11
-format, CPython's Objects/locations.md).
+mark it [py]); the line is computed from the code object's line table (the format of
+3.11 and 3.12, CPython's Objects/locations.md).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def available(cap: ArchiveDb) -> bool:
 
 
 def line_of(linetable: bytes, firstlineno: int, lasti: int) -> int | None:
-    """The source line of instruction index lasti (code units) from a 3.11 co_linetable,
+    """The source line of instruction index lasti (code units) from a 3.11/3.12 co_linetable,
     or None when the instruction has no line. Entries: a first byte 1CCCCLLL (code C,
     length L+1 code units), then per code: 15 no location; 14 long form (svarint line
     delta, three varints); 13 svarint line delta only; 10-12 line delta C-10 and two

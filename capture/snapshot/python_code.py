@@ -7,7 +7,7 @@ line table, one row of the `py_code` table under symbols/:
 
     pid, addr, checksum  the frame's key, as the samples carry it
     qualname, filename, firstlineno
-    linetable          co_linetable bytes (3.11 format: Objects/locations.md in
+    linetable          co_linetable bytes (3.11/3.12 format: Objects/locations.md in
                        CPython), turned into line numbers offline
     version            "3.11.7": how to read linetable
 
@@ -30,10 +30,9 @@ PY_CODE_SCHEMA = pa.schema([
 MAX_STRING = 4096      # longer names and paths are cut (a path is at most PATH_MAX)
 MAX_LINETABLE = 1 << 16
 
-# PyASCIIObject / PyCompactUnicodeObject (Include/cpython/unicodeobject.h, 3.11): the
-# state bit field follows ob_refcnt, ob_type, length and hash.
+# PyASCIIObject (Include/cpython/unicodeobject.h, 3.11 and 3.12): the state bit field
+# (interned:2, kind:3, compact:1, ascii:1) follows ob_refcnt, ob_type, length and hash.
 UNICODE_LENGTH, UNICODE_STATE = 16, 32
-ASCII_DATA, COMPACT_DATA = 48, 72
 # PyBytesObject (Include/cpython/bytesobject.h): ob_size, then after ob_shash the bytes.
 BYTES_SIZE, BYTES_DATA = 16, 32
 
@@ -43,8 +42,9 @@ def code_check(firstlineno: int, qualname_ptr: int) -> int:
     return ((firstlineno & 0xFFFFFFFF) ^ (qualname_ptr >> 4)) & 0xFFFFFFFF
 
 
-def read_unicode(pid: int, addr: int) -> str | None:
+def read_unicode(rt: PyRuntime, addr: int) -> str | None:
     """A compact str object's text (every name and file name in a code object is one)."""
+    pid = rt.pid
     head = read_mem(pid, addr + UNICODE_LENGTH, UNICODE_STATE + 4 - UNICODE_LENGTH)
     if head is None:
         return None
@@ -53,7 +53,8 @@ def read_unicode(pid: int, addr: int) -> str | None:
     kind, compact, ascii_ = (state >> 2) & 7, (state >> 5) & 1, (state >> 6) & 1
     if not compact or kind not in (1, 2, 4) or length > MAX_STRING:
         return None
-    data = read_mem(pid, addr + (ASCII_DATA if ascii_ else COMPACT_DATA), length * kind)
+    o = rt.offsets
+    data = read_mem(pid, addr + (o.unicode_ascii_data if ascii_ else o.unicode_compact_data), length * kind)
     if data is None:
         return None
     codec = {1: "latin-1", 2: "utf-16-le", 4: "utf-32-le"}[kind]
@@ -80,10 +81,10 @@ def read_code(rt: PyRuntime, addr: int) -> dict | None:
         return int.from_bytes(raw[off:off + 8], "little")
 
     firstlineno = int.from_bytes(raw[o.code_firstlineno:o.code_firstlineno + 4], "little", signed=True)
-    qualname = read_unicode(pid, ptr(o.code_qualname))
+    qualname = read_unicode(rt, ptr(o.code_qualname))
     if qualname is None:
         return None
     return {"pid": pid, "addr": addr, "checksum": code_check(firstlineno, ptr(o.code_qualname)),
-            "qualname": qualname, "filename": read_unicode(pid, ptr(o.code_filename)) or "",
+            "qualname": qualname, "filename": read_unicode(rt, ptr(o.code_filename)) or "",
             "firstlineno": firstlineno, "linetable": read_bytes_object(pid, ptr(o.code_linetable)) or b"",
             "version": rt.version}

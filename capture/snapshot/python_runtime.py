@@ -6,8 +6,9 @@ minor release, and each entry of OFFSETS was read from the DWARF of a real build
 checked against running interpreters of the builds listed in CHECKED_BUILDS
 (tests/test_python_stacks.py walks them through /proc/<pid>/mem and compares with
 `sys._current_frames()`). A version not in OFFSETS is reported, and its processes are
-sampled natively as before. 3.13+ describe themselves (`_Py_DebugOffsets` at the
-start of `_PyRuntime`); reading those is not done yet.
+sampled natively as before. Entries: 3.11 and 3.12 (3.10 keeps frames in PyFrameObjects,
+another walk). 3.13+ describe themselves (`_Py_DebugOffsets` at the start of
+`_PyRuntime`); reading those is not done yet.
 """
 
 from __future__ import annotations
@@ -35,29 +36,44 @@ class PyOffsets:
     frame_code: int             # _PyInterpreterFrame.f_code
     frame_previous: int         # _PyInterpreterFrame.previous
     frame_prev_instr: int       # _PyInterpreterFrame.prev_instr
-    frame_is_entry: int         # _PyInterpreterFrame.is_entry (bool)
     code_firstlineno: int       # PyCodeObject.co_firstlineno (int)
     code_qualname: int          # PyCodeObject.co_qualname
     code_filename: int          # PyCodeObject.co_filename
     code_name: int              # PyCodeObject.co_name
     code_linetable: int         # PyCodeObject.co_linetable (bytes)
     code_adaptive: int          # PyCodeObject.co_code_adaptive (the instructions)
+    unicode_ascii_data: int     # sizeof(PyASCIIObject): where a compact ASCII str's text starts
+    unicode_compact_data: int   # sizeof(PyCompactUnicodeObject): other compact strs
+    # How the frame that each _PyEval_EvalFrameDefault call starts with is told apart:
+    frame_is_entry: int = 0     # 3.11: _PyInterpreterFrame.is_entry (bool)
+    entry_by_owner: bool = False  # 3.12: the call pushes a shim frame whose owner is
+    frame_owner: int = 0        #   _PyInterpreterFrame.owner (char) ==
+    owner_cstack: int = 0       #   FRAME_OWNED_BY_CSTACK; the frame above the shim is the entry
 
 
-# From the DWARF of pyenv's 3.11.7 libpython (gdb: p &((T*)0)->field), identical in
+# From the DWARF of pyenv's libpython builds (gdb: p &((T*)0)->field); 3.11 is identical in
 # Debian's 3.11.2 (checked by walking its running interpreter).
 OFFSETS: dict[tuple[int, int], PyOffsets] = {
     (3, 11): PyOffsets(
         runtime_interp_head=40, interp_threads_head=16, tstate_next=8, tstate_thread_id=152,
         tstate_cframe=56, cframe_current_frame=8, frame_code=32, frame_previous=48,
-        frame_prev_instr=56, frame_is_entry=68, code_firstlineno=72, code_qualname=128,
-        code_filename=112, code_name=120, code_linetable=136, code_adaptive=184),
+        frame_prev_instr=56, code_firstlineno=72, code_qualname=128,
+        code_filename=112, code_name=120, code_linetable=136, code_adaptive=184,
+        unicode_ascii_data=48, unicode_compact_data=72, frame_is_entry=68),
+    # 3.12 dropped is_entry (shim frames instead) and PyASCIIObject.wstr.
+    (3, 12): PyOffsets(
+        runtime_interp_head=40, interp_threads_head=72, tstate_next=8, tstate_thread_id=136,
+        tstate_cframe=56, cframe_current_frame=0, frame_code=0, frame_previous=8,
+        frame_prev_instr=56, code_firstlineno=68, code_qualname=128,
+        code_filename=112, code_name=120, code_linetable=136, code_adaptive=192,
+        unicode_ascii_data=40, unicode_compact_data=56, entry_by_owner=True, frame_owner=70, owner_cstack=3),
 }
 
 # Builds the offsets were checked against (build id of the object holding _PyRuntime).
 CHECKED_BUILDS = {
     "571d98e01096d5c1c32420d229a6731a0a50d2a0": "Debian /usr/bin/python3.11 3.11.2",
     "49daf84ed369fe589b73ea876f2591cd4c3588bb": "pyenv libpython3.11.so.1.0 3.11.7",
+    "f9d5c82f5f2c22df68c1d49c944ef3dee5103dcc": "pyenv libpython3.12.so.1.0 3.12.1",
 }
 
 _NAME_VERSION = re.compile(r"(?:^|/)(?:lib)?python(\d)\.(\d+)")
@@ -173,13 +189,22 @@ def walk_stacks(rt: PyRuntime, max_threads: int = 64, max_frames: int = 64) -> d
         for _ in range(max_frames):
             if not frame:
                 break
-            raw = read_mem(rt.pid, frame, o.frame_is_entry + 1)
+            raw = read_mem(rt.pid, frame, max(o.frame_prev_instr + 8, o.frame_previous + 8, o.frame_code + 8,
+                                              o.frame_is_entry + 1, o.frame_owner + 1))
             if raw is None:
                 break
             code = int.from_bytes(raw[o.frame_code:o.frame_code + 8], "little")
             prev = int.from_bytes(raw[o.frame_prev_instr:o.frame_prev_instr + 8], "little")
-            frames.append((code, (prev - code - o.code_adaptive) // 2, bool(raw[o.frame_is_entry])))
             frame = int.from_bytes(raw[o.frame_previous:o.frame_previous + 8], "little")
+            if o.entry_by_owner:
+                if raw[o.frame_owner] == o.owner_cstack:
+                    if frames:
+                        frames[-1] = (*frames[-1][:2], True)
+                    continue
+                entry = False
+            else:
+                entry = bool(raw[o.frame_is_entry])
+            frames.append((code, (prev - code - o.code_adaptive) // 2, entry))
         out[read_u64(rt.pid, tstate + o.tstate_thread_id) or 0] = frames
         tstate = read_u64(rt.pid, tstate + o.tstate_next)
     return out

@@ -106,7 +106,7 @@ class PythonFrames:
         o = rt.offsets
         values = {"runtime": rt.runtime_addr, **vars(o),
                   "frame_read": max(o.frame_code + 8, o.frame_previous + 8, o.frame_prev_instr + 8,
-                                    o.frame_is_entry + 1),
+                                    o.frame_is_entry + 1, o.frame_owner + 1),
                   "code_read": max(o.code_firstlineno + 4, o.code_qualname + 8)}
         for name, f in fields.items():
             if name in values:
