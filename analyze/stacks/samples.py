@@ -156,7 +156,7 @@ def load(cap: ArchiveDb, flt: SampleFilter | None = None) -> StackSet:
         out.weights.append(int(weight))
         out.pids.append(int(pid))
         out.comms.append(comm)
-        out.truncated.append(reason)
+        out.truncated.append("" if pygroups else reason)  # Python frames reach the root themselves
     return out
 
 

@@ -52,7 +52,8 @@ class PythonFrames:
         self.layout = proc_layout              # struct ue_py_proc, from the object's BTF
         self._lock = threading.Lock()          # the capture loop's tick() takes tables while the writer adds
         self._comm: dict[int, str] = {}        # pid -> comm when last checked (an exec changes it)
-        self._runtimes: dict[int, PyRuntime] = {}
+        self._runtimes: dict[int, PyRuntime] = {}  # in py_procs (when offsets are known)
+        self._announced: set[int] = set()          # in python_processes
         self._stacks: dict[bytes, int] = {}
         self._stacks_written = 0
         self._code_seen: set[tuple[int, int, int]] = set()
@@ -67,26 +68,37 @@ class PythonFrames:
     def saw(self, pids, comms) -> None:
         """Pids and comms of new samples: check the ones not seen, or whose comm changed."""
         with self._lock:
-            self._saw(pids, comms)
+            for pid, comm in {(int(p), str(c)) for p, c in zip(pids, comms)}:
+                if pid == 0 or self._comm.get(pid) == comm:
+                    continue
+                self._comm[pid] = comm
+                self._check(pid, announce=True)
 
-    def _saw(self, pids, comms) -> None:
-        for pid, comm in {(int(p), str(c)) for p, c in zip(pids, comms)}:
-            if pid == 0 or self._comm.get(pid) == comm:
-                continue
-            self._comm[pid] = comm
-            self._check(pid)
+    def preload(self, pids) -> None:
+        """Processes running before the first sample (the capture's targets): their frames are
+        walked from the first sample on instead of a batch later; they are listed in
+        python_processes only once sampled."""
+        with self._lock:
+            for pid in pids:
+                self._check(int(pid), announce=False)
 
-    def _check(self, pid: int) -> None:
+    def _check(self, pid: int, announce: bool) -> None:
         rt = find_runtime(pid)
         known = self._runtimes.get(pid)
         if rt is None:
             if known is not None and read_comm(pid) is not None:  # exec'd into something else
                 self._runtimes.pop(pid)
+                self._announced.discard(pid)
                 self._map_delete(pid)
             return
-        if known is not None and known.build_id == rt.build_id and known.runtime_addr == rt.runtime_addr:
+        if known is None or known.build_id != rt.build_id or known.runtime_addr != rt.runtime_addr:
+            self._runtimes[pid] = rt
+            self._announced.discard(pid)
+            if rt.offsets is not None:
+                self._map_update(pid, rt)
+        if not announce or pid in self._announced:
             return
-        self._runtimes[pid] = rt
+        self._announced.add(pid)
         self.stats["python_processes"] += 1
         self._process_rows.append({"ts": time.clock_gettime_ns(time.CLOCK_MONOTONIC), "pid": pid,
                                    "version": rt.version, "build_id": rt.build_id, "path": rt.path,
@@ -94,9 +106,8 @@ class PythonFrames:
         self._seen.setdefault((rt.version, rt.path, rt.offsets is not None), []).append(pid)
         if rt.offsets is None:
             self.unknown_versions.add(".".join(rt.version.split(".")[:2]))
-            return
-        self.stats["python_processes_recorded"] += 1
-        self._map_update(pid, rt)
+        else:
+            self.stats["python_processes_recorded"] += 1
 
     def _map_update(self, pid: int, rt: PyRuntime) -> None:
         if self.obj is None or self.layout is None:
@@ -114,7 +125,7 @@ class PythonFrames:
         try:
             self.obj.map(PY_MAP).update(pid.to_bytes(4, "little"), bytes(value))
         except BpfError:
-            self.stats["python_processes_recorded"] -= 1  # map full: sampled natively
+            self.stats["py_procs_full"] = self.stats.get("py_procs_full", 0) + 1  # sampled natively
 
     def _map_delete(self, pid: int) -> None:
         if self.obj is not None:

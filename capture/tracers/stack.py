@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from uetrace.capture.btf import Btf
 from uetrace.capture.libbpf import BpfError, BpfObject, Link
+from uetrace.capture.procfs import live_pids, read_comm
 from uetrace.capture.tracers.contract import Tracer
 from uetrace.capture.tracers.perf_event import online_cpus, open_cpu_clock
 from uetrace.capture.tracers.python_frames import PythonFrames
@@ -55,6 +56,7 @@ class StackTracer(Tracer):
         self.python = PythonFrames(obj, Btf.from_object(self.object_file).struct("ue_py_proc"))
 
     def attach(self, obj: BpfObject) -> None:
+        self.python.preload(self._targets())
         prog = obj.program("ue_stack_sample")
         for cpu in online_cpus():
             point = f"perf_event cpu-clock {self.freq} Hz cpu {cpu}"
@@ -67,9 +69,15 @@ class StackTracer(Tracer):
             self.try_attach(point, _attach_dup, prog, fd)
         if self.offcpu:
             self.try_attach("tp_btf/sched_switch", obj.program("ue_offcpu").attach)
-        # --pid targets running Python get their frames from the first sample (others from
-        # the first batch of samples that names them, a quarter second later).
-        self.python.saw(self.opts.pids, [""] * len(self.opts.pids))
+
+    def _targets(self) -> list[int]:
+        """Live processes this capture samples (--pid, else --comm, else all): the ones running
+        Python get their frames from the first sample; later ones from the first batch of
+        samples that names them (a quarter second or more later)."""
+        if self.opts.pids:
+            return list(self.opts.pids)
+        comms = {c[:15] for c in self.opts.comms}
+        return [p for p in live_pids() if not comms or read_comm(p) in comms]
         if not self.attached:
             raise BpfError(f"attach {self.name}: no perf event attached", 95)
 
