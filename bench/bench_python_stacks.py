@@ -6,9 +6,10 @@
    kernel.bpf_stats_enabled=1 for the measurement only) on the same Python process, with the
    Python walk and then without it (its py_procs entry deleted through bpftool, so the
    program samples it natively), in the same capture.
-2. Throughput of the workload (rounds/s) alone, under `trace capture --tracers stack`, and under
+2. Throughput of the workload alone, under `trace capture --tracers stack`, and under
    `py-spy record` (both at --freq Hz), alternating, median of --rounds rounds: ratios against
-   the run alone of the same round.
+   the run alone of the same round, per wall second (noisy when others share the CPUs) and per
+   CPU second of the workload (sampling's cost inside it); and each recorder's own CPU seconds.
 Prints one JSON object. Needs root, bpftool, and py-spy (PyPI) for part 2.
 """
 
@@ -111,7 +112,17 @@ def per_sample_cost(python: str, seconds: float, freq: int, out: Path) -> dict:
             "walk_ns_per_python_sample": round((mean_with - mean_without) * runs_with / max(py_with, 1))}
 
 
-def throughput(python: str, seconds: float, freq: int, recorder: str | None, out: Path) -> float:
+def _wait(proc: subprocess.Popen) -> float:
+    """Wait for a child; its CPU seconds (user + system)."""
+    _pid, _status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    return ru.ru_utime + ru.ru_stime
+
+
+def throughput(python: str, seconds: float, freq: int, recorder: str | None, out: Path) -> dict:
+    """Rounds per wall second (what a user sees; noisy on a shared machine), rounds per CPU second
+    of the workload (what sampling costs inside it: BPF runs in its context), and the recorder's
+    own CPU seconds per second."""
     cap = start_capture(out / "tp.tar.zst", freq) if recorder == "uetrace" else None  # attached before it starts
     work = subprocess.Popen([python, str(FIXTURE), str(seconds)], stdout=subprocess.PIPE, text=True)
     pid = json.loads(work.stdout.readline())["pid"]
@@ -119,13 +130,16 @@ def throughput(python: str, seconds: float, freq: int, recorder: str | None, out
     if recorder == "py-spy":
         spy = subprocess.Popen(["py-spy", "record", "-r", str(freq), "-p", str(pid), "-o", str(out / "pyspy.txt"),
                                 "-f", "raw", "-d", str(int(seconds) + 5)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rounds = json.loads(work.stdout.readline())["rounds"]
-    work.wait()
+    work_cpu = _wait(work)
+    rec_cpu = 0.0
     for rec in (cap, spy):
         if rec is not None:
-            stop(rec) if rec.poll() is None else rec.communicate(timeout=120)
-    return rounds / seconds
+            if rec.poll() is None:
+                rec.send_signal(2)  # SIGINT: both recorders finish their output
+            rec_cpu = _wait(rec)
+    return {"per_s": rounds / seconds, "per_cpu_s": rounds / max(work_cpu, 1e-9), "recorder_cpu_s": rec_cpu}
 
 
 def main() -> None:
@@ -142,13 +156,19 @@ def main() -> None:
         result = {"load_avg_start": os.getloadavg()[0], "cost": per_sample_cost(args.python, args.seconds,
                                                                                 args.freq, out)}
         if args.rounds and shutil.which("py-spy"):
-            ratios: dict[str, list[float]] = {"uetrace": [], "py-spy": []}
+            ratios: dict[str, dict[str, list[float]]] = {
+                name: {"wall": [], "cpu": [], "recorder_cpu_s": []} for name in ("uetrace", "py-spy")}
             for _ in range(args.rounds):
                 alone = throughput(args.python, args.seconds, args.freq, None, out)
-                for name in ratios:
-                    ratios[name].append(throughput(args.python, args.seconds, args.freq, name, out) / alone)
-            result["throughput_ratio"] = {k: round(statistics.median(v), 3) for k, v in ratios.items()}
-            result["throughput_ratios_all"] = {k: [round(x, 3) for x in v] for k, v in ratios.items()}
+                for name, r in ratios.items():
+                    run = throughput(args.python, args.seconds, args.freq, name, out)
+                    r["wall"].append(run["per_s"] / alone["per_s"])
+                    r["cpu"].append(run["per_cpu_s"] / alone["per_cpu_s"])
+                    r["recorder_cpu_s"].append(run["recorder_cpu_s"])
+            result["throughput_ratio_median"] = {
+                name: {k: round(statistics.median(v), 3) for k, v in r.items()} for name, r in ratios.items()}
+            result["throughput_ratios_all"] = {
+                name: {k: [round(x, 3) for x in v] for k, v in r.items()} for name, r in ratios.items()}
         result["load_avg_end"] = os.getloadavg()[0]
         print(json.dumps(result, indent=1))
     finally:
