@@ -175,6 +175,21 @@ def test_unknown_version_is_said_once_and_sampled_natively(kernel, recorded):
     assert sum(fold.values()) >= 30 and not any(_py(s) for s in fold), fold
 
 
+def test_every_output_marks_python_frames(kernel, recorded, tmp_path):
+    w = recorded.runs["tests"]
+    svg = tmp_path / "cpu.svg"
+    trace_cmd("flamegraph", str(recorded.archive), "--pid", str(w.pid), "-o", str(svg), check=True)
+    assert "caller_heavy (py_cpu_shares.py:" in svg.read_text() and "[py: " in svg.read_text()
+    scope = tmp_path / "cpu.speedscope.json"
+    trace_cmd("flamegraph", str(recorded.archive), "--pid", str(w.pid), "--format", "speedscope", "-o", str(scope),
+              check=True)
+    frames = json.loads(scope.read_text())["shared"]["frames"]
+    leaf = next(f for f in frames if f["name"].startswith("leaf_heavy ("))
+    assert leaf["name"].endswith(folded.PYTHON_SUFFIX) and leaf["file"].endswith(f"py_cpu_shares.py:{w.leaf_line}")
+    res = trace_cmd("analyze", str(recorded.archive), "--only", "profile", check=True)
+    assert "leaf_heavy (py_cpu_shares.py:" in res.stdout and "[py]" in res.stdout, res.stdout
+
+
 def test_manifest_and_info_name_the_interpreters(kernel, recorded):
     stats = recorded.manifest["tracers"]["stack"]["stats"]
     assert stats["python_processes_recorded"] >= 4 and stats["py_code"] >= 10, stats
