@@ -36,9 +36,10 @@ struct {
 	__type(value, struct offcpu_start);
 } offcpu_start SEC(".maps");
 
-/* CPython processes: tgid -> where their interpreter is (set by the loader). */
+/* CPython processes: tgid -> where their interpreter is (set by the loader). LRU: exited
+ * processes are not removed one by one, and a capture may see thousands of short ones. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct ue_py_proc);
