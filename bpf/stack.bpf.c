@@ -116,7 +116,7 @@ struct {
 struct py_walk {
 	const struct ue_py_proc *pp;
 	struct py_scratch *s;
-	struct ue_py_frame *out;
+	void *out;              /* struct ue_py_frame[]: typed here, its BTF would be a bare FWD */
 	__u64 frame;
 	__u32 n;
 	__u32 frame_read;
@@ -127,6 +127,7 @@ static long py_frame_step(__u32 i, struct py_walk *w)
 {
 	const struct ue_py_proc *pp = w->pp;
 	struct py_scratch *s = w->s;
+	struct ue_py_frame *out = w->out;
 
 	if (!w->frame || bpf_probe_read_user(s->frame, w->frame_read & (UE_PY_FRAME_MAX - 1), (const void *)w->frame))
 		return 1;
@@ -138,7 +139,7 @@ static long py_frame_step(__u32 i, struct py_walk *w)
 	if (pp->entry_by_owner) {
 		if (FIELD_U8(s->frame, pp->frame_owner, UE_PY_FRAME_MAX) == pp->owner_cstack) {
 			if (n > 0 && n <= UE_PY_DEPTH)
-				w->out[n - 1].lasti |= UE_PY_ENTRY;
+				out[n - 1].lasti |= UE_PY_ENTRY;
 			return 0;
 		}
 	} else if (FIELD_U8(s->frame, pp->frame_is_entry, UE_PY_FRAME_MAX)) {
@@ -151,9 +152,9 @@ static long py_frame_step(__u32 i, struct py_walk *w)
 		check = FIELD_U32(s->code, pp->code_firstlineno, UE_PY_CODE_MAX) ^
 			(__u32)(FIELD_U64(s->code, pp->code_qualname, UE_PY_CODE_MAX) >> 4);
 	__u64 lasti = (prev_instr - code - pp->code_adaptive) / 2;
-	w->out[n].code = code;
-	w->out[n].check = check;
-	w->out[n].lasti = (lasti & ~UE_PY_ENTRY) | entry;
+	out[n].code = code;
+	out[n].check = check;
+	out[n].lasti = (lasti & ~UE_PY_ENTRY) | entry;
 	w->n = n + 1;
 	return 0;
 }

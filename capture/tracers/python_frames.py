@@ -41,15 +41,21 @@ PY_PROCESS_SCHEMA = pa.schema([
     ("ts", pa.uint64()), ("pid", pa.uint32()), ("version", pa.string()), ("build_id", pa.string()),
     ("path", pa.string()), ("recorded", pa.bool_()),
 ])
-PY_FRAME = np.dtype([("code", "<u8"), ("check", "<u4"), ("lasti", "<u4")])  # struct ue_py_frame
+
+
+def frame_dtype(layout: StructLayout) -> np.dtype:
+    """struct ue_py_frame (bpf/stack.h, from the object's BTF) as a numpy dtype."""
+    return np.dtype({"names": [f.name for f in layout.fields], "formats": [f"<u{f.size}" for f in layout.fields],
+                     "offsets": [f.offset for f in layout.fields], "itemsize": layout.size})
 
 
 class PythonFrames:
     """Per capture: CPython processes seen in samples and the Python stacks of those samples."""
 
-    def __init__(self, obj: BpfObject | None, proc_layout: StructLayout | None):
+    def __init__(self, obj: BpfObject | None, proc_layout: StructLayout | None, frame_layout: StructLayout | None):
         self.obj = obj
         self.layout = proc_layout              # struct ue_py_proc, from the object's BTF
+        self.frame = frame_dtype(frame_layout) if frame_layout else None  # struct ue_py_frame
         self._lock = threading.Lock()          # the capture loop's tick() takes tables while the writer adds
         self._comm: dict[int, str] = {}        # pid -> comm when last checked (an exec changes it)
         self._runtimes: dict[int, PyRuntime] = {}  # in py_procs (when offsets are known)
@@ -141,7 +147,7 @@ class PythonFrames:
         if sid is None:
             sid = self._stacks[raw] = len(self._stacks)
         rt = self._runtimes.get(pid)
-        for code, check, _lasti in np.frombuffer(raw, dtype=PY_FRAME).tolist():
+        for code, check, _lasti in np.frombuffer(raw, dtype=self.frame).tolist():
             key = (pid, code, check)
             if key in self._code_seen:
                 continue
@@ -181,7 +187,7 @@ class PythonFrames:
             self._process_rows = []
         items = list(self._stacks.items())[self._stacks_written:]
         if items:
-            frames = [np.frombuffer(raw, dtype=PY_FRAME) for raw, _ in items]
+            frames = [np.frombuffer(raw, dtype=self.frame) for raw, _ in items]
             out["py_stacks"] = pa.table({
                 "pystack_id": pa.array([sid for _, sid in items], pa.int32()),
                 "code": pa.array([f["code"].tolist() for f in frames], pa.list_(pa.uint64())),

@@ -26,7 +26,6 @@ from uetrace.capture.tracers.python_frames import PythonFrames
 from uetrace.capture.tracers.stack_maps import StackInterner, dump_stacks, size_stack_map
 
 SAMPLE_DEPTH = 127  # UE_SAMPLE_DEPTH in bpf/stack.h
-PY_FRAME_SIZE = 16  # sizeof(struct ue_py_frame)
 
 
 class StackTracer(Tracer):
@@ -44,7 +43,7 @@ class StackTracer(Tracer):
         self.offcpu = opts.stack.offcpu
         self.perf_fds: list[int] = []  # ours; each link holds a dup, which libbpf closes on detach
         self.interned = StackInterner(SAMPLE_DEPTH)
-        self.python = PythonFrames(None, None)
+        self.python = PythonFrames(None, None, None)
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         if self.freq <= 0:
@@ -53,7 +52,8 @@ class StackTracer(Tracer):
         size_stack_map(obj, self.opts.stack.stack_entries)
         rodata["min_offcpu_ns"] = int(self.opts.stack.min_offcpu_us * 1000)
         obj.program("ue_offcpu").set_autoload(self.offcpu)
-        self.python = PythonFrames(obj, Btf.from_object(self.object_file).struct("ue_py_proc"))
+        btf = Btf.from_object(self.object_file)
+        self.python = PythonFrames(obj, btf.struct("ue_py_proc"), btf.struct("ue_py_frame"))
 
     def attach(self, obj: BpfObject) -> None:
         self.python.preload(self._targets())
@@ -100,7 +100,7 @@ class StackTracer(Tracer):
             if uids[i] == 0:
                 uids[i] = self.interned.intern(raw[user:user + uframes[i] * 8])
             if pyframes[i]:
-                pyids[i] = self.python.intern(pids[i], raw[py:py + pyframes[i] * PY_FRAME_SIZE])
+                pyids[i] = self.python.intern(pids[i], raw[py:py + pyframes[i] * self.python.frame.itemsize])
         table = table.set_column(table.schema.get_field_index("kstack_id"), "kstack_id", pa.array(kids, pa.int32()))
         table = table.set_column(table.schema.get_field_index("ustack_id"), "ustack_id", pa.array(uids, pa.int32()))
         # pystack_id: the row of py_stacks holding the sample's Python frames, -1 when none were recorded.
