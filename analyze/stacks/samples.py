@@ -1,14 +1,17 @@
 """Stack samples of a capture as weighted, symbolized stacks: what every profile
 output (top functions, folded, SVG, speedscope) is drawn from.
 
-Samples are grouped in DuckDB by (pid, comm, kernel stack, user stack), so the
+Samples are grouped in DuckDB by (pid, comm, kernel stack, user stack, Python stack), so the
 Python side works per distinct stack, never per sample; then every distinct
 frame is symbolized once (analyze/symbolize.py).
 
 A stack reads root first: the thread's comm, then the user frames from the
 outermost caller to the leaf, then the kernel frames from the syscall or
-interrupt entry to the kernel leaf. Markers (frames in brackets) keep what is
-missing visible instead of drawing a misleading graph:
+interrupt entry to the kernel leaf. In CPython processes the Python frames the sample
+recorded (kind "python") take the place of each _PyEval_EvalFrameDefault frame, or hang
+under the thread root when the native walk was truncated (analyze/stacks/python_frames.py).
+Markers (frames in brackets) keep what is missing visible instead of drawing a misleading
+graph:
 
     [truncated user stack: <module>]  the frame-pointer walk stopped before reaching
                                       an entry function (main, start_thread, ...);
