@@ -74,21 +74,53 @@ static __always_inline __u64 read_ptr(__u64 addr)
 	return v;
 }
 
+/* Each thread's PyThreadState, once found: tid -> its address. Checked at every use (its
+ * thread_id must still be the task's fs base), so a freed one or a reused tid is walked again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} py_tstates SEC(".maps");
+
+struct py_thread_walk {
+	const struct ue_py_proc *pp;
+	__u64 ts;
+	__u64 fsbase;
+	__u64 found;
+};
+
+static long py_thread_step(__u32 i, struct py_thread_walk *w)
+{
+	if (!w->ts)
+		return 1;
+	if (read_ptr(w->ts + w->pp->tstate_thread_id) == w->fsbase) {
+		w->found = w->ts;
+		return 1;
+	}
+	w->ts = read_ptr(w->ts + w->pp->tstate_next);
+	return 0;
+}
+
 /* The sampled thread's PyThreadState: the one whose thread_id (pthread_self()) is the
- * task's fs base, as on x86-64 with glibc and musl. A walk of the interpreter's thread
- * list per sample: a few reads per thread, no state kept between samples. */
-static __always_inline __u64 py_thread_state(const struct ue_py_proc *pp, struct task_struct *t)
+ * task's fs base, as on x86-64 with glibc and musl. The interpreter's thread list (newest
+ * first) is walked once per thread, under bpf_loop so that a server's thousands of threads
+ * are in reach; later samples read the cached address and check it (one read). */
+static __always_inline __u64 py_thread_state(const struct ue_py_proc *pp, struct task_struct *t, __u32 tid)
 {
 	__u64 fsbase = t->thread.fsbase;
-	__u64 interp = read_ptr(pp->runtime + pp->runtime_interp_head);
-	__u64 ts = interp ? read_ptr(interp + pp->interp_threads_head) : 0;
+	__u64 *cached = bpf_map_lookup_elem(&py_tstates, &tid);
 
-	for (int i = 0; i < UE_PY_THREADS && ts; i++) {
-		if (read_ptr(ts + pp->tstate_thread_id) == fsbase)
-			return ts;
-		ts = read_ptr(ts + pp->tstate_next);
-	}
-	return 0;
+	if (cached && *cached && read_ptr(*cached + pp->tstate_thread_id) == fsbase)
+		return *cached;
+	__u64 interp = read_ptr(pp->runtime + pp->runtime_interp_head);
+	struct py_thread_walk w = {
+		.pp = pp, .fsbase = fsbase, .ts = interp ? read_ptr(interp + pp->interp_threads_head) : 0,
+	};
+	bpf_loop(UE_PY_THREADS, py_thread_step, &w, 0);
+	if (w.found)
+		bpf_map_update_elem(&py_tstates, &tid, &w.found, BPF_ANY);
+	return w.found;
 }
 
 /* Where a frame and its code object are read, each in one helper call (six reads a frame
@@ -218,7 +250,7 @@ int ue_stack_sample(struct bpf_perf_event_data *ctx)
 	ev->_pad0 = 0;
 	ev->_pad1 = 0;
 	if (pp) {
-		__u64 ts = py_thread_state(pp, t);
+		__u64 ts = py_thread_state(pp, t, ev->tid);
 		ev->flags |= UE_STACK_PY | (ts ? 0 : UE_STACK_PY_NO_THREAD);
 		if (ts)
 			ev->pyframes = py_frames(pp, ts, (struct ue_py_frame *)(ev->frames + 2 * UE_SAMPLE_DEPTH));

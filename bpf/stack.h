@@ -43,7 +43,7 @@ _Static_assert(sizeof(struct ue_stack_sample) == 64, "ue_stack_sample layout");
 
 /* Python frames kept per sample, and PyThreadStates looked at to find the sampled thread's. */
 #define UE_PY_DEPTH 64
-#define UE_PY_THREADS 64
+#define UE_PY_THREADS 4096
 /* Most bytes of a frame and of a code object read at once (ue_py_proc.frame_read, code_read). */
 #define UE_PY_FRAME_MAX 128
 #define UE_PY_CODE_MAX 256
