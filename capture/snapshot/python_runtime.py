@@ -13,6 +13,7 @@ another walk). 3.13+ describe themselves (`_Py_DebugOffsets` at the start of
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -96,7 +97,9 @@ class PyRuntime:
         return int(major), int(minor)
 
 
-_objects: dict[str, tuple[str, dict[str, int], int] | None] = {}  # host path+inode -> (bid, symbols, bias base)
+# (device, inode, mtime) of a file -> (build id, symbols, p_vaddr - p_offset), or None: every
+# Python process maps the same few interpreters, each read once (libpython's .dynsym: ~15 K symbols).
+_objects: dict[tuple[int, int, int], tuple[str, dict[str, int], int] | None] = {}
 
 
 def find_runtime(pid: int) -> PyRuntime | None:
@@ -105,7 +108,7 @@ def find_runtime(pid: int) -> PyRuntime | None:
         if not _NAME_VERSION.search(m["path"]):
             continue
         host = root_path(pid, m["path"])
-        info = _object_info(host, m["inode"])
+        info = _object_info(host)
         if info is None:
             continue
         bid, syms, exec_vaddr_minus_off = info
@@ -123,10 +126,14 @@ def find_runtime(pid: int) -> PyRuntime | None:
     return None
 
 
-def _object_info(host: str, inode: int) -> tuple[str, dict[str, int], int] | None:
+def _object_info(host: str) -> tuple[str, dict[str, int], int] | None:
     """(build id, {_PyRuntime, Py_Version: vaddr}, p_vaddr - p_offset of the executable
-    segment) of an object that defines _PyRuntime, else None. Cached per path and inode."""
-    key = f"{host}:{inode}"
+    segment) of an object that defines _PyRuntime, else None. Cached per file."""
+    try:
+        st = os.stat(host)
+    except OSError:
+        return None
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns)
     if key in _objects:
         return _objects[key]
     result = None
