@@ -26,7 +26,7 @@ from uetrace.capture.snapshot.python_runtime import CHECKED_BUILDS, find_runtime
 DEBIAN = "/usr/bin/python3.11"
 PY312 = "/root/.pyenv/versions/3.12.1/bin/python3.12"   # offsets checked against this build too
 PY313 = "/root/.pyenv/versions/3.13.0/bin/python3.13"   # no offsets yet: sampled natively, said once
-RUN_SECONDS, EXIT_AFTER = "6", "2"
+RUN_SECONDS, EXIT_AFTER = "8", "2"
 INTERPRETERS = {"debian": DEBIAN, "tests": sys.executable, "3.12": PY312}
 
 
@@ -92,7 +92,7 @@ def recorded(tmp_path_factory) -> Recorded:
             procs.append(p)
         p, runs["exits"] = _start(sys.executable, script, RUN_SECONDS, EXIT_AFTER)
         procs.append(p)
-        p, runs["3.13"] = _start(PY313, script, RUN_SECONDS)
+        p, runs["3.13"] = _start(PY313, script, RUN_SECONDS, EXIT_AFTER)  # short: leaves the CPUs to the others
         procs.append(p)
         assert all(p.wait(60) == 0 for p in procs)
         run.signal(signal.SIGINT)
@@ -135,11 +135,11 @@ def test_shares_and_callers_per_interpreter(kernel, recorded, name):
                     # The whole chain, root first, right under the thread's root.
                     assert py[0] == root and py[py.index(leaf) - 2:py.index(leaf) + 1] == ["work", caller, leaf], stack
                     assert stack[1].startswith(root), stack
-    # Each sample falls on leaf_heavy with probability 3/4: at 999 Hz the process gets 1,000+
-    # samples of its leaves (binomial sd ~1.3 points), so 5 points is ~4 sd; a walk that mixed
-    # up the frames gives ~50 or 0/100.
+    # Each sample falls on leaf_heavy with probability 3/4: at 999 Hz the process gets ~1,000
+    # samples of its leaves on a loaded machine (binomial sd ~1.4 points; 1.9 at the 500 asked
+    # for), so 5 points is 2.6 - 3.6 sd; a walk that mixed up the frames gives ~50 or 0/100.
     share = 100 * heavy / (heavy + light)
-    assert heavy + light >= 600 and abs(share - 75) <= 5, (name, heavy, light)
+    assert heavy + light >= 500 and abs(share - 75) <= 5, (name, heavy, light)
 
 
 @pytest.mark.parametrize("name", ["debian", "tests", "3.12"])
