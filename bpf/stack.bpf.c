@@ -164,11 +164,14 @@ static long py_frame_step(__u32 i, struct py_walk *w)
 	if (!w->frame || bpf_probe_read_user(s->frame, w->frame_read & (UE_PY_FRAME_MAX - 1), (const void *)w->frame))
 		return 1;
 	__u64 code = FIELD_U64(s->frame, pp->frame_code, UE_PY_FRAME_MAX);
-	__u64 prev_instr = FIELD_U64(s->frame, pp->frame_prev_instr, UE_PY_FRAME_MAX);
+	__u64 lasti = pp->frame_object ? FIELD_U32(s->frame, pp->frame_prev_instr, UE_PY_FRAME_MAX) :
+			(FIELD_U64(s->frame, pp->frame_prev_instr, UE_PY_FRAME_MAX) - code - pp->code_adaptive) / 2;
 	__u32 n = w->n;
 	__u32 entry = 0;
 	w->frame = FIELD_U64(s->frame, pp->frame_previous, UE_PY_FRAME_MAX);
-	if (pp->entry_by_owner) {
+	if (pp->entry_kind == 2) {
+		entry = UE_PY_ENTRY;
+	} else if (pp->entry_kind == 1) {
 		if (FIELD_U8(s->frame, pp->frame_owner, UE_PY_FRAME_MAX) == pp->owner_cstack) {
 			if (n > 0 && n <= UE_PY_DEPTH)
 				out[n - 1].lasti |= UE_PY_ENTRY;
@@ -183,7 +186,6 @@ static long py_frame_step(__u32 i, struct py_walk *w)
 	if (!bpf_probe_read_user(s->code, w->code_read & (UE_PY_CODE_MAX - 1), (const void *)code))
 		check = FIELD_U32(s->code, pp->code_firstlineno, UE_PY_CODE_MAX) ^
 			(__u32)(FIELD_U64(s->code, pp->code_qualname, UE_PY_CODE_MAX) >> 4);
-	__u64 lasti = (prev_instr - code - pp->code_adaptive) / 2;
 	out[n].code = code;
 	out[n].check = check;
 	out[n].lasti = (lasti & ~UE_PY_ENTRY) | entry;
@@ -200,7 +202,7 @@ static __always_inline __u32 py_frames(const struct ue_py_proc *pp, __u64 ts, st
 	struct py_walk w = {
 		.pp = pp, .out = out, .frame_read = pp->frame_read, .code_read = pp->code_read,
 		.s = bpf_map_lookup_elem(&py_scratch, &zero),
-		.frame = cframe ? read_ptr(cframe + pp->cframe_current_frame) : 0,
+		.frame = pp->frame_object ? cframe : cframe ? read_ptr(cframe + pp->cframe_current_frame) : 0,
 	};
 
 	if (!w.s)

@@ -75,17 +75,19 @@ struct ue_py_proc {
 	__u16 frame_code;
 	__u16 frame_previous;
 	__u16 frame_prev_instr;
-	__u16 frame_is_entry;           /* entry_by_owner 0 (3.11): a bool marks the entry frames */
+	__u16 frame_is_entry;           /* entry_kind 0 (3.11): a bool marks the entry frames */
 	__u16 code_firstlineno;
 	__u16 code_qualname;
 	__u16 code_adaptive;
 	__u16 frame_read;               /* bytes of a frame read at once (every frame_* field in them) */
 	__u16 code_read;                /* bytes of a code object read at once */
-	__u16 frame_owner;              /* entry_by_owner 1 (3.12): _PyInterpreterFrame.owner (char) */
+	__u16 frame_owner;              /* entry_kind 1 (3.12): _PyInterpreterFrame.owner (char) */
 	__u8 owner_cstack;              /* ... whose FRAME_OWNED_BY_CSTACK marks the shim frame each eval
 					 * call pushes: skipped, and the frame above it is an entry */
-	__u8 entry_by_owner;
-	__u16 _pad0[3];
+	__u8 entry_kind;                /* 2 (3.10): every frame is its own eval call */
+	__u8 frame_object;              /* 3.10: tstate_cframe is PyThreadState.frame (a PyFrameObject,
+					 * no _PyCFrame between), frame_prev_instr is f_lasti (int) */
+	__u8 _pad0[5];
 };
 _Static_assert(sizeof(struct ue_py_proc) == 48, "ue_py_proc layout");
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from uetrace.analyze.stacks.python_frames import EVAL_FUNCTION, line_of, merge
+from uetrace.analyze.stacks.python_frames import EVAL_FUNCTION, line_of, line_of_310, merge
 from uetrace.analyze.stacks.samples import Frame
 
 PY312 = "/root/.pyenv/versions/3.12.1/bin/python3.12"
+PY310 = "/root/.pyenv/versions/3.10.13/bin/python3.10"
 # Run under another interpreter: its code objects' line tables and co_lines(), as JSON.
 DUMP = """
 import json, sys, threading, types
@@ -55,16 +56,17 @@ def test_line_of_agrees_with_co_lines(module):
     assert checked > 1000
 
 
-def test_line_of_agrees_with_co_lines_of_3_12():
-    """3.12 keeps the 3.11 line table format (its offsets are in OFFSETS too)."""
-    if not Path(PY312).exists():
-        pytest.skip(f"needs {PY312}")
-    dump = json.loads(subprocess.run([PY312, "-c", DUMP], capture_output=True, text=True, check=True).stdout)
+@pytest.mark.parametrize(("exe", "decode"), [(PY312, line_of), (PY310, line_of_310)], ids=["3.12", "3.10"])
+def test_line_of_agrees_with_co_lines_of_other_versions(exe, decode):
+    """3.12 keeps the 3.11 line table format; 3.10 has its own (both have offsets in OFFSETS)."""
+    if not Path(exe).exists():
+        pytest.skip(f"needs {exe}")
+    dump = json.loads(subprocess.run([exe, "-c", DUMP], capture_output=True, text=True, check=True).stdout)
     checked = 0
     for table, first, lines, units in dump:
         expected = {byte // 2: line for start, end, line in lines for byte in range(start, end, 2)}
         for i in range(units):
-            assert line_of(bytes.fromhex(table), first, i) == expected.get(i), (first, i)
+            assert decode(bytes.fromhex(table), first, i) == expected.get(i), (first, i)
             checked += 1
     assert checked > 1000
 

@@ -11,7 +11,7 @@ dropped, and the Python frames hang under the thread root.
 
 A Python frame is named `qualname (file.py:line)`, its kind is "python" (outputs
 mark it [py]); the line is computed from the code object's line table (the format of
-3.11 and 3.12, CPython's Objects/locations.md).
+3.11 and 3.12, CPython's Objects/locations.md; 3.10's own, Objects/lnotab_notes.txt).
 """
 
 from __future__ import annotations
@@ -78,6 +78,21 @@ def line_of(linetable: bytes, firstlineno: int, lasti: int) -> int | None:
     return None
 
 
+def line_of_310(linetable: bytes, firstlineno: int, lasti: int) -> int | None:
+    """The same for a 3.10 co_linetable: (byte offset delta, signed line delta) pairs, a line
+    delta of -128 meaning no line (CPython 3.10's Objects/lnotab_notes.txt)."""
+    addr, line, end = lasti * 2, firstlineno, 0
+    for i in range(0, len(linetable) - 1, 2):
+        start, end = end, end + linetable[i]
+        delta = linetable[i + 1] - 256 if linetable[i + 1] > 127 else linetable[i + 1]
+        current = None if delta == -128 else line + delta
+        if current is not None:
+            line = current
+        if start <= addr < end:
+            return current
+    return None
+
+
 class PyFrames:
     """Python stacks of a capture, as named groups (one per eval call), root first."""
 
@@ -94,10 +109,11 @@ class PyFrames:
         pids = sorted({k[0] for k in keys})
         code = {}
         if cap.has("py_code"):
-            for pid, addr, check, qualname, filename, first, table in con.execute(
-                    "SELECT pid, addr, checksum, qualname, filename, firstlineno, linetable FROM py_code "
+            for pid, addr, check, qualname, filename, first, table, version in con.execute(
+                    "SELECT pid, addr, checksum, qualname, filename, firstlineno, linetable, version FROM py_code "
                     "WHERE pid IN (SELECT unnest(?::UINTEGER[]))", [pids]).fetchall():
-                code[(pid, addr, check)] = (qualname, filename, first, bytes(table or b""))
+                decode = line_of_310 if (version or "").startswith("3.10") else line_of
+                code[(pid, addr, check)] = (qualname, filename, first, bytes(table or b""), decode)
         for pid, sid in keys:
             if sid not in stacks:
                 continue
@@ -109,8 +125,8 @@ class PyFrames:
                 if known is None:
                     frame = (f"[python code {addr:#x}]", "", None)
                 else:
-                    qualname, filename, first, table = known
-                    frame = (qualname, filename, line_of(table, first, lasti & ~ENTRY_BIT))
+                    qualname, filename, first, table, decode = known
+                    frame = (qualname, filename, decode(table, first, lasti & ~ENTRY_BIT))
                 if lasti & ENTRY_BIT or not groups:
                     groups.append([])
                 groups[-1].append(frame)

@@ -9,7 +9,7 @@ line table, one row of the `py_code` table under symbols/:
     qualname, filename, firstlineno
     linetable          co_linetable bytes (3.11/3.12 format: Objects/locations.md in
                        CPython), turned into line numbers offline
-    version            "3.11.7": how to read linetable
+    version            "3.11.7": how to read linetable (3.10 has its own format)
 
 A row whose checksum differs from the samples' is a code object freed and another
 allocated at its address since: analysis keeps only rows that match.
@@ -73,7 +73,7 @@ def read_code(rt: PyRuntime, addr: int) -> dict | None:
     o, pid = rt.offsets, rt.pid
     if o is None:
         return None
-    raw = read_mem(pid, addr, o.code_adaptive)
+    raw = read_mem(pid, addr, max(o.code_firstlineno + 4, o.code_qualname, o.code_filename, o.code_linetable) + 8)
     if raw is None:
         return None
 

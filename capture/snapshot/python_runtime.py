@@ -46,10 +46,14 @@ class PyOffsets:
     unicode_ascii_data: int     # sizeof(PyASCIIObject): where a compact ASCII str's text starts
     unicode_compact_data: int   # sizeof(PyCompactUnicodeObject): other compact strs
     # How the frame that each _PyEval_EvalFrameDefault call starts with is told apart:
-    frame_is_entry: int = 0     # 3.11: _PyInterpreterFrame.is_entry (bool)
-    entry_by_owner: bool = False  # 3.12: the call pushes a shim frame whose owner is
+    entry_kind: int = 0         # 0 (3.11): _PyInterpreterFrame.is_entry (bool) at
+    frame_is_entry: int = 0
+    #                             1 (3.12): the call pushes a shim frame whose owner is
     frame_owner: int = 0        #   _PyInterpreterFrame.owner (char) ==
     owner_cstack: int = 0       #   FRAME_OWNED_BY_CSTACK; the frame above the shim is the entry
+    #                             2 (3.10): every frame is one eval call
+    frame_object: bool = False  # 3.10: tstate_cframe is PyThreadState.frame (PyFrameObject *),
+    #                             frame_previous f_back, frame_prev_instr f_lasti (int, code units)
 
 
 # From the DWARF of pyenv's libpython builds (gdb: p &((T*)0)->field); 3.11 is identical in
@@ -67,7 +71,15 @@ OFFSETS: dict[tuple[int, int], PyOffsets] = {
         tstate_cframe=56, cframe_current_frame=0, frame_code=0, frame_previous=8,
         frame_prev_instr=56, code_firstlineno=68, code_qualname=128,
         code_filename=112, code_name=120, code_linetable=136, code_adaptive=192,
-        unicode_ascii_data=40, unicode_compact_data=56, entry_by_owner=True, frame_owner=70, owner_cstack=3),
+        unicode_ascii_data=40, unicode_compact_data=56, entry_kind=1, frame_owner=70, owner_cstack=3),
+    # 3.10: frames are PyFrameObjects hung from the thread state, no co_qualname (co_name
+    # stands in), line table in the 3.10 format (analyze/stacks/python_frames.py).
+    (3, 10): PyOffsets(
+        runtime_interp_head=32, interp_threads_head=8, tstate_next=8, tstate_thread_id=176,
+        tstate_cframe=24, cframe_current_frame=0, frame_code=32, frame_previous=24,
+        frame_prev_instr=96, code_firstlineno=40, code_qualname=112,
+        code_filename=104, code_name=112, code_linetable=120, code_adaptive=0,
+        unicode_ascii_data=48, unicode_compact_data=72, entry_kind=2, frame_object=True),
 }
 
 # Builds the offsets were checked against (build id of the object holding _PyRuntime).
@@ -75,6 +87,7 @@ CHECKED_BUILDS = {
     "571d98e01096d5c1c32420d229a6731a0a50d2a0": "Debian /usr/bin/python3.11 3.11.2",
     "49daf84ed369fe589b73ea876f2591cd4c3588bb": "pyenv libpython3.11.so.1.0 3.11.7",
     "f9d5c82f5f2c22df68c1d49c944ef3dee5103dcc": "pyenv libpython3.12.so.1.0 3.12.1",
+    "ece57af647dd10ee274f46d757d62a5eab42c418": "pyenv libpython3.10.so.1.0 3.10.13",
 }
 
 _NAME_VERSION = re.compile(r"(?:^|/)(?:lib)?python(\d)\.(\d+)")
@@ -192,7 +205,7 @@ def walk_stacks(rt: PyRuntime, max_threads: int = 64, max_frames: int = 64) -> d
             break
         frames = []
         cframe = read_u64(rt.pid, tstate + o.tstate_cframe)
-        frame = read_u64(rt.pid, cframe + o.cframe_current_frame) if cframe else None
+        frame = cframe if o.frame_object else read_u64(rt.pid, cframe + o.cframe_current_frame) if cframe else None
         for _ in range(max_frames):
             if not frame:
                 break
@@ -203,15 +216,17 @@ def walk_stacks(rt: PyRuntime, max_threads: int = 64, max_frames: int = 64) -> d
             code = int.from_bytes(raw[o.frame_code:o.frame_code + 8], "little")
             prev = int.from_bytes(raw[o.frame_prev_instr:o.frame_prev_instr + 8], "little")
             frame = int.from_bytes(raw[o.frame_previous:o.frame_previous + 8], "little")
-            if o.entry_by_owner:
+            if o.entry_kind == 1:
                 if raw[o.frame_owner] == o.owner_cstack:
                     if frames:
                         frames[-1] = (*frames[-1][:2], True)
                     continue
                 entry = False
             else:
-                entry = bool(raw[o.frame_is_entry])
-            frames.append((code, (prev - code - o.code_adaptive) // 2, entry))
+                entry = o.entry_kind == 2 or bool(raw[o.frame_is_entry])
+            lasti = (int.from_bytes(raw[o.frame_prev_instr:o.frame_prev_instr + 4], "little", signed=True)
+                     if o.frame_object else (prev - code - o.code_adaptive) // 2)
+            frames.append((code, lasti, entry))
         out[read_u64(rt.pid, tstate + o.tstate_thread_id) or 0] = frames
         tstate = read_u64(rt.pid, tstate + o.tstate_next)
     return out
