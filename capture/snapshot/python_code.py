@@ -8,7 +8,7 @@ line table, one row of the `py_code` table under symbols/:
     pid, addr, checksum  the frame's key, as the samples carry it
     qualname, filename, firstlineno
     linetable          co_linetable bytes (3.11/3.12 format: Objects/locations.md in
-                       CPython), turned into line numbers offline
+                       CPython; 3.10: Objects/lnotab_notes.txt), turned into line numbers offline
     version            "3.11.7": how to read linetable (3.10 has its own format)
 
 A row whose checksum differs from the samples' is a code object freed and another
@@ -30,7 +30,7 @@ PY_CODE_SCHEMA = pa.schema([
 MAX_STRING = 4096      # longer names and paths are cut (a path is at most PATH_MAX)
 MAX_LINETABLE = 1 << 16
 
-# PyASCIIObject (Include/cpython/unicodeobject.h, 3.11 and 3.12): the state bit field
+# PyASCIIObject (Include/cpython/unicodeobject.h, 3.10 - 3.12): the state bit field
 # (interned:2, kind:3, compact:1, ascii:1) follows ob_refcnt, ob_type, length and hash.
 UNICODE_LENGTH, UNICODE_STATE = 16, 32
 # PyBytesObject (Include/cpython/bytesobject.h): ob_size, then after ob_shash the bytes.

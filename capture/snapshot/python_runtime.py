@@ -4,11 +4,10 @@ build id, its version, and the struct offsets the stack tracer walks with.
 Offsets are per minor version: CPython keeps these internal layouts fixed within a
 minor release, and each entry of OFFSETS was read from the DWARF of a real build and
 checked against running interpreters of the builds listed in CHECKED_BUILDS
-(tests/test_python_stacks.py walks them through /proc/<pid>/mem and compares with
-`sys._current_frames()`). A version not in OFFSETS is reported, and its processes are
-sampled natively as before. Entries: 3.11 and 3.12 (3.10 keeps frames in PyFrameObjects,
-another walk). 3.13+ describe themselves (`_Py_DebugOffsets` at the start of
-`_PyRuntime`); reading those is not done yet.
+(tests/test_python_stacks.py walks them through /proc/<pid>/mem and compares with the
+functions each thread is known to be in). A version not in OFFSETS is reported, and its
+processes are sampled natively as before. Entries: 3.10, 3.11 and 3.12. 3.13+ describe
+themselves (`_Py_DebugOffsets` at the start of `_PyRuntime`); reading those is not done yet.
 """
 
 from __future__ import annotations
