@@ -80,11 +80,14 @@ def recorded(tmp_path_factory) -> Recorded:
     script = d / "py_cpu_shares.py"   # a copy, deleted later: analysis must not need it
     shutil.copy(FIXTURES / "py_cpu_shares.py", script)
     archive = d / "run.tar.zst"
+    # Already running when the capture attaches: its frames must be walked from the first sample.
+    before, before_run = _start(DEBIAN, script, "60")
     run = CaptureRun(archive, "-t", "stack", "--comm", "pyshares", "--freq", "999", "-d", "60s")
     procs = []
     try:
         run.wait_attached()
-        runs = {}
+        before.kill()
+        runs = {"before": before_run}
         for name, exe in INTERPRETERS.items():
             # The tests' interpreter also runs 150 idle threads: its main thread's state is
             # found behind them in the thread list.
@@ -101,7 +104,7 @@ def recorded(tmp_path_factory) -> Recorded:
         assert rc == 0, err
     finally:
         run.kill()
-        for p in procs:
+        for p in [before, *procs]:
             if p.poll() is None:
                 p.kill()
     manifest, fold = _fold(archive, runs)
@@ -170,6 +173,13 @@ def test_script_exiting_half_way_keeps_its_names(kernel, recorded):
     # milliseconds before the exit (the interpreter's shutdown) may be missed, nothing else.
     unnamed = sum(n for s, n in fold.items() if any("[python code" in f for f in s))
     assert unnamed <= 0.02 * sum(fold.values()), (unnamed, sum(fold.values()))
+
+
+def test_python_running_at_attach_has_frames_from_the_first_sample(kernel, recorded):
+    w = recorded.runs["before"]
+    with open_archive_db(recorded.archive) as cap:
+        first = cap.query("SELECT pystack_id FROM stack_sample WHERE pid = ? ORDER BY ts LIMIT 5", [w.pid])
+    assert len(first) == 5 and all(sid >= 0 for (sid,) in first), first
 
 
 def test_names_from_the_archive_alone(kernel, recorded):
