@@ -57,7 +57,7 @@ class PythonFrames:
         self.layout = proc_layout              # struct ue_py_proc, from the object's BTF
         self.frame = frame_dtype(frame_layout) if frame_layout else None  # struct ue_py_frame
         self._lock = threading.Lock()          # the capture loop's tick() takes tables while the writer adds
-        self._comm: dict[int, str] = {}        # pid -> comm when last checked (an exec changes it)
+        self._checked: set[tuple[int, str]] = set()  # (pid, comm) pairs looked at: an exec changes the comm
         self._runtimes: dict[int, PyRuntime] = {}  # in py_procs (when offsets are known)
         self._announced: set[int] = set()          # in python_processes
         self._stacks: dict[bytes, int] = {}
@@ -72,13 +72,13 @@ class PythonFrames:
                       "py_code_unreadable": 0}
 
     def saw(self, pids, comms) -> None:
-        """Pids and comms of new samples: check the ones not seen, or whose comm changed."""
+        """Pids and comms of new samples: check each pid once per comm it shows (threads that
+        name themselves cost a check each, once)."""
         with self._lock:
-            for pid, comm in {(int(p), str(c)) for p, c in zip(pids, comms)}:
-                if pid == 0 or self._comm.get(pid) == comm:
-                    continue
-                self._comm[pid] = comm
-                self._check(pid, announce=True)
+            for pair in {(int(p), str(c)) for p, c in zip(pids, comms)} - self._checked:
+                self._checked.add(pair)
+                if pair[0]:
+                    self._check(pair[0], announce=True)
 
     def preload(self, pids) -> None:
         """Processes running before the first sample (the capture's targets): their frames are

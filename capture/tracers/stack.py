@@ -69,6 +69,8 @@ class StackTracer(Tracer):
             self.try_attach(point, _attach_dup, prog, fd)
         if self.offcpu:
             self.try_attach("tp_btf/sched_switch", obj.program("ue_offcpu").attach)
+        if not self.attached:
+            raise BpfError(f"attach {self.name}: no perf event attached", 95)
 
     def _targets(self) -> list[int]:
         """Live processes this capture samples (--pid, else --comm, else all): the ones running
@@ -78,8 +80,6 @@ class StackTracer(Tracer):
             return list(self.opts.pids)
         comms = {c[:15] for c in self.opts.comms}
         return [p for p in live_pids() if not comms or read_comm(p) in comms]
-        if not self.attached:
-            raise BpfError(f"attach {self.name}: no perf event attached", 95)
 
     def postprocess(self, kind: str, table: pa.Table) -> pa.Table:
         """Samples: frames -> stack ids (a few hundred rows a second: a Python step per row is fine)."""
