@@ -174,10 +174,11 @@ def _stacks(db: ArchiveDb, w: _Writer, names: dict[int, str], res: PerfettoResul
         data.callstacks.add(iid=i + 1, frame_ids=[frame_iid[f] for f in path if f in frame_iid])
     w.write(interned)
     res.callstacks = len(key_iid)
-    rows = db.con.execute("""SELECT ts, cpu, pid, tid, comm, kstack_id, ustack_id FROM stack_sample
-                             ORDER BY ts""").fetchall()
-    for ts, cpu, pid, tid, comm, kid, uid in rows:
-        iid = key_iid.get((int(pid), comm, int(kid), int(uid)))
+    pystack = "pystack_id" if "pystack_id" in _columns(db, "stack_sample") else "-1"
+    rows = db.con.execute(f"""SELECT ts, cpu, pid, tid, comm, kstack_id, ustack_id, {pystack} FROM stack_sample
+                              ORDER BY ts""").fetchall()
+    for ts, cpu, pid, tid, comm, kid, uid, pyid in rows:
+        iid = key_iid.get((int(pid), comm, int(kid), int(uid), int(pyid)))
         if iid is None:
             continue
         if pid:
@@ -187,6 +188,11 @@ def _stacks(db: ArchiveDb, w: _Writer, names: dict[int, str], res: PerfettoResul
         s.cpu, s.pid, s.tid, s.callstack_iid = int(cpu), int(pid), int(tid), iid
         w.write(p)
         res.samples += 1
+
+
+def _columns(db: ArchiveDb, table: str) -> set[str]:
+    return {r[0] for r in db.query("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                                   [table])}
 
 
 def _requests(db: ArchiveDb, w: _Writer, names: dict[int, str], res: PerfettoResult,

@@ -109,5 +109,25 @@ def run_checks() -> list[Check]:
     left = leftover_filters()
     checks.append(Check("leftover clsact filters", not left, ", ".join(f"{f[1]} prog {f[4]}" for f in left) or
                         "none", "", "sudo trace doctor --cleanup (a capture crashed while attached)"))
+    checks.append(_python_check())
     ctypes.set_errno(0)
     return checks
+
+
+def _python_check() -> Check:
+    """CPython interpreters running now, and whether the stack tracer can walk their frames."""
+    from uetrace.capture.procfs import live_pids
+    from uetrace.capture.snapshot.python_runtime import OFFSETS, find_runtime
+
+    seen: dict[tuple[str, str, bool], int] = {}
+    for pid in live_pids():
+        rt = find_runtime(pid)
+        if rt is not None:
+            key = (rt.version, rt.path, rt.offsets is not None)
+            seen[key] = seen.get(key, 0) + 1
+    known = ", ".join(f"{a}.{b}" for a, b in sorted(OFFSETS))
+    detail = "; ".join(f"{v} {path}: {n} process{'es' if n > 1 else ''}, frames "
+                       f"{'recorded' if ok else 'not recorded'}" for (v, path, ok), n in sorted(seen.items()))
+    return Check("Python frames (stack)", all(ok for _v, _p, ok in seen),
+                 detail or f"no CPython running (frames recorded for {known})", "",
+                 f"frames are recorded for CPython {known}; others are sampled natively")

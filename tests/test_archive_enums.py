@@ -228,7 +228,8 @@ def test_lookup_rules(tmp_path):
 
 def test_fallback_matches_the_headers():
     """FALLBACK is the headers as they were when archives carried no enums: while the headers keep
-    those numbers, the two must agree (a renumbering changes the header, never the table)."""
+    those numbers, the two must agree (a renumbering changes the header, never the table). Values
+    added to a header since (e.g. UE_STACK_PY) are not in the table: old archives never carried them."""
     import re
 
     bpf = Path(__file__).resolve().parent.parent / "bpf"
@@ -241,4 +242,5 @@ def test_fallback_matches_the_headers():
             found[name] = {k: int(v) for k, v in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
     for kind, enums in FALLBACK.items():
         for enum_type, values in enums.items():
-            assert found.get(enum_type) == values, (kind, enum_type)
+            header = found.get(enum_type, {})
+            assert {k: header.get(k) for k in values} == values, (kind, enum_type)

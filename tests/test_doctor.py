@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from helpers import trace_cmd
 
 from uetrace.capture.doctor import run_checks
@@ -15,6 +17,9 @@ def test_doctor_reports_this_machine(kernel):
     # Measured on these machines: kernel lockdown refuses kprobes and fentry.
     assert not checks["kprobe"].ok and checks["kprobe"].needed_by == ""
     assert not checks["fentry"].ok and checks["fentry"].needed_by == ""
+    # This very interpreter (3.11) runs: its frames can be recorded.
+    py = checks["Python frames (stack)"]
+    assert py.needed_by == "" and f"{sys.version.split()[0]} " in py.detail and "frames recorded" in py.detail, py
 
 
 def test_doctor_cli_exit_code(kernel):

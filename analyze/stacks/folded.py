@@ -2,7 +2,7 @@
 root first, as written by stackcollapse-perf.pl and read by flamegraph.pl and inferno.
 
 Kernel frames get the `_[k]` suffix (stackcollapse-perf.pl --kernel, which
-flamegraph.pl --color=java and inferno colour as kernel). A frame name cannot
+flamegraph.pl --color=java and inferno colour as kernel), Python frames `_[py]`. A frame name cannot
 hold ';' (the separator) or a newline: those become ':' and ' '.
 """
 
@@ -13,11 +13,12 @@ from collections.abc import Iterable
 from uetrace.analyze.stacks.samples import Frame, StackSet
 
 KERNEL_SUFFIX = "_[k]"
+PYTHON_SUFFIX = "_[py]"
 
 
 def frame_name(f: Frame) -> str:
     name = f.name.replace(";", ":").replace("\n", " ")
-    return name + KERNEL_SUFFIX if f.kernel else name
+    return name + KERNEL_SUFFIX if f.kernel else name + PYTHON_SUFFIX if f.kind == "python" else name
 
 
 def fold(stacks: StackSet) -> dict[tuple[str, ...], int]:

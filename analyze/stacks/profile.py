@@ -52,8 +52,8 @@ class Profile:
             return "no stack samples in this capture (record with --tracers stack)"
         out = [f"{self.total:,} {self.unit} from {self.processes} processes"]
         out.append(text_table("top functions", ("function", "module", "self", "self %", "total", "total %"),
-                              [(f["function"] + (" [k]" if f["kernel"] else ""), f["module"],
-                                f"{f['self']:,}",
+                              [(f["function"] + (" [k]" if f["kernel"] else " [py]" if f.get("python") else ""),
+                                f["module"], f"{f['self']:,}",
                                 f"{f['self_pct']:.1f}", f"{f['total']:,}", f"{f['total_pct']:.1f}")
                                for f in self.top_functions]))
         for p in self.per_process:
@@ -100,7 +100,7 @@ def run(cap: ArchiveDb, params: ProfileParams = ProfileParams()) -> Profile:
 
 def _frame_key(st: StackSet, fid: int) -> tuple | None:
     f = st.frames[fid]
-    return (f.name, f.module, f.kind) if f.kind in ("user", "kernel") else None
+    return (f.name, f.module, f.kind) if f.kind in ("user", "kernel", "python") else None
 
 
 def top_functions(st: StackSet, limit: int) -> list[dict]:
@@ -115,7 +115,8 @@ def top_functions(st: StackSet, limit: int) -> list[dict]:
             total_w[k] = total_w.get(k, 0) + w
     total = st.total
     ranked = sorted(total_w, key=lambda k: (-self_w.get(k, 0), -total_w[k], k))[:limit]
-    return [{"function": k[0], "module": k[1], "kernel": k[2] == "kernel", "self": self_w.get(k, 0),
+    return [{"function": k[0], "module": k[1], "kernel": k[2] == "kernel", "python": k[2] == "python",
+             "self": self_w.get(k, 0),
              "self_pct": 100.0 * self_w.get(k, 0) / total, "total": total_w[k],
              "total_pct": 100.0 * total_w[k] / total} for k in ranked]
 
@@ -145,7 +146,7 @@ def truncation(st: StackSet) -> dict:
     with_user = truncated = 0
     by_module: dict[str, int] = {}
     for path, w, reason in zip(st.stacks, st.weights, st.truncated):
-        if any(st.frames[f].kind == "user" for f in path):
+        if any(st.frames[f].kind in ("user", "python") for f in path):
             with_user += w
         if reason:
             truncated += w

@@ -1,14 +1,17 @@
 """Stack samples of a capture as weighted, symbolized stacks: what every profile
 output (top functions, folded, SVG, speedscope) is drawn from.
 
-Samples are grouped in DuckDB by (pid, comm, kernel stack, user stack), so the
+Samples are grouped in DuckDB by (pid, comm, kernel stack, user stack, Python stack), so the
 Python side works per distinct stack, never per sample; then every distinct
 frame is symbolized once (analyze/symbolize.py).
 
 A stack reads root first: the thread's comm, then the user frames from the
 outermost caller to the leaf, then the kernel frames from the syscall or
-interrupt entry to the kernel leaf. Markers (frames in brackets) keep what is
-missing visible instead of drawing a misleading graph:
+interrupt entry to the kernel leaf. In CPython processes the Python frames the sample
+recorded (kind "python") take the place of each _PyEval_EvalFrameDefault frame, or hang
+under the thread root when the native walk was truncated (analyze/stacks/python_frames.py).
+Markers (frames in brackets) keep what is missing visible instead of drawing a misleading
+graph:
 
     [truncated user stack: <module>]  the frame-pointer walk stopped before reaching
                                       an entry function (main, start_thread, ...);
@@ -29,6 +32,7 @@ import pyarrow.compute as pc
 
 from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.manifest_info import as_count
+from uetrace.analyze.stacks import python_frames
 from uetrace.analyze.stacks.symbolize import FRAME_SCHEMA, Symbolizer
 
 DEFAULT_MAX_DEPTH = 127
@@ -50,7 +54,7 @@ TRACER_FRAME_PREFIXES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__tracei
 class Frame:
     name: str              # function, or a stable module+0xoffset, or a [marker]
     module: str = ""
-    kind: str = "user"     # "process" (the comm at the root), "user", "kernel", "marker"
+    kind: str = "user"     # "process" (the comm at the root), "user", "kernel", "python", "marker"
     file: str = field(default="", compare=False)  # source file, when the line table knew it
 
     @property
@@ -82,7 +86,7 @@ class StackSet:
     pids: list[int] = field(default_factory=list)
     comms: list[str] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)   # "" or the marker's reason
-    keys: list[tuple[int, str, int, int]] = field(default_factory=list)  # (pid, comm, kstack_id, ustack_id)
+    keys: list[tuple[int, str, int, int, int]] = field(default_factory=list)  # pid, comm, kstack, ustack, pystack
     unit: str = "samples"
     max_depth: int = DEFAULT_MAX_DEPTH
 
@@ -127,12 +131,13 @@ def load(cap: ArchiveDb, flt: SampleFilter | None = None) -> StackSet:
             return out
         source = _WINDOWED[flt.kind].format(table=table)
     kthread_flag = int(cap.enums.value(table, "ue_stack_flag", "UE_STACK_KTHREAD"))
+    pystack = "pystack_id" if table == "stack_sample" and python_frames.available(cap) else "-1"
     try:
         groups = cap.con.execute(f"""
             SELECT pid, comm, kstack_id, ustack_id, bit_or(flags) & {kthread_flag} <> 0 AS kthread,
-                   {weight} AS weight, min(ts) AS ts
+                   {weight} AS weight, min(ts) AS ts, {pystack} AS pystack_id
             FROM {source} {where}
-            GROUP BY pid, comm, kstack_id, ustack_id ORDER BY pid, comm, kstack_id, ustack_id""",
+            GROUP BY ALL ORDER BY pid, comm, kstack_id, ustack_id, pystack_id""",
                                  params).fetchall()
     finally:
         if flt.windows:
@@ -140,18 +145,26 @@ def load(cap: ArchiveDb, flt: SampleFilter | None = None) -> StackSet:
     if not groups:
         return out
     kstacks, ustacks = _resolve(cap, groups, tracer="stack")
+    py = python_frames.PyFrames(cap, {(g[0], g[7]) for g in groups if g[7] >= 0})
     intern = _Interner(out.frames)
-    for pid, comm, kid, uid, kthread, weight, _ts in groups:
+    for pid, comm, kid, uid, kthread, weight, _ts, pyid in groups:
         path = [intern(Frame(comm, kind="process"))]
         reason = ""
+        pygroups = py.groups.get((pid, pyid))
         if uid >= 0:
             frames = ustacks.get((pid, uid), [])
             reason = _truncation(frames, out.max_depth)
-            if reason:
+            native = frames[::-1]
+            if pygroups:
+                native = python_frames.merge(native, pygroups, bool(reason), _python_frames)
+            elif reason:
                 path.append(intern(Frame(reason, kind="marker")))
-            path.extend(intern(f) for f in reversed(frames))
+            path.extend(intern(f) for f in native)
         elif uid != -errno.EFAULT and not kthread:
+            path.extend(intern(f) for g in pygroups or [] for f in _python_frames(g))
             path.append(intern(Frame(f"[user stack lost: {_errname(uid)}]", kind="marker")))
+        elif pygroups:
+            path.extend(intern(f) for g in pygroups for f in _python_frames(g))
         if kid >= 0:
             path.extend(intern(f) for f in reversed(kstacks.get(kid, [])))
         elif kid != -errno.EFAULT:
@@ -160,8 +173,8 @@ def load(cap: ArchiveDb, flt: SampleFilter | None = None) -> StackSet:
         out.weights.append(int(weight))
         out.pids.append(int(pid))
         out.comms.append(comm)
-        out.truncated.append(reason)
-        out.keys.append((int(pid), comm, int(kid), int(uid)))
+        out.truncated.append("" if pygroups else reason)  # Python frames reach the root themselves
+        out.keys.append((int(pid), comm, int(kid), int(uid), int(pyid)))
     return out
 
 
@@ -189,6 +202,11 @@ def _register_windows(cap: ArchiveDb, windows: tuple[tuple[int, int, int], ...])
         "s": pa.array([m[1] for m in merged], pa.uint64()),
         "e": pa.array([m[2] for m in merged], pa.uint64())}))
     return True
+
+
+def _python_frames(group: list[tuple[str, str, int | None]]) -> list[Frame]:
+    return [Frame(python_frames.frame_label(q, f, line), f, "python", f"{f}:{line}" if f and line else "")
+            for q, f, line in group]
 
 
 def _where(cap: ArchiveDb, flt: SampleFilter) -> tuple[str, list]:
@@ -222,7 +240,7 @@ def _resolve(cap: ArchiveDb, groups: list[tuple], tracer: str) -> tuple[dict[int
     con = cap.con
     kids = sorted({g[2] for g in groups if g[2] >= 0})
     ukeys: dict[tuple[int, int], int] = {}
-    for pid, _comm, _kid, uid, _kt, _w, ts in groups:
+    for pid, _comm, _kid, uid, _kt, _w, ts, _py in groups:
         if uid >= 0:
             ukeys[(pid, uid)] = min(ts, ukeys.get((pid, uid), ts))
     keys = pa.table({"pid": pa.array([k[0] for k in ukeys] + [0] * len(kids), pa.uint32()),

@@ -6,7 +6,7 @@ exactly one <rect> (plus one for the root, `all`); the small script needs no
 network: hover shows function, module, samples and percent; click zooms into a
 frame (its ancestors stay, full width); "Search" highlights frames matching a
 regular expression and shows the matched share; Escape or "Reset Zoom" undoes.
-Kernel frames are orange and say [kernel]; markers of truncated or lost
+Kernel frames are orange and say [kernel], Python frames green with [py]; markers of truncated or lost
 stacks are grey.
 """
 
@@ -115,6 +115,7 @@ def render_svg(stacks: StackSet, title: str = "Flame Graph", width: int = 1200, 
 def _describe(f: Frame, weight: int, pct: float, unit: str) -> str:
     where = {"kernel": f" [kernel{'' if f.module in ('', 'kernel') else ': ' + f.module}]",
              "user": f" ({f.module}{': ' + f.file if f.file else ''})" if f.module else "",
+             "python": f" [py{': ' + f.file if f.file else ''}]",
              "process": " [thread]"}.get(f.kind, "")
     amount = f"{weight:,} samples" if unit == "samples" else f"{weight / 1e6:,.3f} ms"
     return f"{f.name}{where}: {amount}, {pct:.2f}%"
@@ -134,6 +135,8 @@ def _color(f: Frame) -> str:
         return f"rgb({220 + int(30 * a)},{120 + int(60 * b)},{30 + int(30 * a)})"
     if f.kind == "marker":
         return "rgb(170,170,170)"
+    if f.kind == "python":
+        return f"rgb({60 + int(50 * a)},{150 + int(60 * b)},{90 + int(40 * a)})"
     if f.kind in ("process", "root"):
         return f"rgb({120 + int(40 * a)},{150 + int(40 * b)},210)"
     return f"rgb({205 + int(50 * a)},{int(230 * b)},{int(55 * a)})"

@@ -17,9 +17,12 @@ import os
 
 import pyarrow as pa
 
+from uetrace.capture.btf import Btf
 from uetrace.capture.libbpf import BpfError, BpfObject, Link
+from uetrace.capture.procfs import live_pids, read_comm
 from uetrace.capture.tracers.contract import Tracer
 from uetrace.capture.tracers.perf_event import online_cpus, open_cpu_clock
+from uetrace.capture.tracers.python_frames import PythonFrames
 from uetrace.capture.tracers.stack_maps import StackInterner, dump_stacks, size_stack_map
 
 SAMPLE_DEPTH = 127  # UE_SAMPLE_DEPTH in bpf/stack.h
@@ -40,6 +43,7 @@ class StackTracer(Tracer):
         self.offcpu = opts.stack.offcpu
         self.perf_fds: list[int] = []  # ours; each link holds a dup, which libbpf closes on detach
         self.interned = StackInterner(SAMPLE_DEPTH)
+        self.python = PythonFrames(None, None, None)
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         if self.freq <= 0:
@@ -48,8 +52,11 @@ class StackTracer(Tracer):
         size_stack_map(obj, self.opts.stack.stack_entries)
         rodata["min_offcpu_ns"] = int(self.opts.stack.min_offcpu_us * 1000)
         obj.program("ue_offcpu").set_autoload(self.offcpu)
+        btf = Btf.from_object(self.object_file)
+        self.python = PythonFrames(obj, btf.struct("ue_py_proc"), btf.struct("ue_py_frame"))
 
     def attach(self, obj: BpfObject) -> None:
+        self.python.preload(self._targets())
         prog = obj.program("ue_stack_sample")
         for cpu in online_cpus():
             point = f"perf_event cpu-clock {self.freq} Hz cpu {cpu}"
@@ -65,6 +72,15 @@ class StackTracer(Tracer):
         if not self.attached:
             raise BpfError(f"attach {self.name}: no perf event attached", 95)
 
+    def _targets(self) -> list[int]:
+        """Live processes this capture samples (--pid, else --comm, else all): the ones running
+        Python get their frames from the first sample; later ones from the first batch of
+        samples that names them (a quarter second or more later)."""
+        if self.opts.pids:
+            return list(self.opts.pids)
+        comms = {c[:15] for c in self.opts.comms}
+        return [p for p in live_pids() if not comms or read_comm(p) in comms]
+
     def postprocess(self, kind: str, table: pa.Table) -> pa.Table:
         """Samples: frames -> stack ids (a few hundred rows a second: a Python step per row is fine)."""
         if kind != "stack_sample":
@@ -72,22 +88,38 @@ class StackTracer(Tracer):
         frames = table.column("frames").to_pylist()
         kframes = table.column("kframes").to_pylist()
         uframes = table.column("uframes").to_pylist()
+        pyframes, pids = table.column("pyframes").to_pylist(), table.column("pid").to_pylist()
         kids, uids = table.column("kstack_id").to_pylist(), table.column("ustack_id").to_pylist()
-        user = SAMPLE_DEPTH * 8
+        pyids = [-1] * len(frames)
+        user, py = SAMPLE_DEPTH * 8, 2 * SAMPLE_DEPTH * 8
+        # The processes of these samples first, so that a new one's code objects are read below.
+        self.python.saw(pids, table.column("comm").to_pylist())
         for i, raw in enumerate(frames):
             if kids[i] == 0:
                 kids[i] = self.interned.intern(raw[:kframes[i] * 8])
             if uids[i] == 0:
                 uids[i] = self.interned.intern(raw[user:user + uframes[i] * 8])
+            if pyframes[i]:
+                pyids[i] = self.python.intern(pids[i], raw[py:py + pyframes[i] * self.python.frame.itemsize])
         table = table.set_column(table.schema.get_field_index("kstack_id"), "kstack_id", pa.array(kids, pa.int32()))
         table = table.set_column(table.schema.get_field_index("ustack_id"), "ustack_id", pa.array(uids, pa.int32()))
-        return table.drop_columns(["kframes", "uframes", "frames"])
+        # pystack_id: the row of py_stacks holding the sample's Python frames, -1 when none were recorded.
+        table = table.append_column("pystack_id", pa.array(pyids, pa.int32()))
+        return table.drop_columns(["kframes", "uframes", "pyframes", "frames"])
+
+    def tick(self, write_table) -> None:
+        for kind, t in self.python.take_tables().items():
+            write_table(kind, t)
 
     def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
         pairs = table.select(["pid", "comm"]).group_by(["pid", "comm"]).aggregate([])
         self.symbols.saw(pairs.column("pid").to_numpy(), pairs.column("comm").to_numpy(zero_copy_only=False))
 
     def finish(self, write_table) -> None:
+        self.python.sweep()
+        self.tick(write_table)
+        self.stats.update(self.python.stats)
+        self.notes.extend(self.python.notes())
         try:
             mapped, interned = dump_stacks(self.obj, self.name), self.interned.dump(self.name)
             table = pa.concat_tables([interned.table, mapped.table])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from uetrace.cli.output import make_console
 
@@ -39,7 +40,8 @@ def command(cleanup: bool):
             status, bad = "[red]MISSING[/]", True
         else:
             status = "[yellow]unavailable[/]"
-        t.add_row(c.name, status, c.detail, c.needed_by or "(optional)", "" if c.ok else c.fix)
+        # Details name processes' files: data, never markup.
+        t.add_row(c.name, status, Text(c.detail), c.needed_by or "(optional)", Text("" if c.ok else c.fix))
     make_console().print(t)
     raise SystemExit(1 if bad else 0)
 

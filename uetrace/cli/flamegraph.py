@@ -66,8 +66,10 @@ def command(archives, output, fmt, pids, tids, comms, start, end, offcpu, title,
 
     Frames are named from the symbols stored in the archive, so the result is
     the same on any machine. Kernel frames are marked (orange in the SVG,
-    `_[k]` in folded stacks); stacks that frame pointers could not walk to the
-    end sit under a [truncated user stack: module] frame.
+    `_[k]` in folded stacks), and so are Python functions of CPython 3.10 - 3.12
+    processes (green, `_[py]`, named `function (file.py:line)`); stacks that
+    frame pointers could not walk to the end sit under a
+    [truncated user stack: module] frame.
 
     \b
     Examples:

@@ -58,6 +58,9 @@ def command(archive: Path, as_json: bool):
             rows.append((name, "yes", f"{as_count(t.get('records')) or 0:,}", f"{as_count(t.get('lost')) or 0:,}",
                          f"{fails} attach points failed" if fails else ""))
         print_rows(("tracer", "attached", "records", "lost", "notes"), rows, console=console)
+        for name, t in info.tracers.items():
+            for note in t.get("notes", []) if isinstance(t.get("notes"), list) else []:
+                console.print(printable(f"{name}: {note}"), markup=False, highlight=False)
         seg_rows: dict[str, list[int]] = {}
         for s in info.segments:
             k = seg_rows.setdefault(s["kind"], [0, 0, 0])
