@@ -1,0 +1,230 @@
+"""Redaction of decoded tables: the payload columns of sock_data, tls_data and net_packet, and the
+command lines of the processes table. The same code serves the capture (every table passes through
+SegmentSink on its way to the spool) and `trace redact` (an existing archive).
+
+The cheap test is vectorized: one RE2 search over the whole binary column (pyarrow.compute) picks
+the rows that may hold a secret (a trigger name, a `?...=` query, `://...@` userinfo, an unfinished
+last line that a name may continue in the next payload); only those, and the later rows of their
+streams, are parsed in Python. State is kept per stream (connection and direction; for packets,
+interface, direction and ports), bounded by STREAMS_MAX.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from uetrace.redaction.cmdline import mask_cmdline
+from uetrace.redaction.hpack_values import H2Direction, looks_like_h2, mask_h2
+from uetrace.redaction.http1 import mask_http1
+from uetrace.redaction.policy import RedactionPolicy
+
+PAYLOAD_KINDS = ("sock_data", "tls_data")
+STREAMS_MAX = 65536      # streams with state; beyond it the oldest are forgotten (a header split then is missed)
+_CMDLINE_TRIGGER = r"(?i)pass|pwd|secret|token|key|auth|credential|session|cookie|://"
+_H2_START = r"^PRI \* HTTP/2|^[\x00-\xff]{3}\x04[\x00\x01]\x00\x00\x00\x00"
+
+
+@dataclass
+class _Stream:
+    carry: bytes = b""
+    h2: H2Direction | None = None
+    next_seq: int | None = None     # packets: the sequence number the carry continues at
+
+
+@dataclass
+class TableRedactor:
+    """Not thread-safe: one caller at a time (the sink's worker thread)."""
+
+    policy: RedactionPolicy = field(default_factory=RedactionPolicy)
+    masked: dict[str, int] = field(default_factory=dict)     # values masked, per table
+    _streams: dict[int, _Stream] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        words = "|".join(re.escape(w) for w in self.policy.trigger_words())
+        triggers = rf"(?i){words}|\?[^\s]*=|://[^/\s]*@"
+        self._payload_trigger = rf"{triggers}|(?:^|\n)[-!#$%&'*+.^_`|~0-9A-Za-z]{{1,64}}(?::[^\n]*)?$|{_H2_START}"
+        self._packet_trigger = triggers
+
+    def to_manifest(self) -> dict:
+        return {"enabled": True, "policy": self.policy.to_manifest(), "masked": dict(sorted(self.masked.items()))}
+
+    def redact(self, kind: str, table: pa.Table) -> pa.Table:
+        if not table.num_rows:
+            return table
+        if kind in PAYLOAD_KINDS and "payload" in table.column_names:
+            return self._payloads(kind, table)
+        if kind == "net_packet" and "payload" in table.column_names:
+            return self._packets(kind, table)
+        if kind == "processes" and "cmdline" in table.column_names:
+            return self._cmdlines(kind, table)
+        return table
+
+    # ---- socket and TLS payloads -------------------------------------------------------------
+
+    def _payloads(self, kind: str, table: pa.Table) -> pa.Table:
+        col = table.column("payload")
+        plain = col.cast(pa.binary()) if not pa.types.is_binary(col.type) else col
+        keys = _stream_keys(table)
+        rows = self._candidates(plain, keys, self._payload_trigger)
+        if not len(rows):
+            return table
+        captured = table.column("captured").to_numpy()
+        moved = table.column("bytes").to_numpy()
+        payloads = pc.take(plain, pa.array(rows)).to_pylist()
+        changed: dict[int, bytes] = {}
+        count = 0
+        for row, data in zip(rows.tolist(), payloads):
+            if data is None:
+                continue
+            key = int(keys[row])
+            st = self._stream(key)
+            complete = int(moved[row]) == int(captured[row]) == len(data)
+            buf = bytearray(data)
+            if st.h2 is None and not st.carry and looks_like_h2(data):
+                st.h2 = H2Direction()
+            if st.h2 is not None:
+                n = mask_h2(buf, max(int(moved[row]), len(data)), st.h2, self.policy)
+            else:
+                start = len(st.carry)
+                text = bytearray(st.carry) + buf
+                n, carry = mask_http1(text, self.policy, start)
+                buf = text[start:]
+                st.carry = carry if complete else b""
+                if not st.carry:
+                    del self._streams[key]
+            if n:
+                count += n
+                changed[row] = bytes(buf)
+        return self._replace(kind, table, "payload", changed, count)
+
+    # ---- packets -----------------------------------------------------------------------------
+
+    def _packets(self, kind: str, table: pa.Table) -> pa.Table:
+        col = table.column("payload")
+        plain = col.cast(pa.binary()) if not pa.types.is_binary(col.type) else col
+        cols = {c: table.column(c).to_numpy() for c in ("ifindex", "direction", "sport", "dport", "protocol",
+                                                          "l4_offset", "payload_len", "seq")}
+        u64 = {c: cols[c].astype(np.uint64) for c in ("ifindex", "direction", "sport", "dport")}
+        keys = ((u64["ifindex"] << np.uint64(40)) | (u64["direction"] << np.uint64(32))
+                | (u64["sport"] << np.uint64(16)) | u64["dport"])
+        tcp = (cols["protocol"] == 6) & (cols["l4_offset"] > 0) & (cols["payload_len"] > 0)
+        preface = pc.fill_null(pc.match_substring(plain, b"PRI * HTTP/2"), False).to_numpy(zero_copy_only=False)
+        rows = self._candidates(plain, keys, self._packet_trigger, extra=preface)
+        rows = rows[tcp[rows]] if len(rows) else rows
+        if not len(rows):
+            return table
+        frames = pc.take(plain, pa.array(rows)).to_pylist()
+        changed: dict[int, bytes] = {}
+        count = 0
+        for row, frame in zip(rows.tolist(), frames):
+            l4 = int(cols["l4_offset"][row])
+            if frame is None or l4 + 13 > len(frame):
+                continue
+            body = l4 + (frame[l4 + 12] >> 4) * 4
+            total = int(cols["payload_len"][row])
+            if body >= len(frame):
+                continue
+            key, seq = int(keys[row]), int(cols["seq"][row])
+            st = self._stream(key)
+            if st.next_seq is not None and st.next_seq != seq:
+                st.carry = b""
+                if st.h2 is not None:
+                    st.h2.lost, st.h2.skip = True, 0
+            buf = bytearray(frame)
+            payload = buf[body:]
+            if st.h2 is None and not st.carry and looks_like_h2(bytes(payload)):
+                st.h2 = H2Direction()
+            if st.h2 is not None:
+                n = mask_h2(payload, max(total, len(payload)), st.h2, self.policy)
+                out = payload
+            else:
+                start = len(st.carry)
+                text = bytearray(st.carry) + payload
+                n, carry = mask_http1(text, self.policy, start)
+                out = text[start:]
+                st.carry = carry if len(payload) == total else b""
+            st.next_seq = (seq + total) & 0xFFFFFFFF
+            if n:
+                buf[body:] = out
+                count += n
+                changed[row] = bytes(buf)
+        return self._replace(kind, table, "payload", changed, count)
+
+    # ---- command lines -----------------------------------------------------------------------
+
+    def _cmdlines(self, kind: str, table: pa.Table) -> pa.Table:
+        col = table.column("cmdline")
+        hits = pc.fill_null(pc.match_substring_regex(col, _CMDLINE_TRIGGER), False)
+        rows = np.flatnonzero(hits.to_numpy(zero_copy_only=False))
+        changed: dict[int, str] = {}
+        count = 0
+        for row, text in zip(rows.tolist(), pc.take(col, pa.array(rows, pa.int64())).to_pylist()):
+            if text is None:
+                continue
+            masked, n = mask_cmdline(text)
+            if n:
+                changed[row] = masked
+                count += n
+        return self._replace(kind, table, "cmdline", changed, count)
+
+    # ---- common ------------------------------------------------------------------------------
+
+    def _candidates(self, plain: pa.ChunkedArray, keys: np.ndarray, trigger: str,
+                    extra: np.ndarray | None = None) -> np.ndarray:
+        """Rows to parse: those the trigger matches, and every row of a stream that has state or
+        has a matching row in this batch (its later payloads may continue what that one began)."""
+        hits = pc.fill_null(pc.match_substring_regex(plain, trigger), False).to_numpy(zero_copy_only=False)
+        if extra is None:
+            hits = hits | _h2_start(plain)
+        else:
+            hits = hits | extra
+        streams = np.unique(keys[hits])
+        if self._streams:
+            streams = np.union1d(streams, np.fromiter(self._streams, dtype=np.uint64, count=len(self._streams)))
+        if not len(streams):
+            return np.flatnonzero(hits)
+        return np.flatnonzero(hits | np.isin(keys, streams))
+
+    def _stream(self, key: int) -> _Stream:
+        st = self._streams.get(key)
+        if st is None:
+            if len(self._streams) >= STREAMS_MAX:
+                self._streams.pop(next(iter(self._streams)))
+            st = self._streams[key] = _Stream()
+        return st
+
+    def _replace(self, kind: str, table: pa.Table, name: str, changed: dict, count: int) -> pa.Table:
+        if not changed:
+            return table
+        self.masked[kind] = self.masked.get(kind, 0) + count
+        idx = table.schema.get_field_index(name)
+        col = table.column(name)
+        typ = col.type
+        base = col.cast(pa.binary()) if pa.types.is_binary_view(typ) else col.combine_chunks()
+        mask = np.zeros(table.num_rows, dtype=bool)
+        rows = sorted(changed)
+        mask[rows] = True
+        values = pa.array([changed[r] for r in rows], type=base.type)
+        new = pc.replace_with_mask(base.combine_chunks() if isinstance(base, pa.ChunkedArray) else base,
+                                   pa.array(mask), values)
+        return table.set_column(idx, table.schema.field(idx), new.cast(typ) if new.type != typ else new)
+
+
+def _stream_keys(table: pa.Table) -> np.ndarray:
+    """One u64 per (connection, direction): sock_id is random per socket; pid and fd tell apart the
+    TLS records whose socket is unknown (sock_id 0)."""
+    sock = table.column("sock_id").to_numpy().astype(np.uint64)
+    pid = table.column("pid").to_numpy().astype(np.uint64)
+    fd = table.column("fd").to_numpy().astype(np.int64).astype(np.uint64)
+    direction = table.column("direction").to_numpy().astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return sock ^ (pid * np.uint64(0x9E3779B97F4A7C15)) ^ (fd << np.uint64(33)) ^ (direction << np.uint64(63))
+
+
+def _h2_start(plain: pa.ChunkedArray) -> np.ndarray:
+    return pc.fill_null(pc.match_substring_regex(plain, _H2_START), False).to_numpy(zero_copy_only=False)
