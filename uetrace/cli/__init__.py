@@ -37,6 +37,7 @@ COMMANDS = (
     "uetrace.cli.leaks",
     "uetrace.cli.report",
     "uetrace.cli.upload",
+    "uetrace.cli.redact",
 )
 
 

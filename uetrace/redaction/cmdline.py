@@ -12,7 +12,7 @@ import re
 from uetrace.redaction.http1 import mask_url
 
 _SECRET_WORD = (rb"(?:passw(?:or)?d|passwd|pwd|secret|token|api[-_]?key|access[-_]?key|private[-_]?key|auth"
-                rb"|credential|session|cookie)")
+                rb"|credential|session|cookie|bearer)")
 _FLAG_VALUE = re.compile(rb"-{1,2}[A-Za-z0-9_.-]*" + _SECRET_WORD + rb"[A-Za-z0-9_.-]*=", re.I)
 _FLAG_ALONE = re.compile(rb"-{1,2}[A-Za-z0-9_.-]*" + _SECRET_WORD + rb"[A-Za-z0-9_.-]*", re.I)
 _ASSIGN = re.compile(rb"[A-Za-z0-9_.-]*" + _SECRET_WORD + rb"[A-Za-z0-9_.-]*=", re.I)

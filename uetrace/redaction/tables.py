@@ -25,7 +25,7 @@ from uetrace.redaction.policy import RedactionPolicy
 
 PAYLOAD_KINDS = ("sock_data", "tls_data")
 STREAMS_MAX = 65536      # streams with state; beyond it the oldest are forgotten (a header split then is missed)
-_CMDLINE_TRIGGER = r"(?i)pass|pwd|secret|token|key|auth|credential|session|cookie|://"
+_CMDLINE_TRIGGER = r"(?i)pass|pwd|secret|token|key|auth|credential|session|cookie|bearer|://"
 _H2_START = r"^PRI \* HTTP/2|^[\x00-\xff]{3}\x04[\x00\x01]\x00\x00\x00\x00"
 
 
@@ -42,9 +42,11 @@ class TableRedactor:
 
     policy: RedactionPolicy = field(default_factory=RedactionPolicy)
     masked: dict[str, int] = field(default_factory=dict)     # values masked, per table
-    _streams: dict[int, _Stream] = field(default_factory=dict)
+    # Per table: a TLS connection's sock_data (ciphertext) and tls_data (its text) share stream keys.
+    _by_kind: dict[str, dict[int, _Stream]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._streams: dict[int, _Stream] = {}
         words = "|".join(re.escape(w) for w in self.policy.trigger_words())
         triggers = rf"(?i){words}|\?[^\s]*=|://[^/\s]*@"
         self._payload_trigger = rf"{triggers}|(?:^|\n)[-!#$%&'*+.^_`|~0-9A-Za-z]{{1,64}}(?::[^\n]*)?$|{_H2_START}"
@@ -56,6 +58,7 @@ class TableRedactor:
     def redact(self, kind: str, table: pa.Table) -> pa.Table:
         if not table.num_rows:
             return table
+        self._streams = self._by_kind.setdefault(kind, {})
         if kind in PAYLOAD_KINDS and "payload" in table.column_names:
             return self._payloads(kind, table)
         if kind == "net_packet" and "payload" in table.column_names:
@@ -90,10 +93,7 @@ class TableRedactor:
             if st.h2 is not None:
                 n = mask_h2(buf, max(int(moved[row]), len(data)), st.h2, self.policy)
             else:
-                start = len(st.carry)
-                text = bytearray(st.carry) + buf
-                n, carry = mask_http1(text, self.policy, start)
-                buf = text[start:]
+                buf, n, carry = _mask_with_carry(buf, st.carry, self.policy)
                 st.carry = carry if complete else b""
                 if not st.carry:
                     del self._streams[key]
@@ -143,10 +143,7 @@ class TableRedactor:
                 n = mask_h2(payload, max(total, len(payload)), st.h2, self.policy)
                 out = payload
             else:
-                start = len(st.carry)
-                text = bytearray(st.carry) + payload
-                n, carry = mask_http1(text, self.policy, start)
-                out = text[start:]
+                out, n, carry = _mask_with_carry(payload, st.carry, self.policy)
                 st.carry = carry if len(payload) == total else b""
             st.next_seq = (seq + total) & 0xFFFFFFFF
             if n:
@@ -213,6 +210,20 @@ class TableRedactor:
         new = pc.replace_with_mask(base.combine_chunks() if isinstance(base, pa.ChunkedArray) else base,
                                    pa.array(mask), values)
         return table.set_column(idx, table.schema.field(idx), new.cast(typ) if new.type != typ else new)
+
+
+def _mask_with_carry(buf: bytearray, carry: bytes, policy: RedactionPolicy) -> tuple[bytearray, int, bytes]:
+    """Mask a payload read after `carry` (the unfinished line of the stream's previous payload), and on
+    its own too: a carry that does not continue into it (a payload lost in between) must not hide
+    the request line it starts with."""
+    if not carry:
+        n, carry = mask_http1(buf, policy)
+        return buf, n, carry
+    text = bytearray(carry) + buf
+    n, out_carry = mask_http1(text, policy, len(carry))
+    buf = text[len(carry):]
+    alone, _ = mask_http1(buf, policy)
+    return buf, max(n, alone), out_carry
 
 
 def _stream_keys(table: pa.Table) -> np.ndarray:
