@@ -4,8 +4,11 @@ SegmentSink on its way to the spool) and `trace redact` (an existing archive).
 
 The cheap test is vectorized: one RE2 search over the whole binary column (pyarrow.compute) picks
 the rows that may hold a secret (a trigger name, a `?...=` query, `://...@` userinfo, an unfinished
-last line that a name may continue in the next payload); only those, and the later rows of their
-streams, are parsed in Python. State is kept per stream (connection and direction; for packets,
+last line after a CRLF, which the next payload may complete into a secret header's name, the start of
+an HTTP/2 direction); only those, and the later rows of their streams, are parsed in Python. RE2
+scans ~1 GB/s (100 ns for a 64-byte payload, 560 ns for 512 bytes); a numpy pass per trigger over the
+column's data buffer, with bytes.find for the words, measured slower (465 and 2100 ns).
+State is kept per stream (connection and direction; for packets,
 interface, direction and ports), bounded by STREAMS_MAX.
 """
 
@@ -49,7 +52,8 @@ class TableRedactor:
         self._streams: dict[int, _Stream] = {}
         words = "|".join(re.escape(w) for w in self.policy.trigger_words())
         triggers = rf"(?i){words}|\?[^\s]*=|://[^/\s]*@"
-        self._payload_trigger = rf"{triggers}|(?:^|\n)[-!#$%&'*+.^_`|~0-9A-Za-z]{{1,64}}(?::[^\n]*)?$|{_H2_START}"
+        # An unfinished last line after a header line: a name the next payload may complete.
+        self._payload_trigger = rf"{triggers}|\r\n[-!#$%&'*+.^_`|~0-9A-Za-z]{{1,64}}(?::[^\n]*)?$|{_H2_START}"
         self._packet_trigger = triggers
 
     def to_manifest(self) -> dict:
