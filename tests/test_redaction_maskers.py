@@ -165,3 +165,10 @@ def test_table_redactor_processes_and_other_tables():
     assert r.redact("processes", procs).column("cmdline").to_pylist() == ["db --password=**", "sleep 1"]
     other = pa.table({"payload": pa.array([b"token=1"], pa.binary())})
     assert r.redact("lock_event", other) is other
+
+
+def test_a_body_end_carried_over_does_not_swallow_the_next_message():
+    r = TableRedactor()
+    r.redact("tls_data", _sock_table([b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", b"secret: 9"]))
+    status = b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 2\r\n\r\n"
+    assert r.redact("tls_data", _sock_table([status])).column("payload").to_pylist() == [status]

@@ -27,6 +27,7 @@ from uetrace.redaction.http1 import mask_http1
 from uetrace.redaction.policy import RedactionPolicy
 
 PAYLOAD_KINDS = ("sock_data", "tls_data")
+_MESSAGE_START = re.compile(rb"HTTP/[0-9]|[A-Z][A-Z_-]{2,15} +[^ \r\n]")
 STREAMS_MAX = 65536      # streams with state; beyond it the oldest are forgotten (a header split then is missed)
 _CMDLINE_TRIGGER = r"(?i)pass|pwd|secret|token|key|auth|credential|session|cookie|bearer|://"
 _H2_START = r"^PRI \* HTTP/2|^[\x00-\xff]{3}\x04[\x00\x01]\x00\x00\x00\x00"
@@ -217,17 +218,21 @@ class TableRedactor:
 
 
 def _mask_with_carry(buf: bytearray, carry: bytes, policy: RedactionPolicy) -> tuple[bytearray, int, bytes]:
-    """Mask a payload read after `carry` (the unfinished line of the stream's previous payload), and on
-    its own too: a carry that does not continue into it (a payload lost in between) must not hide
-    the request line it starts with."""
-    if not carry:
-        n, carry = mask_http1(buf, policy)
-        return buf, n, carry
-    text = bytearray(carry) + buf
-    n, out_carry = mask_http1(text, policy, len(carry))
-    buf = text[len(carry):]
-    alone, _ = mask_http1(buf, policy)
-    return buf, max(n, alone), out_carry
+    """Mask a payload read after `carry`, the unfinished last line of the stream's previous payload:
+    its first line is read as the rest of that line (a header name or a target cut in two), then the
+    whole payload on its own. A payload that starts a message (a request or status line) does not
+    continue anything: the carry was the end of a body."""
+    if not carry or _MESSAGE_START.match(buf):
+        n, out = mask_http1(buf, policy)
+        return buf, n, out
+    nl = buf.find(b"\n")
+    first_end = len(buf) if nl < 0 else nl + 1
+    text = bytearray(carry) + buf[:first_end]
+    n_first, joined_carry = mask_http1(text, policy, len(carry))
+    buf[:first_end] = text[len(carry):]
+    n, out = mask_http1(buf, policy)
+    one_line = nl < 0 or nl == len(buf) - 1   # then the joined line is the payload's last
+    return buf, n_first + n, joined_carry if one_line else out
 
 
 def _stream_keys(table: pa.Table) -> np.ndarray:
