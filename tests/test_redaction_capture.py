@@ -1,5 +1,6 @@
-"""Redaction on real captures: secrets sent by curl and a Python client to nginx, a Python server and
-a TLS server (fixtures/secret_requests.py), and on a command line, are in no decompressed member of
+"""Redaction on real captures: secrets sent by curl and a Python client to nginx, a Python server,
+a TLS server and a gRPC server (fixtures/secret_requests.py: HTTP/2, Huffman-coded HPACK), and on a
+command line, are in no decompressed member of
 the archive; `trace requests` still reports every request, its query values masked; the pcapng export
 opens in tshark with every packet. A --no-redact capture holds them all, and `trace redact` of it
 passes the same checks."""
@@ -80,6 +81,9 @@ def test_requests_are_the_same_with_masked_queries(captures):
     got = _requests(archive)
     want = sorted(("GET", _masked(r["path"]), r["status"]) for r in fx["requests"])
     assert got == want
+    rows = json.loads(trace_cmd("requests", str(archive), "--json", check=True).stdout)
+    grpc = [r for r in rows if r["path"] == "/demo.Items/Get" and r["client_pid"] == fx["pid"]]
+    assert [r["grpc_status"] for r in grpc] == [0, 0]   # HPACK still decodes after masking
     raw, _ = captures["raw"]
     assert [(m, _masked(p), s) for m, p, s in _requests(raw)] == _requests(captures["copy"][0])
 
