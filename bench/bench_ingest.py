@@ -137,12 +137,14 @@ def replay(chunks: list, tmp: Path, redact: bool = True) -> dict:
     return {"records": n, "seconds": elapsed, "rows": sum(sink.rows_written.values())}
 
 
-def full_capture(exe: Path, seconds: float, payload: int, tmp: Path) -> dict:
+def full_capture(exe: Path, seconds: float, payload: int, tmp: Path, redact: bool = True) -> dict:
     from uetrace.capture.options import CaptureOptions
     from uetrace.capture.session import CaptureSession
+    from uetrace.redaction.policy import RedactionPolicy
 
-    out = tmp / "bench.tar.zst"
-    opts = CaptureOptions(output=out, tracers=["sock"], progress=False)
+    out = tmp / f"bench-{int(redact)}.tar.zst"
+    opts = CaptureOptions(output=out, tracers=["sock"], progress=False,
+                          redaction=RedactionPolicy() if redact else None)
     session = CaptureSession(opts)
     result: dict = {}
 
@@ -168,6 +170,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--payload", type=int, default=64)
+    ap.add_argument("--no-redact", action="store_true", help="full capture without redaction (to compare)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_ingest: needs root (BPF)")
@@ -176,7 +179,7 @@ def main() -> None:
         exe = build_generator(tmp)
         base = run_generator(exe, a.seconds, a.payload)
         raw = raw_drain(exe, a.seconds, a.payload)
-        full = full_capture(exe, a.seconds, a.payload, tmp)
+        full = full_capture(exe, a.seconds, a.payload, tmp, redact=not a.no_redact)
         chunks = raw.pop("chunks")
         plain = replay(chunks, tmp, redact=False)   # back to back: what redaction costs the ingest path
         rep = replay(chunks, tmp)
@@ -184,7 +187,8 @@ def main() -> None:
     def rate(r: dict) -> float:
         return r["records"] / r["gen"]["seconds"]
 
-    print(f"payload {a.payload} B, {a.seconds:.0f} s per run, {os.cpu_count()} CPUs")
+    print(f"payload {a.payload} B, {a.seconds:.0f} s per run, {os.cpu_count()} CPUs, "
+          f"full capture {'without' if a.no_redact else 'with'} redaction")
     print(f"{'run':<22}{'gen syscalls/s':>16}{'records/s':>14}{'lost':>10}{'loss ratio':>12}")
     print(f"{'no tracer':<22}{base['syscalls'] / base['seconds']:>16,.0f}{'-':>14}{'-':>10}{'-':>12}")
     for name, r in (("raw ring drain", raw), ("full capture", full)):
