@@ -172,3 +172,12 @@ def test_a_body_end_carried_over_does_not_swallow_the_next_message():
     r.redact("tls_data", _sock_table([b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", b"secret: 9"]))
     status = b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 2\r\n\r\n"
     assert r.redact("tls_data", _sock_table([status])).column("payload").to_pylist() == [status]
+
+
+def test_tls_records_in_sock_data_are_not_searched_but_tls_data_is():
+    r = TableRedactor()
+    record = b"\x17\x03\x03\x00\x20" + b"token=x Cookie: y\r\n"   # ciphertext that happens to look like text
+    t = _sock_table([record, b"GET /?token=1 HTTP/1.1\r\n\r\n"])
+    assert r.redact("sock_data", t).column("payload").to_pylist() == [record, b"GET /?token=* HTTP/1.1\r\n\r\n"]
+    assert r.redact("tls_data", _sock_table([b"GET /?token=1 HTTP/1.1\r\n\r\n"])).column("payload").to_pylist() == \
+        [b"GET /?token=* HTTP/1.1\r\n\r\n"]
