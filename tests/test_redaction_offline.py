@@ -91,3 +91,16 @@ def test_bad_input_is_one_line(tmp_path):
     assert res.returncode != 0 and out.read_bytes() == b"keep" and "--force" in res.stderr
     trace_cmd("redact", str(src), "-o", str(out), "--force", check=True)
     assert out.read_bytes() != b"keep"
+
+
+def test_info_says_what_redaction_an_archive_had(tmp_path):
+    from uetrace.analyze.manifest_info import ManifestInfo
+
+    src, dst = tmp_path / "raw.tar.zst", tmp_path / "shared.tar.zst"
+    _archive(src)
+    trace_cmd("redact", str(src), "-o", str(dst), check=True)
+    assert "redaction: off (captured with --no-redact" in trace_cmd("info", str(src), check=True).stdout
+    out = trace_cmd("info", str(dst), check=True).stdout
+    assert "redaction: on by trace redact, 1 in processes, 4 in sock_data masked" in out
+    for bad in (None, 3, {"enabled": "yes"}, {"enabled": True, "masked": [1]}, {"enabled": True, "masked": {"x": -1}}):
+        assert ManifestInfo({"redaction": bad}).redaction_text.startswith("redaction: ")

@@ -172,6 +172,9 @@ def _summary(console: Console, m: dict, output: Path) -> None:
                           highlight=False)
         if t.get("lost"):
             console.print(f"[red]warning:[/] {name} lost {t['lost']:,} records (see trace info)")
+    masked = (m.get("redaction") or {}).get("masked") or {}
+    if masked:
+        console.print("redacted: " + ", ".join(f"{n:,} values in {k}" for k, n in masked.items()), highlight=False)
     total = sum(t.get("records", 0) for t in m["tracers"].values())
     size = output.stat().st_size if output.exists() else 0
     console.print(f"wrote {output} ({human_bytes(size)}): {total:,} records, "
