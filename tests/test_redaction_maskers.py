@@ -181,3 +181,19 @@ def test_tls_records_in_sock_data_are_not_searched_but_tls_data_is():
     assert r.redact("sock_data", t).column("payload").to_pylist() == [record, b"GET /?token=* HTTP/1.1\r\n\r\n"]
     assert r.redact("tls_data", _sock_table([b"GET /?token=1 HTTP/1.1\r\n\r\n"])).column("payload").to_pylist() == \
         [b"GET /?token=* HTTP/1.1\r\n\r\n"]
+
+
+def test_a_failure_masks_the_whole_column_and_is_recorded(monkeypatch):
+    import uetrace.redaction.tables as tables
+
+    def broken(*a, **k):
+        raise IndexError("a bug")
+
+    monkeypatch.setattr(tables, "mask_http1", broken)
+    r = TableRedactor()
+    t = _sock_table([b"GET /?token=1 HTTP/1.1\r\n\r\n", b"ab"])
+    out = r.redact("sock_data", t)
+    assert out.schema == t.schema
+    assert out.column("payload").to_pylist() == [b"*" * 26, b"**"]
+    m = r.to_manifest()
+    assert m["blanked"] == {"sock_data": 2} and "IndexError" in m["error"]

@@ -49,6 +49,8 @@ class TableRedactor:
     masked: dict[str, int] = field(default_factory=dict)     # values masked, per table
     # Per table: a TLS connection's sock_data (ciphertext) and tls_data (its text) share stream keys.
     _by_kind: dict[str, dict[int, _Stream]] = field(default_factory=dict)
+    blanked: dict[str, int] = field(default_factory=dict)   # rows whose column was masked whole (a failure)
+    error: str = ""
 
     def __post_init__(self) -> None:
         self._streams: dict[int, _Stream] = {}
@@ -62,19 +64,33 @@ class TableRedactor:
         self._packet_trigger = rf"{triggers}|PRI \* HTTP/2"   # a client preface anywhere in the frame
 
     def to_manifest(self) -> dict:
-        return {"enabled": True, "policy": self.policy.to_manifest(), "masked": dict(sorted(self.masked.items()))}
+        out = {"enabled": True, "policy": self.policy.to_manifest(), "masked": dict(sorted(self.masked.items()))}
+        if self.blanked:
+            out["blanked"] = dict(sorted(self.blanked.items()))
+            out["error"] = self.error
+        return out
 
     def redact(self, kind: str, table: pa.Table) -> pa.Table:
+        """`table` with its secrets masked, same rows, same lengths. Should masking fail (a bug, input
+        no test foresaw), the column is masked whole instead: never a secret written, never a
+        capture stopped; the manifest counts such rows under `blanked`."""
         if not table.num_rows:
             return table
         self._streams = self._by_kind.setdefault(kind, {})
-        if kind in PAYLOAD_KINDS and "payload" in table.column_names:
-            return self._payloads(kind, table)
-        if kind == "net_packet" and "payload" in table.column_names:
-            return self._packets(kind, table)
-        if kind == "processes" and "cmdline" in table.column_names:
+        column = {"net_packet": "payload", "processes": "cmdline"}.get(kind, "payload" if kind in PAYLOAD_KINDS else "")
+        if column not in table.column_names:
+            return table
+        try:
+            if kind in PAYLOAD_KINDS:
+                return self._payloads(kind, table)
+            if kind == "net_packet":
+                return self._packets(kind, table)
             return self._cmdlines(kind, table)
-        return table
+        except Exception as e:
+            self._by_kind[kind] = {}
+            self.blanked[kind] = self.blanked.get(kind, 0) + table.num_rows
+            self.error = self.error or f"{kind}: {type(e).__name__}: {str(e)[:200]}"
+            return _blank(table, column)
 
     # ---- socket and TLS payloads -------------------------------------------------------------
 
@@ -241,6 +257,24 @@ def _mask_with_carry(buf: bytearray, carry: bytes, policy: RedactionPolicy) -> t
 
 def _any_case(word: str) -> str:
     return "".join(f"[{c.upper()}{c.lower()}]" if c.isascii() and c.isalpha() else re.escape(c) for c in word)
+
+
+def _blank(table: pa.Table, name: str) -> pa.Table:
+    """Every byte of the column replaced by the mask, lengths kept (for binary, binary_view, string)."""
+    idx = table.schema.get_field_index(name)
+    col = table.column(name)
+    typ = col.type
+    arr = col.combine_chunks()
+    arr = arr.cast(pa.binary()) if not pa.types.is_binary(arr.type) else arr
+    if arr.offset:   # a slice: its validity bitmap starts mid-byte; copy it to offset 0 (rare)
+        arr = pa.array(arr.to_pylist(), pa.binary())
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32)[: len(arr) + 1]
+    rel = (offsets - offsets[0]).astype(np.int32)
+    data = np.full(int(rel[-1]), ord("*"), dtype=np.uint8)
+    blank = pa.Array.from_buffers(pa.binary(), len(arr), [bufs[0], pa.py_buffer(rel), pa.py_buffer(data)],
+                                  null_count=arr.null_count, offset=0)
+    return table.set_column(idx, table.schema.field(idx), blank.cast(typ))
 
 
 def _binary(col: pa.ChunkedArray) -> pa.Array:
