@@ -197,3 +197,17 @@ def test_a_failure_masks_the_whole_column_and_is_recorded(monkeypatch):
     assert out.column("payload").to_pylist() == [b"*" * 26, b"**"]
     m = r.to_manifest()
     assert m["blanked"] == {"sock_data": 2} and "IndexError" in m["error"]
+
+
+def test_http2_connection_whose_start_was_not_captured():
+    enc = hpack.Encoder()
+    enc.encode([("x-old", "warm the dynamic table")], huffman=False)   # what the capture never saw
+    block = enc.encode([(":path", "/svc/Get"), ("authorization", "Bearer SECRETMID"), ("x-id", "SECRETDYN")],
+                       huffman=False)
+    block += enc.encode([("x-id", "SECRETDYN2")], huffman=False)   # a literal named by a dynamic-table index
+    frame = len(block).to_bytes(3, "big") + bytes([1, 4]) + (7).to_bytes(4, "big") + block
+    assert frame.count(b"SECRET") == 3
+    out = TableRedactor().redact("sock_data", _sock_table([frame])).column("payload").to_pylist()[0]
+    assert len(out) == len(frame) and b"/svc/Get" in out
+    assert b"SECRETMID" not in out and b"SECRETDYN2" not in out   # a static name; a dynamic one, unknown
+    assert b"x-id\tSECRETDYN" in out    # a literal name that is no secret: kept

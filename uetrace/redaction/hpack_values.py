@@ -49,6 +49,14 @@ def looks_like_h2(payload: bytes) -> bool:
             and int.from_bytes(payload[:3], "big") % 6 == 0)
 
 
+def looks_like_headers_frame(payload: bytes) -> bool:
+    """A payload that starts with an HTTP/2 HEADERS frame (a connection whose start was not seen: a
+    long-lived gRPC channel opened before the capture): its literals are masked from here on, with
+    the dynamic table unknown."""
+    return (len(payload) >= 9 and payload[3] == _HEADERS and not payload[4] & ~0x2D and not payload[5] & 0x80
+            and 0 < int.from_bytes(payload[:3], "big") <= 1 << 14 and payload[5:9] != b"\0\0\0\0")
+
+
 def _huffman_decode(data: bytes) -> list[int] | None:
     """Symbols of a Huffman string, None if it is not valid."""
     out, code, length = [], 0, 0

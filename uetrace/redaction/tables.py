@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uetrace.redaction.cmdline import mask_cmdline
-from uetrace.redaction.hpack_values import H2Direction, looks_like_h2, mask_h2
+from uetrace.redaction.hpack_values import H2Direction, looks_like_h2, looks_like_headers_frame, mask_h2
 from uetrace.redaction.http1 import mask_http1
 from uetrace.redaction.policy import RedactionPolicy
 
@@ -97,7 +97,8 @@ class TableRedactor:
     def _payloads(self, kind: str, table: pa.Table) -> pa.Table:
         plain = _binary(table.column("payload"))
         skip = _tls_records(plain) if kind == "sock_data" else None
-        rows, keys = self._candidates(plain, lambda: _stream_keys(table), self._payload_trigger, skip)
+        rows, keys = self._candidates(plain, lambda: _stream_keys(table), self._payload_trigger, skip,
+                                      extra=_headers_frames(plain))
         if not len(rows):
             return table
         captured = table.column("captured").to_numpy()
@@ -112,8 +113,11 @@ class TableRedactor:
             st = self._stream(key)
             complete = int(moved[row]) == int(captured[row]) == len(data)
             buf = bytearray(data)
-            if st.h2 is None and not st.carry and looks_like_h2(data):
-                st.h2 = H2Direction()
+            if st.h2 is None and not st.carry:
+                if looks_like_h2(data):
+                    st.h2 = H2Direction()
+                elif looks_like_headers_frame(data):
+                    st.h2 = H2Direction(table_lost=True)
             if st.h2 is not None:
                 n = mask_h2(buf, max(int(moved[row]), len(data)), st.h2, self.policy)
             else:
@@ -192,8 +196,9 @@ class TableRedactor:
     # ---- common ------------------------------------------------------------------------------
 
     def _candidates(self, plain: pa.Array, make_keys: Callable[[], np.ndarray], trigger: str,
-                    skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Rows to parse: those the trigger matches (rows in `skip` are not searched), and every row
+                    skip: np.ndarray | None = None,
+                    extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows to parse: those the trigger matches (rows in `skip` are not searched) or `extra` picks, and every row
         of a stream that has state or has a matching row in this batch (its later payloads may
         continue what that one began); and the rows' stream keys, computed only then (80 ns a row)."""
         if skip is not None and skip.any():
@@ -204,6 +209,8 @@ class TableRedactor:
                 hits[keep] = pc.fill_null(pc.match_substring_regex(sub, trigger), False).to_numpy(zero_copy_only=False)
         else:
             hits = pc.fill_null(pc.match_substring_regex(plain, trigger), False).to_numpy(zero_copy_only=False)
+        if extra is not None:
+            hits |= extra
         if not self._streams and not hits.any():
             return np.flatnonzero(hits), np.zeros(0, np.uint64)
         keys = make_keys()
@@ -283,21 +290,35 @@ def _binary(col: pa.ChunkedArray) -> pa.Array:
     return arr.cast(pa.binary()) if not pa.types.is_binary(arr.type) else arr
 
 
+def _heads(plain: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows at least k bytes long, and their first k bytes (one gather)."""
+    n = len(plain)
+    bufs = plain.buffers()
+    if n == 0 or bufs[2] is None:
+        return np.zeros(0, np.int64), np.zeros((0, k), np.uint8)
+    offsets = np.frombuffer(bufs[1], dtype=np.int32)[plain.offset: plain.offset + n + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8)
+    rows = np.flatnonzero(offsets[1:] - offsets[:-1] >= k)
+    return rows, data[offsets[rows][:, None] + np.arange(k)]
+
+
 def _tls_records(plain: pa.Array) -> np.ndarray:
     """Rows that start with a TLS record header (content type 20-23, version 3.x): ciphertext, which
     holds no secret in the clear, is not searched (the regex costs ~2 ns a byte; this, a few ns a
     row). A TLS connection's plaintext is in tls_data."""
-    n = len(plain)
-    out = np.zeros(n, dtype=bool)
-    bufs = plain.buffers()
-    if n == 0 or bufs[2] is None:
-        return out
-    offsets = np.frombuffer(bufs[1], dtype=np.int32)[plain.offset: plain.offset + n + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8)
-    rows = np.flatnonzero(offsets[1:] - offsets[:-1] >= 5)
-    if len(rows):
-        head = data[offsets[rows][:, None] + np.arange(3)]
-        out[rows] = (head[:, 0] >= 20) & (head[:, 0] <= 23) & (head[:, 1] == 3) & (head[:, 2] <= 4)
+    out = np.zeros(len(plain), dtype=bool)
+    rows, head = _heads(plain, 3)
+    out[rows] = (head[:, 0] >= 20) & (head[:, 0] <= 23) & (head[:, 1] == 3) & (head[:, 2] <= 4)
+    return out
+
+
+def _headers_frames(plain: pa.Array) -> np.ndarray:
+    """Rows that start with an HTTP/2 HEADERS frame (see looks_like_headers_frame)."""
+    out = np.zeros(len(plain), dtype=bool)
+    rows, h = _heads(plain, 9)
+    length = (h[:, 0].astype(np.int64) << 16) | (h[:, 1].astype(np.int64) << 8) | h[:, 2]
+    out[rows] = ((h[:, 3] == 1) & ((h[:, 4] & ~np.uint8(0x2D)) == 0) & ((h[:, 5] & 0x80) == 0)
+                 & (length > 0) & (length <= 1 << 14) & h[:, 5:9].any(axis=1))
     return out
 
 
