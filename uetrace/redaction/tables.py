@@ -96,9 +96,9 @@ class TableRedactor:
 
     def _payloads(self, kind: str, table: pa.Table) -> pa.Table:
         plain = _binary(table.column("payload"))
-        skip = _tls_records(plain) if kind == "sock_data" else None
-        rows, keys = self._candidates(plain, lambda: _stream_keys(table), self._payload_trigger, skip,
-                                      extra=_headers_frames(plain))
+        tls, frames = _starts(plain)
+        rows, keys = self._candidates(plain, lambda: _stream_keys(table), self._payload_trigger,
+                                      skip=tls if kind == "sock_data" else None, extra=frames)
         if not len(rows):
             return table
         captured = table.column("captured").to_numpy()
@@ -302,24 +302,19 @@ def _heads(plain: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, data[offsets[rows][:, None] + np.arange(k)]
 
 
-def _tls_records(plain: pa.Array) -> np.ndarray:
-    """Rows that start with a TLS record header (content type 20-23, version 3.x): ciphertext, which
-    holds no secret in the clear, is not searched (the regex costs ~2 ns a byte; this, a few ns a
-    row). A TLS connection's plaintext is in tls_data."""
-    out = np.zeros(len(plain), dtype=bool)
-    rows, head = _heads(plain, 3)
-    out[rows] = (head[:, 0] >= 20) & (head[:, 0] <= 23) & (head[:, 1] == 3) & (head[:, 2] <= 4)
-    return out
-
-
-def _headers_frames(plain: pa.Array) -> np.ndarray:
-    """Rows that start with an HTTP/2 HEADERS frame (see looks_like_headers_frame)."""
-    out = np.zeros(len(plain), dtype=bool)
+def _starts(plain: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """From the first 9 bytes of each row (one gather): rows that start with a TLS record header
+    (content type 20-23, version 3.x), i.e. ciphertext, which holds no secret in the clear and is not
+    searched (the regex costs ~2 ns a byte, this a few ns a row; the plaintext is in tls_data); and
+    rows that start with an HTTP/2 HEADERS frame (see looks_like_headers_frame)."""
+    tls = np.zeros(len(plain), dtype=bool)
+    frames = np.zeros(len(plain), dtype=bool)
     rows, h = _heads(plain, 9)
+    tls[rows] = (h[:, 0] >= 20) & (h[:, 0] <= 23) & (h[:, 1] == 3) & (h[:, 2] <= 4)
     length = (h[:, 0].astype(np.int64) << 16) | (h[:, 1].astype(np.int64) << 8) | h[:, 2]
-    out[rows] = ((h[:, 3] == 1) & ((h[:, 4] & ~np.uint8(0x2D)) == 0) & ((h[:, 5] & 0x80) == 0)
-                 & (length > 0) & (length <= 1 << 14) & h[:, 5:9].any(axis=1))
-    return out
+    frames[rows] = ((h[:, 3] == 1) & ((h[:, 4] & ~np.uint8(0x2D)) == 0) & ((h[:, 5] & 0x80) == 0)
+                    & (length > 0) & (length <= 1 << 14) & h[:, 5:9].any(axis=1))
+    return tls, frames
 
 
 def _flow_keys(table: pa.Table) -> np.ndarray:
