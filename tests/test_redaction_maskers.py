@@ -211,3 +211,38 @@ def test_http2_connection_whose_start_was_not_captured():
     assert len(out) == len(frame) and b"/svc/Get" in out
     assert b"SECRETMID" not in out and b"SECRETDYN2" not in out   # a static name; a dynamic one, unknown
     assert b"x-id\tSECRETDYN" in out    # a literal name that is no secret: kept
+
+
+def _tcp_checksum(frame: bytes, l4: int) -> int:
+    """The TCP checksum of an Ethernet/IPv4 frame computed from scratch (what tshark's check does)."""
+    import struct
+
+    ip = frame[14:l4]
+    segment = bytearray(frame[l4:])
+    segment[16:18] = b"\0\0"
+    pseudo = ip[12:20] + bytes([0, 6]) + struct.pack("!H", len(segment))
+    data = pseudo + segment + (b"\0" if len(segment) % 2 else b"")
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def test_packet_payload_masked_with_its_tcp_checksum_updated():
+    import struct
+
+    payload = b"GET /x?token=s3cr3t HTTP/1.1\r\nCookie: a=b\r\n\r\n"
+    tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1000, 0, 5 << 4, 0x18, 512, 0, 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, bytes([127, 0, 0, 1]),
+                     bytes([127, 0, 0, 2]))
+    frame = bytearray(b"\0" * 12 + b"\x08\x00" + ip + tcp)
+    frame[34 + 16:34 + 18] = struct.pack("!H", _tcp_checksum(bytes(frame), 34))
+    t = pa.table({"ifindex": pa.array([1], pa.uint32()), "direction": pa.array([0], pa.uint8()),
+                  "sport": pa.array([40000], pa.uint16()), "dport": pa.array([80], pa.uint16()),
+                  "protocol": pa.array([6], pa.uint8()), "l4_offset": pa.array([34], pa.uint16()),
+                  "payload_len": pa.array([len(payload)], pa.uint16()), "seq": pa.array([1000], pa.uint32()),
+                  "payload": pa.array([bytes(frame)], pa.binary()).cast(pa.binary_view())})
+    (out,) = TableRedactor().redact("net_packet", t).column("payload").to_pylist()
+    assert len(out) == len(frame) and b"s3cr3t" not in out and b"a=b" not in out
+    assert out.endswith(b"GET /x?token=****** HTTP/1.1\r\nCookie: ***\r\n\r\n")
+    assert struct.unpack("!H", out[50:52])[0] == _tcp_checksum(out, 34)

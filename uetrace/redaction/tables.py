@@ -171,6 +171,7 @@ class TableRedactor:
                 st.carry = carry if len(payload) == total else b""
             st.next_seq = (seq + total) & 0xFFFFFFFF
             if n:
+                _fix_checksum(buf, l4, body, out)
                 buf[body:] = out
                 count += n
                 changed[row] = bytes(buf)
@@ -315,6 +316,28 @@ def _starts(plain: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     frames[rows] = ((h[:, 3] == 1) & ((h[:, 4] & ~np.uint8(0x2D)) == 0) & ((h[:, 5] & 0x80) == 0)
                     & (length > 0) & (length <= 1 << 14) & h[:, 5:9].any(axis=1))
     return tls, frames
+
+
+def _sum16(data: bytes | bytearray) -> int:
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    total = int(np.frombuffer(bytes(data), dtype=">u2").sum(dtype=np.uint64))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def _fix_checksum(frame: bytearray, l4: int, body: int, new_payload: bytearray) -> None:
+    """Update the TCP checksum for a masked payload, incrementally (RFC 1624: HC' = ~(~HC + ~m + m')
+    over the changed words): it needs only the bytes that changed, which are all visible, so it holds
+    for a frame cut by the snaplen too. (A checksum left partial by offload stays as wrong as it was.)
+    The payload starts at an even offset of the segment (the TCP header is whole words)."""
+    old_sum, new_sum = _sum16(frame[body:]), _sum16(new_payload)
+    hc = int.from_bytes(frame[l4 + 16:l4 + 18], "big")
+    total = (~hc & 0xFFFF) + (~old_sum & 0xFFFF) + new_sum
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    frame[l4 + 16:l4 + 18] = (~total & 0xFFFF).to_bytes(2, "big")
 
 
 def _flow_keys(table: pa.Table) -> np.ndarray:
