@@ -1,8 +1,9 @@
 """HTTP/1 header values, request targets and URL-valued headers, masked in a payload prefix.
 
 A payload is whatever one syscall (or packet) moved, cut at the snaplen: it may start or end inside
-a line. Every line that looks like a header line is checked, wherever it is (a request pipelined
-after a body, a header block split across two writes), and a caller may prepend the unfinished last
+a line. Every line that holds a trigger (a secret name's word, `?`, `://`) is checked, wherever it
+is (a request pipelined after a body, a header block split across two writes), and a caller may
+prepend the unfinished last
 line of the previous payload of the same stream (`carry`) so that a name or a target cut in two is
 still recognised; bytes before `start` (the carry) are read, never written.
 """
@@ -63,8 +64,8 @@ def mask_http1(buf: bytearray, policy: RedactionPolicy, start: int = 0) -> tuple
     unfinished last line, or a secret header line a folded line may continue).
 
     Only the lines that hold a trigger are looked at: each secret header name contains one of the
-    policy's trigger words, each query a `?`, each userinfo a `://` (a line-by-line walk cost 70 us
-    for a 512-byte header block, this 5)."""
+    policy's trigger words, each query a `?`, each userinfo a `://` (measured against a walk of
+    every line: 13 vs 15 us for one request with three secrets, 22 vs 40 us for 512 bytes of six)."""
     count = 0
     n = len(buf)
     lower = bytes(buf).lower()
