@@ -3,9 +3,9 @@
 A payload is whatever one syscall (or packet) moved, cut at the snaplen: it may start or end inside
 a line. Every line that holds a trigger (a secret name's word, `?`, `://`) is checked, wherever it
 is (a request pipelined after a body, a header block split across two writes), and a caller may
-prepend the unfinished last
-line of the previous payload of the same stream (`carry`) so that a name or a target cut in two is
-still recognised; bytes before `start` (the carry) are read, never written.
+prepend the unfinished last line of the previous payload of the same stream (`carry`) so that a
+name or a target cut in two is still recognised; bytes before `start` (the carry) are read, never
+written.
 """
 
 from __future__ import annotations
