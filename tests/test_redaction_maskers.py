@@ -177,8 +177,7 @@ def test_a_body_end_carried_over_does_not_swallow_the_next_message():
 def test_tls_records_in_sock_data_are_not_searched_but_tls_data_is():
     r = TableRedactor()
     record = b"\x17\x03\x03\x00\x20" + b"token=x Cookie: y\r\n"   # ciphertext that happens to look like text
-    t = _sock_table([record, b"GET /?token=1 HTTP/1.1\r\n\r\n"])
-    assert r.redact("sock_data", t).column("payload").to_pylist() == [record, b"GET /?token=* HTTP/1.1\r\n\r\n"]
+    assert r.redact("sock_data", _sock_table([record])).column("payload").to_pylist() == [record]
     assert r.redact("tls_data", _sock_table([b"GET /?token=1 HTTP/1.1\r\n\r\n"])).column("payload").to_pylist() == \
         [b"GET /?token=* HTTP/1.1\r\n\r\n"]
 
@@ -246,3 +245,15 @@ def test_packet_payload_masked_with_its_tcp_checksum_updated():
     assert len(out) == len(frame) and b"s3cr3t" not in out and b"a=b" not in out
     assert out.endswith(b"GET /x?token=****** HTTP/1.1\r\nCookie: ***\r\n\r\n")
     assert struct.unpack("!H", out[50:52])[0] == _tcp_checksum(out, 34)
+
+
+def test_form_and_json_fields_in_bodies():
+    form = masked(b"POST /login HTTP/1.1\r\nContent-Length: 36\r\n\r\nuser=bob&password=hunter2&remember=1")
+    assert form.endswith(b"\r\n\r\nuser=bob&password=*******&remember=1")
+    body = masked(b'HTTP/1.1 200 OK\r\n\r\n'
+                  b'{"access_token": "eyJabc", "n": 1, "Session_Id":"s\\"1", "refresh_token": "cu')
+    assert body.endswith(b'{"access_token": "******", "n": 1, "Session_Id":"****", "refresh_token": "**')
+
+
+def test_a_trigger_word_in_a_value_does_not_hide_a_secret_name():
+    assert masked(b"X-Token: session=abc\r\n\r\n") == b"X-Token: ***********\r\n\r\n"

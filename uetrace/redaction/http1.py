@@ -18,6 +18,9 @@ from uetrace.redaction.policy import MASK, URL_HEADERS, RedactionPolicy
 _HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]{1,128})[ \t]*:[ \t]*")
 _REQUEST = re.compile(rb"[A-Z][A-Z_-]{2,15} +")
 _URL_START = re.compile(rb"[a-zA-Z][a-zA-Z0-9+.-]{0,15}://")
+_FIELD_KEY = rb"[\w.%\[\]-]*(?:token|secret|passw(?:or)?d|session|api[-_]?key|access[-_]?key|credential)[\w.%\[\]-]*"
+_FORM_FIELD = re.compile(rb"(?:^|(?<=[&\s?]))" + _FIELD_KEY + rb"=([^&\s]*)", re.I)
+_JSON_FIELD = re.compile(rb'"' + _FIELD_KEY + rb'"\s*:\s*"((?:[^"\\]|\\.)*)', re.I)
 CARRY_MAX = 1024  # the unfinished last line kept for the next payload of the stream
 
 
@@ -78,7 +81,7 @@ def mask_http1(buf: bytearray, policy: RedactionPolicy, start: int = 0) -> tuple
             if ls not in seen:
                 seen.add(ls)
                 h = _HEADER.match(buf, ls, line_end)
-                if h and pos < h.end(1) and policy.secret_header(h.group(1).decode("latin-1")):
+                if h and policy.secret_header(h.group(1).decode("latin-1")):
                     count += mask_range(buf, h.end(), line_end, start)
                     nxt = le + 1
                     while nxt < n and buf[nxt] in (0x20, 0x09):   # obs-fold: the value goes on
@@ -86,6 +89,8 @@ def mask_http1(buf: bytearray, policy: RedactionPolicy, start: int = 0) -> tuple
                         count += mask_range(buf, nxt + 1, end2, start)
                         le, nxt = le2, le2 + 1
                     secret_last = secret_last or le == n - 1
+                elif not h and not _REQUEST.match(buf, ls, line_end):   # a target's query: below
+                    count += _mask_fields(buf, ls, line_end, start)
             pos = lower.find(word, le + 1) if le < n else -1
     seen = set()
     for mark in (b"?", b"://"):
@@ -110,6 +115,16 @@ def mask_http1(buf: bytearray, policy: RedactionPolicy, start: int = 0) -> tuple
     else:
         carry = b""
     return count, carry
+
+
+def _mask_fields(buf: bytearray, lo: int, hi: int, start: int) -> int:
+    """Values of secret-named fields in a line that is no header: a form body (`user=a&password=x`)
+    or JSON (`"access_token": "x"`, a string cut by the snaplen included)."""
+    count = 0
+    for pattern in (_FORM_FIELD, _JSON_FIELD):
+        for m in pattern.finditer(buf, lo, hi):
+            count += mask_range(buf, m.start(1), m.end(1), start)
+    return count
 
 
 def _line(buf: bytearray, pos: int) -> tuple[int, int, int]:
