@@ -105,6 +105,21 @@ class ManifestInfo:
         return out
 
     @property
+    def redaction_text(self) -> str:
+        """One line on what redaction the archive had: on (with the values masked), off, or unknown
+        (archives from before redaction)."""
+        red = self.raw.get("redaction")
+        if not isinstance(red, dict) or not isinstance(red.get("enabled"), bool):
+            return "redaction: not recorded (an archive from before redaction: payloads are as captured)"
+        if not red["enabled"]:
+            return "redaction: off (captured with --no-redact: payloads and command lines hold any secrets)"
+        masked = red.get("masked")
+        counts = {str(k): as_count(v) for k, v in masked.items()} if isinstance(masked, dict) else {}
+        parts = ", ".join(f"{v:,} in {k}" for k, v in sorted(counts.items()) if v)
+        how = " by trace redact" if red.get("applied_by") == "trace redact" else ""
+        return f"redaction: on{how}, {parts or 'nothing'} masked"
+
+    @property
     def net_snaplen(self) -> int:
         return as_count(self.option("net_snaplen")) or 0
 

@@ -98,8 +98,9 @@ def raw_drain(exe: Path, seconds: float, payload: int) -> dict:
     return {"gen": gen, "records": consumed[0], "lost": lost, "chunks": chunks}
 
 
-def replay(chunks: list, tmp: Path) -> dict:
-    """Decode, convert and write recorded chunks through the capture's own sink."""
+def replay(chunks: list, tmp: Path, redact: bool = True) -> dict:
+    """Decode, convert and write recorded chunks through the capture's own sink (redacting, as a
+    capture does by default, unless `redact` is False)."""
     from uetrace.bpf import object_path
     from uetrace.capture.archive_writer import ArchiveWriter
     from uetrace.capture.btf import Btf
@@ -111,8 +112,10 @@ def replay(chunks: list, tmp: Path) -> dict:
     path = object_path("sock")
     decoder = Decoder(kinds_from_btf(Btf.from_object(path), SockTracer.structs))
     tracer = SockTracer(CaptureOptions(output=tmp / "r.tar.zst"))
-    archive = ArchiveWriter(tmp / "replay.tar.zst")
-    sink = SegmentSink(archive, 64 << 20, 5.0)
+    from uetrace.redaction.tables import TableRedactor
+
+    archive = ArchiveWriter(tmp / f"replay-{int(redact)}.tar.zst")
+    sink = SegmentSink(archive, 64 << 20, 5.0, redact=TableRedactor().redact if redact else None)
     from uetrace.capture.ring import Chunk
     from uetrace.capture.session import CaptureSession
 
@@ -134,12 +137,14 @@ def replay(chunks: list, tmp: Path) -> dict:
     return {"records": n, "seconds": elapsed, "rows": sum(sink.rows_written.values())}
 
 
-def full_capture(exe: Path, seconds: float, payload: int, tmp: Path) -> dict:
+def full_capture(exe: Path, seconds: float, payload: int, tmp: Path, redact: bool = True) -> dict:
     from uetrace.capture.options import CaptureOptions
     from uetrace.capture.session import CaptureSession
+    from uetrace.redaction.policy import RedactionPolicy
 
-    out = tmp / "bench.tar.zst"
-    opts = CaptureOptions(output=out, tracers=["sock"], progress=False)
+    out = tmp / f"bench-{int(redact)}.tar.zst"
+    opts = CaptureOptions(output=out, tracers=["sock"], progress=False,
+                          redaction=RedactionPolicy() if redact else None)
     session = CaptureSession(opts)
     result: dict = {}
 
@@ -165,6 +170,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--payload", type=int, default=64)
+    ap.add_argument("--no-redact", action="store_true", help="full capture without redaction (to compare)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_ingest: needs root (BPF)")
@@ -173,13 +179,16 @@ def main() -> None:
         exe = build_generator(tmp)
         base = run_generator(exe, a.seconds, a.payload)
         raw = raw_drain(exe, a.seconds, a.payload)
-        full = full_capture(exe, a.seconds, a.payload, tmp)
-        rep = replay(raw.pop("chunks"), tmp)
+        full = full_capture(exe, a.seconds, a.payload, tmp, redact=not a.no_redact)
+        chunks = raw.pop("chunks")
+        plain = replay(chunks, tmp, redact=False)   # back to back: what redaction costs the ingest path
+        rep = replay(chunks, tmp)
 
     def rate(r: dict) -> float:
         return r["records"] / r["gen"]["seconds"]
 
-    print(f"payload {a.payload} B, {a.seconds:.0f} s per run, {os.cpu_count()} CPUs")
+    print(f"payload {a.payload} B, {a.seconds:.0f} s per run, {os.cpu_count()} CPUs, "
+          f"full capture {'without' if a.no_redact else 'with'} redaction")
     print(f"{'run':<22}{'gen syscalls/s':>16}{'records/s':>14}{'lost':>10}{'loss ratio':>12}")
     print(f"{'no tracer':<22}{base['syscalls'] / base['seconds']:>16,.0f}{'-':>14}{'-':>10}{'-':>12}")
     for name, r in (("raw ring drain", raw), ("full capture", full)):
@@ -188,7 +197,8 @@ def main() -> None:
               f"{r['lost']:>10,}{(r['lost'] / total if total else 0):>12.4f}")
     print(f"full capture / raw drain records/s: {rate(full) / rate(raw):.2f}")
     print(f"ingest capacity (replay of the drained chunks through decode + Parquet + archive): "
-          f"{rep['rows'] / rep['seconds']:,.0f} records/s ({rep['rows']:,} records in {rep['seconds']:.2f} s)")
+          f"{rep['rows'] / rep['seconds']:,.0f} records/s ({rep['rows']:,} records in {rep['seconds']:.2f} s); "
+          f"without redaction {plain['rows'] / plain['seconds']:,.0f} records/s ({plain['seconds']:.2f} s)")
     print(f"generator slowdown under full capture: "
           f"{(full['gen']['syscalls'] / full['gen']['seconds']) / (base['syscalls'] / base['seconds']):.2f}x "
           f"of its untraced rate; archive {full['archive_bytes'] / 1e6:.1f} MB")

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uetrace.redaction.policy import RedactionPolicy
+
 
 @dataclass(frozen=True)
 class Bounds:
@@ -83,6 +85,8 @@ class CaptureOptions:
     net: NetOptions = field(default_factory=NetOptions)
     stack: StackOptions = field(default_factory=StackOptions)
     uprobe: UprobeOptions = field(default_factory=UprobeOptions)
+    # --no-redact: None; otherwise what to mask before anything is written (uetrace/redaction/).
+    redaction: RedactionPolicy | None = field(default_factory=RedactionPolicy)
     # Key that hides kernel socket addresses in sock_id; one per capture so that the sock and tls
     # tracers give one socket the same id. Never written to the manifest.
     sock_id_key: int = field(default_factory=lambda: int.from_bytes(os.urandom(8), "little") >> 1)
@@ -95,4 +99,4 @@ class CaptureOptions:
                 "alloc_sample": self.uprobe.alloc_sample, "all_processes": self.uprobe.all_processes,
                 "net_ifaces": list(self.net.ifaces), "net_xdp_mode": self.net.xdp_mode,
                 "net_snaplen": self.net.snaplen, "net_tc_attach": self.net.tc_attach,
-                "freq": self.stack.freq, "offcpu": self.stack.offcpu}
+                "freq": self.stack.freq, "offcpu": self.stack.offcpu, "redact": self.redaction is not None}

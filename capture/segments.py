@@ -10,6 +10,9 @@ inherited from a user would let that user read or swap them, and the spool needs
 the space the archive is about to need anyway. A write error (ENOSPC, EIO, EFBIG) on
 the spool or the archive loses only the segment being written; it is kept in
 `error` for the session, which stops the capture.
+
+Every table passes through `redact` (uetrace/redaction/) on this thread before
+its first byte reaches the spool: nothing sensitive is ever on disk.
 """
 
 from __future__ import annotations
@@ -108,8 +111,10 @@ class SegmentSink:
     """Thread-safe: put() and put_table() may be called from any thread."""
 
     def __init__(self, archive: ArchiveWriter, roll_bytes: int, roll_seconds: float,
-                 on_error: Callable[[BaseException], None] | None = None, spool_dir: str | Path | None = None):
+                 on_error: Callable[[BaseException], None] | None = None, spool_dir: str | Path | None = None,
+                 redact: Callable[[str, pa.Table], pa.Table] | None = None):
         self.archive = archive
+        self._redact = redact
         self.roll_bytes, self.roll_seconds = roll_bytes, roll_seconds
         self.segments: list[dict] = []           # manifest entries
         self.rows_written: dict[str, int] = {}
@@ -177,7 +182,7 @@ class SegmentSink:
                     job, area = item
                     for kind, table in job().items():
                         if table.num_rows:
-                            self._write(area, kind, table)
+                            self._write(area, kind, self._redact(kind, table) if self._redact else table)
                 self._roll_old()
             except BaseException as e:  # keep draining: losing the rest would be worse
                 self._failed(e)

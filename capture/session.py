@@ -44,6 +44,7 @@ from uetrace.capture.tracers.contract import NotAttached, Tracer, write_rodata
 from uetrace.capture.writer_process import WriterProcess
 from uetrace.encryption import parse_recipient
 from uetrace.errors import BadInputError, UetraceError
+from uetrace.redaction.tables import TableRedactor
 
 
 @dataclass
@@ -97,6 +98,7 @@ class CaptureSession:
         self.symbols = SymbolSnapshot()   # shared by the tracers that record stacks
         self.sink: SegmentSink | None = None
         self.snap: ProcessSnapshotter | None = None
+        self.redactor = TableRedactor(opts.redaction) if opts.redaction is not None else None
 
     def request_stop(self, reason: str = "requested") -> None:
         if not self._stop.is_set():
@@ -189,13 +191,15 @@ class CaptureSession:
                 self.manifest["writer"] = {"uid": writer.uid, "gid": writer.gid, "user": writer.name}
             if self.opts.encrypt_to:
                 self.manifest["encryption"] = {"age_recipients": list(self.opts.encrypt_to)}
+            self.manifest["redaction"] = self.redactor.to_manifest() if self.redactor else {"enabled": False}
             try:
                 self.archive.add_bytes(MANIFEST, json.dumps(self.manifest, indent=1).encode())
             except OSError as e:
                 raise UetraceError(f"write {self.archive.partial}: {e.strerror or e}") from None
-            self.sink = (self.archive.sink() if writer else
+            redact = self.redactor.redact if self.redactor else None
+            self.sink = (self.archive.sink(redact=redact) if writer else
                          SegmentSink(self.archive, self.opts.segment_bytes, self.opts.segment_seconds,
-                                     spool_dir=self.opts.spool_dir))
+                                     spool_dir=self.opts.spool_dir, redact=redact))
             self.snap = ProcessSnapshotter(lambda k, t: self.sink.put_table(k, t, area="symbols"))
             self.ncpu = possible_cpus()
             with stop_signals(self.request_stop, self.archive.partial):
@@ -410,6 +414,7 @@ class CaptureSession:
                 m["tracers"][name] = {"attached": False, "attach_failures": fails,
                                       "reason": fails[-1]["error"] if fails else "failed"}
         m["segments"] = self.sink.segments if self.sink else []
+        m["redaction"] = self.redactor.to_manifest() if self.redactor else {"enabled": False}
         m["snapshot"] = {"processes": self.snap.count if self.snap else 0}
         if self.sink and self.sink.error:
             m["errors"] = [f"write segments: {self.sink.error}"]

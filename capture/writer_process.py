@@ -86,8 +86,8 @@ class WriterProcess:
     def add_bytes(self, name: str, data: bytes) -> None:
         self._send(wp.frame(wp.ADD_BYTES, name, data))
 
-    def sink(self) -> RemoteSink:
-        return RemoteSink(self)
+    def sink(self, redact: Callable[[str, pa.Table], pa.Table] | None = None) -> RemoteSink:
+        return RemoteSink(self, redact)
 
     def close(self) -> Path:
         got = self._request(wp.CLOSE, ("closed", "close_failed"))
@@ -226,8 +226,11 @@ class RemoteSink:
     """SegmentSink's methods; jobs (decoding) run here, on a thread of their own, and their tables
     go to the writer."""
 
-    def __init__(self, writer: WriterProcess):
+    def __init__(self, writer: WriterProcess, redact: Callable[[str, pa.Table], pa.Table] | None = None):
         self.writer = writer
+        # Redaction runs here, in root, before a table leaves for the writer: the writer never holds a
+        # secret, and the counts stay with the session's redactor for the manifest.
+        self._redact = redact
         self.segments: list[dict] = []
         self.rows_written: dict[str, int] = {}
         self._q: queue.Queue = queue.Queue(maxsize=4096)
@@ -288,7 +291,7 @@ class RemoteSink:
                 if self.writer.error is None:
                     for kind, table in tables.items():
                         if table.num_rows:
-                            self.writer.send_table(area, kind, table)
+                            self.writer.send_table(area, kind, self._redact(kind, table) if self._redact else table)
             except BaseException as e:   # keep draining: the session sees `error` and stops
                 self.writer.fail(e)
 

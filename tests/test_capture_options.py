@@ -12,7 +12,7 @@ from uetrace.capture import options as o
 # The keys archives have always had under "options" (analyze reads net_snaplen, alloc_sample...).
 MANIFEST_KEYS = {"duration", "tracers", "pids", "comms", "snaplen", "ring_size", "segment_bytes", "segment_seconds",
                  "alloc_sample", "all_processes", "net_ifaces", "net_xdp_mode", "net_snaplen", "net_tc_attach",
-                 "freq", "offcpu", "max_size"}
+                 "freq", "offcpu", "max_size", "redact"}
 
 
 def test_manifest_options_keep_their_keys_and_values():
@@ -22,6 +22,7 @@ def test_manifest_options_keep_their_keys_and_values():
     assert set(m) == MANIFEST_KEYS
     assert (m["net_ifaces"], m["net_snaplen"], m["freq"], m["offcpu"], m["alloc_sample"]) == (["lo"], 64, 49, True, 8)
     assert (m["snaplen"], m["net_xdp_mode"], m["net_tc_attach"]) == (512, "generic", "auto")
+    assert m["redact"] is True and o.CaptureOptions(output=Path("x"), redaction=None).to_manifest()["redact"] is False
 
 
 def test_bounds_clamp():

@@ -46,7 +46,9 @@ def tls_capture(tmp_path_factory) -> tuple[Path, dict, dict]:
     tmp = tmp_path_factory.mktemp("tls")
     make_cert(tmp)
     out = tmp / "run.tar.zst"
-    run = CaptureRun(out, "-d", "7s", "--tracers", "sock,tls,proc")
+    # --no-redact: these tests compare the plaintext byte for byte (the query value included);
+    # test_redaction_capture.py checks what redaction does to TLS plaintext.
+    run = CaptureRun(out, "-d", "7s", "--tracers", "sock,tls,proc", "--no-redact")
     try:
         run.wait_attached()
         result: dict = {}

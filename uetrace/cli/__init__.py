@@ -39,6 +39,7 @@ COMMANDS = (
     "uetrace.cli.report",
     "uetrace.cli.upload",
     "uetrace.cli.keygen",
+    "uetrace.cli.redact",
 )
 
 

@@ -113,11 +113,21 @@ def _title(p) -> str:
               help="Write the archive as this user, from a process with no privilege (default: the user "
                    "who ran sudo, from SUDO_UID/SUDO_GID; as a root login: root). The output folder must be "
                    "writable by that user.")
+@click.option("--no-redact", is_flag=True,
+              help="Keep secrets: by default header values such as Authorization and Cookie, URL query values "
+                   "and userinfo, and secret-looking command-line arguments are masked before anything is written.")
+@click.option("--redact-header", "redact_headers", multiple=True, metavar="NAME",
+              help="Also mask the values of this HTTP header (repeatable).")
+@click.option("--keep-header", "keep_headers", multiple=True, metavar="NAME",
+              help="Do not mask this HTTP header, though it is on the deny list (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
 def command(duration, output, force, mode, spool_dir, max_size, upload_url, upload_ca_cert, tracers, pids, comms,
             snaplen, ring_size, segment_seconds, alloc_sample, all_processes, ifaces, xdp_mode, net_snaplen,
-            tc_attach, freq, offcpu, encrypt_to, user, quiet):
+            tc_attach, freq, offcpu, encrypt_to, user, no_redact, redact_headers, keep_headers, quiet):
     """Record what the tracers see into one archive (needs root).
+
+    Secrets are masked in place (same length) before anything is written:
+    see --no-redact, --redact-header, --keep-header, and `trace redact`.
 
     Ctrl-C, SIGTERM or SIGHUP stops early and still writes a complete archive
     (a third one quits at once, leaving NAME.partial). An existing output is
@@ -133,6 +143,7 @@ def command(duration, output, force, mode, spool_dir, max_size, upload_url, uplo
     from uetrace.capture.session import CaptureSession
     from uetrace.capture.tracers.catalog import TRACERS, select
     from uetrace.errors import BadInputError
+    from uetrace.redaction.policy import RedactionPolicy
 
     if ring_size & (ring_size - 1):
         raise BadInputError(f"--ring-size {ring_size}: must be a power of two (MiB)")
@@ -145,8 +156,12 @@ def command(duration, output, force, mode, spool_dir, max_size, upload_url, uplo
                             net=o.NetOptions(ifaces=list(ifaces), xdp_mode=xdp_mode, snaplen=net_snaplen,
                                              tc_attach=tc_attach),
                             stack=o.StackOptions(freq=freq, offcpu=offcpu),
-                            uprobe=o.UprobeOptions(all_processes=all_processes, alloc_sample=alloc_sample))
+                            uprobe=o.UprobeOptions(all_processes=all_processes, alloc_sample=alloc_sample),
+                            redaction=None if no_redact else RedactionPolicy.make(redact_headers, keep_headers))
     err = make_console(stderr=True)
+    if no_redact:
+        err.print("[yellow]note:[/] --no-redact: secrets in payloads and command lines are kept as they are "
+                  "(`trace redact` masks them in a copy before sharing)")
     costly = [TRACERS[n] for n in names if TRACERS[n].cost]
     if costly and all_processes:
         err.print("[yellow]warning:[/] --all-processes: every process is probed, expect a slower system: "
@@ -187,6 +202,9 @@ def _summary(console: Console, m: dict, output: Path) -> None:
                           highlight=False)
         if t.get("lost"):
             console.print(f"[red]warning:[/] {name} lost {t['lost']:,} records (see trace info)")
+    masked = (m.get("redaction") or {}).get("masked") or {}
+    if masked:
+        console.print("redacted: " + ", ".join(f"{n:,} values in {k}" for k, n in masked.items()), highlight=False)
     total = sum(t.get("records", 0) for t in m["tracers"].values())
     size = output.stat().st_size if output.exists() else 0
     console.print(f"wrote {output} ({human_bytes(size)}): {total:,} records, "

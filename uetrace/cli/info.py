@@ -46,7 +46,7 @@ def command(archive: Path, as_json: bool):
         for line in (f"host {info.host_text('hostname')} kernel {info.host_text('kernel')} "
                      f"{info.host_text('arch')} {info.host_text('cpus')} CPUs",
                      f"recorded {dur:.2f}s" if dur is not None else "duration unknown (capture did not finish)",
-                     "command: " + " ".join(info.command_line)):
+                     "command: " + " ".join(info.command_line), info.redaction_text):
             console.print(printable(line), markup=False, highlight=False)
         rows = []
         for name, t in info.tracers.items():
