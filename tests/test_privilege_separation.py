@@ -234,7 +234,10 @@ def test_root_killed_the_writer_keeps_what_it_wrote(kernel, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "uetrace", "capture", "-q", "-t", "proc", "-o", str(out)],
                             stderr=subprocess.PIPE, env=sudo_env())
     writer = find_writer(proc)
-    time.sleep(3)
+    time.sleep(1)
+    for _ in range(20):  # process events to record: a quiet machine may make none in these seconds
+        subprocess.run(["/bin/true"])
+    time.sleep(2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 20
