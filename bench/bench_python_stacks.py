@@ -36,10 +36,14 @@ def bpftool(*args: str):
 
 
 def start_capture(archive: Path, freq: int) -> subprocess.Popen:
-    cap = subprocess.Popen([sys.executable, "-m", "uetrace", "capture", "-q", "-o", str(archive), "-t", "stack",
-                            "--comm", "pyshares", "--freq", str(freq), "-d", "120s"],
+    # --force: each round records into the same file
+    cap = subprocess.Popen([sys.executable, "-m", "uetrace", "capture", "-q", "--force", "-o", str(archive),
+                            "-t", "stack", "--comm", "pyshares", "--freq", str(freq), "-d", "120s"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not (archive.exists() and archive.stat().st_size):
+    partial = archive.with_name(archive.name + ".partial")  # the capture's name until it ends
+    while not (partial.exists() and partial.stat().st_size):
+        if cap.poll() is not None:
+            raise SystemExit(f"capture exited: {cap.communicate()[1]}")
         time.sleep(0.05)
     time.sleep(2.5)  # attach
     return cap
