@@ -6,8 +6,10 @@ so the example count stays small (CI has 2 cores)."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -80,7 +82,10 @@ def _age_key() -> tuple[str, object]:
     import pyrage
 
     ident = pyrage.x25519.Identity.generate()
-    path = Path(tempfile.mkdtemp(prefix="uetrace-prop-key-")) / "key.txt"
+    folder = tempfile.mkdtemp(prefix="uetrace-prop-key-")
+    # Built lazily inside a hypothesis strategy, where no pytest fixture reaches: removed at exit.
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / "key.txt"
     path.write_text(f"{ident}\n")
     return str(path), ident.to_public()
 
