@@ -264,8 +264,10 @@ def test_writer_stopped_by_the_user_does_not_hang_the_capture(kernel, tmp_path):
     """SIGSTOP on the writer (its user may send it): Ctrl-C still ends the root capture within
     seconds, with one line and exit 1."""
     folder = user_folder(tmp_path)
+    # PYTHONFAULTHANDLER: should it hang, SIGABRT makes it print where each of its threads is.
     proc = subprocess.Popen([sys.executable, "-m", "uetrace", "capture", "-q", "-t", "proc,sock", "-o",
-                             str(folder / "s.tar.zst")], stderr=subprocess.PIPE, text=True, env=sudo_env())
+                             str(folder / "s.tar.zst")], stderr=subprocess.PIPE, text=True,
+                            env={**sudo_env(), "PYTHONFAULTHANDLER": "1"})
     try:
         writer = find_writer(proc)
         partial = folder / "s.tar.zst.partial"
@@ -277,7 +279,12 @@ def test_writer_stopped_by_the_user_does_not_hang_the_capture(kernel, tmp_path):
         time.sleep(1)
         proc.send_signal(signal.SIGINT)
         start = time.monotonic()
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            raise AssertionError(f"the capture did not end within 30 s of Ctrl-C:\n{err}") from None
         assert time.monotonic() - start < 15
     finally:
         if proc.poll() is None:
