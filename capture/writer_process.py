@@ -174,6 +174,9 @@ class WriterProcess:
             try:
                 got = self._replies.get(timeout=0.5)
             except queue.Empty:
+                if self.proc.poll() is not None:
+                    self.fail(f"the writer process (as {self.user.name}) ended")
+                    raise self.error from None
                 now = time.monotonic()
                 stopped_since = (stopped_since or now) if self._stopped() else None
                 if now < deadline and not (stopped_since and now - stopped_since >= STOPPED_S):
@@ -182,6 +185,9 @@ class WriterProcess:
                 self.fail(f"the writer process (as {self.user.name}) did not answer")
                 raise self.error from None
             if got is None:
+                # The end of its output, told once by the reader thread: kept for every later wait
+                # (a request sent while the writer was still dying would otherwise wait it out).
+                self._replies.put(None)
                 self.fail(f"the writer process (as {self.user.name}) ended")
                 raise self.error
             if any(k in got for k in keys):

@@ -131,6 +131,15 @@ def test_hpack_frames_split_across_payloads():
     ("tool token=abc", "tool token=***"),
     ("psql postgres://me:pw@db/x?sslpassword=q", "psql postgres://*****@db/x?sslpassword=*"),
     ("python3 server.py --port 8080", "python3 server.py --port 8080"),
+    # curl's header arguments, as a capture of a curl that lived long enough records them
+    ("curl -s -H Authorization: Bearer Zq123 -b session=Zq456 -H X-Api-Key: Zq789 http://h/",
+     "curl -s -H Authorization: Bearer ***** -b session=***** -H X-Api-Key: ***** http://h/"),
+    ("curl -H Authorization:Basic dXNlcjpw -H Cookie:a=b http://h/",
+     "curl -H Authorization:Basic ******** -H Cookie:*** http://h/"),
+    ("curl -H Proxy-Authorization: abc -H Accept: */* http://h/",
+     "curl -H Proxy-Authorization: *** -H Accept: */* http://h/"),
+    ("curl -H X-Session-Token: -v http://h/", "curl -H X-Session-Token: -v http://h/"),
+    ("app oauth://h/x", "app oauth://h/x"),
 ])
 def test_command_lines(line, want):
     got, n = mask_cmdline(line)
