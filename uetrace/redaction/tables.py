@@ -2,14 +2,10 @@
 command lines of the processes table. The same code serves the capture (every table passes through
 SegmentSink on its way to the spool) and `trace redact` (an existing archive).
 
-The cheap test is vectorized: one RE2 search over the whole binary column (pyarrow.compute) picks
-the rows that may hold a secret (a trigger name, a `?...=` query, `://...@` userinfo, an unfinished
-last line after a CRLF, which the next payload may complete into a secret header's name, the start of
-an HTTP/2 direction); only those, and the later rows of their streams, are parsed in Python. RE2
-scans ~1 GB/s (100 ns for a 64-byte payload, 700 ns for 512 bytes); a numpy pass per trigger over the
-column's data buffer, with bytes.find for the words, measured slower (465 and 2100 ns).
-State is kept per stream (connection and direction; for packets,
-interface, direction and ports), bounded by STREAMS_MAX.
+The cheap test is vectorized (trigger_scan.py: Hyperscan over the column's data buffer, RE2 for
+what is anchored to a row's start or end) and picks the rows that may hold a secret; only those,
+and the later rows of their streams, are parsed in Python. State is kept per stream (connection
+and direction; for packets, interface, direction and ports), bounded by STREAMS_MAX.
 """
 
 from __future__ import annotations
@@ -26,12 +22,12 @@ from uetrace.redaction.cmdline import mask_cmdline
 from uetrace.redaction.hpack_values import H2Direction, looks_like_h2, looks_like_headers_frame, mask_h2
 from uetrace.redaction.http1 import mask_http1
 from uetrace.redaction.policy import RedactionPolicy
+from uetrace.redaction.trigger_scan import TriggerScan
 
 PAYLOAD_KINDS = ("sock_data", "tls_data")
 _MESSAGE_START = re.compile(rb"HTTP/[0-9]|[A-Z][A-Z_-]{2,15} +[^ \r\n]")
 STREAMS_MAX = 65536      # streams with state; beyond it the oldest are forgotten (a header split then is missed)
 _CMDLINE_TRIGGER = r"(?i)pass|pwd|secret|token|key|auth|credential|session|cookie|bearer|://"
-_H2_START = r"^PRI \* HTTP/2|^\x00\x00[\x00-\x7f]\x04[\x00\x01]\x00\x00\x00\x00"  # preface, server SETTINGS
 
 
 @dataclass
@@ -54,14 +50,8 @@ class TableRedactor:
 
     def __post_init__(self) -> None:
         self._streams: dict[int, _Stream] = {}
-        # ASCII-only classes: pyarrow runs RE2 in UTF-8 mode even on binary, where `(?i)` or `[^\s]`
-        # expand to multi-byte sequences; on 512 bytes of ciphertext this pattern took 700 ns a row,
-        # one with `(?i)` and `[^\s]` 1190.
-        words = "|".join(_any_case(w) for w in self.policy.trigger_words())
-        triggers = rf"{words}|\?[!-~]*=|://[!-.0-~]*@"
-        # An unfinished last line after a header line: a name the next payload may complete.
-        self._payload_trigger = rf"{triggers}|\r\n[-!#$%&'*+.^_`|~0-9A-Za-z]{{1,64}}(?::[ -~\t]*)?$|{_H2_START}"
-        self._packet_trigger = rf"{triggers}|PRI \* HTTP/2"   # a client preface anywhere in the frame
+        self._payload_scan = TriggerScan(self.policy.trigger_words())
+        self._packet_scan = TriggerScan(self.policy.trigger_words(), packets=True)
 
     def to_manifest(self) -> dict:
         out = {"enabled": True, "policy": self.policy.to_manifest(), "masked": dict(sorted(self.masked.items()))}
@@ -97,12 +87,14 @@ class TableRedactor:
     def _payloads(self, kind: str, table: pa.Table) -> pa.Table:
         plain = _binary(table.column("payload"))
         tls, frames = _starts(plain)
-        rows, keys = self._candidates(plain, lambda: _stream_keys(table), self._payload_trigger,
+        captured = table.column("captured").to_numpy()
+        moved = table.column("bytes").to_numpy()
+        lengths = pc.fill_null(pc.binary_length(plain), 0).to_numpy(zero_copy_only=False)
+        whole = (moved == captured) & (captured == lengths)
+        rows, keys = self._candidates(plain, lambda: _stream_keys(table), self._payload_scan.rows(plain, whole),
                                       skip=tls if kind == "sock_data" else None, extra=frames)
         if not len(rows):
             return table
-        captured = table.column("captured").to_numpy()
-        moved = table.column("bytes").to_numpy()
         payloads = pc.take(plain, pa.array(rows)).to_pylist()
         changed: dict[int, bytes] = {}
         count = 0
@@ -134,7 +126,7 @@ class TableRedactor:
 
     def _packets(self, kind: str, table: pa.Table) -> pa.Table:
         plain = _binary(table.column("payload"))
-        rows, keys = self._candidates(plain, lambda: _flow_keys(table), self._packet_trigger)
+        rows, keys = self._candidates(plain, lambda: _flow_keys(table), self._packet_scan.rows(plain))
         if not len(rows):
             return table
         cols = {c: table.column(c).to_numpy() for c in ("protocol", "l4_offset", "payload_len", "seq")}
@@ -196,20 +188,14 @@ class TableRedactor:
 
     # ---- common ------------------------------------------------------------------------------
 
-    def _candidates(self, plain: pa.Array, make_keys: Callable[[], np.ndarray], trigger: str,
+    def _candidates(self, plain: pa.Array, make_keys: Callable[[], np.ndarray], hits: np.ndarray,
                     skip: np.ndarray | None = None,
                     extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Rows to parse: those the trigger matches (rows in `skip` are not searched) or `extra` picks, and every row
+        """Rows to parse: the trigger `hits` (less the rows in `skip`) or `extra` picks, and every row
         of a stream that has state or has a matching row in this batch (its later payloads may
         continue what that one began); and the rows' stream keys, computed only then (80 ns a row)."""
-        if skip is not None and skip.any():
-            hits = np.zeros(len(plain), dtype=bool)
-            keep = ~skip
-            if keep.any():
-                sub = plain.filter(pa.array(keep))
-                hits[keep] = pc.fill_null(pc.match_substring_regex(sub, trigger), False).to_numpy(zero_copy_only=False)
-        else:
-            hits = pc.fill_null(pc.match_substring_regex(plain, trigger), False).to_numpy(zero_copy_only=False)
+        if skip is not None:
+            hits &= ~skip
         if extra is not None:
             hits |= extra
         if not self._streams and not hits.any():
@@ -261,10 +247,6 @@ def _mask_with_carry(buf: bytearray, carry: bytes, policy: RedactionPolicy) -> t
     n, out = mask_http1(buf, policy)
     one_line = nl < 0 or nl == len(buf) - 1   # then the joined line is the payload's last
     return buf, n_first + n, joined_carry if one_line else out
-
-
-def _any_case(word: str) -> str:
-    return "".join(f"[{c.upper()}{c.lower()}]" if c.isascii() and c.isalpha() else re.escape(c) for c in word)
 
 
 def _blank(table: pa.Table, name: str) -> pa.Table:
