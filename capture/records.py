@@ -112,6 +112,7 @@ class Decoder:
         words = raw[: len(raw) // 8 * 8].view("<u8")
         word_idx = chunk.offsets // 8
         kind_ids = (words[word_idx] & 0xFFFFFFFF).astype(np.uint32)
+        stride = _uniform_stride(chunk.offsets)
         out = {}
         for kind_id in np.unique(kind_ids):
             rk = self.kinds.get(int(kind_id))
@@ -119,14 +120,25 @@ class Decoder:
             if rk is None:
                 self.unknown += int(sel.sum())
                 continue
-            out[rk.name] = self._decode_kind(rk, data, raw, words, chunk.offsets[sel], chunk.lengths[sel])
+            rows = self._fixed_parts(rk, data, words, chunk.offsets, sel, stride)
+            out[rk.name] = self._decode_kind(rk, data, rows, chunk.offsets[sel], chunk.lengths[sel])
         return out
 
-    def _decode_kind(self, rk: RecordKind, data: bytes, raw: np.ndarray, words: np.ndarray, offsets: np.ndarray,
-                     lengths: np.ndarray) -> pa.Table:
+    def _fixed_parts(self, rk: RecordKind, data: bytes, words: np.ndarray, offsets: np.ndarray, sel: np.ndarray,
+                     stride: int) -> np.ndarray:
+        """The fixed parts of the selected records as a structured array. Records in fixed slots lie
+        at one stride: a strided view of the chunk, then one row copy per record (or none when every
+        record is of this kind); otherwise a gather of each record's words (~6% of the capture's CPU
+        under the nginx bench, which the strided view mostly saves)."""
         dtype = self._dtypes[rk.kind_id]
+        if stride and int(offsets[0]) + (len(offsets) - 1) * stride + dtype.itemsize <= len(data):
+            every = np.ndarray((len(offsets),), dtype=dtype, buffer=data, offset=int(offsets[0]), strides=(stride,))
+            return every if sel.all() else every[sel]
         nwords = dtype.itemsize // 8
-        rows = words[(offsets // 8)[:, None] + np.arange(nwords)].view(dtype).reshape(-1)
+        return words[(offsets[sel] // 8)[:, None] + np.arange(nwords)].view(dtype).reshape(-1)
+
+    def _decode_kind(self, rk: RecordKind, data: bytes, rows: np.ndarray, offsets: np.ndarray,
+                     lengths: np.ndarray) -> pa.Table:
         n = len(rows)
         cols = []
         for f, af in zip(rk.columns, self._schemas[rk.kind_id]):
@@ -143,6 +155,15 @@ class Decoder:
             else:
                 cols.append(pa.array(np.ascontiguousarray(rows[f.name])))
         return pa.Table.from_arrays(cols, schema=self._schemas[rk.kind_id])
+
+
+def _uniform_stride(offsets: np.ndarray) -> int:
+    """The distance between consecutive records when it is one positive constant (fixed slots), else 0."""
+    if len(offsets) < 2:
+        return 0
+    steps = np.diff(offsets)
+    step = int(steps[0])
+    return step if step > 0 and bool((steps == step).all()) else 0
 
 
 def _tail_views(data: bytes, starts: np.ndarray, lengths: np.ndarray) -> pa.Array:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import json
 import os
 import threading
@@ -218,8 +219,12 @@ class CaptureSession:
                             self.snap.scan_all()
                     self.manifest["clock"]["attached"] = clock_anchors()  # every tracer is recording from here
                     recording = True
+                    # What is alive now (modules, BTF, symbol tables) lives as long as the capture: kept
+                    # out of the collector's full passes, which were 5% of the capture's CPU under load.
+                    gc.freeze()
                     self._loop()
                 finally:
+                    gc.unfreeze()
                     self._finish(keep=recording)
         except BaseException as e:
             if not recording:
