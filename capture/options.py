@@ -80,6 +80,8 @@ class CaptureOptions:
     mode: int = 0o600                       # --mode of the archive
     spool_dir: Path | None = None           # --spool-dir; None: beside the output
     max_size: int | None = None             # --max-size: stop recording when the archive nears it
+    rotate: int | None = None               # --rotate: roll into numbered parts of about this size
+    keep: int | None = None                 # --keep: with --rotate, keep only the newest N parts
     encrypt_to: list[str] = field(default_factory=list)  # --encrypt-to: age recipients (age1...)
     user: str | None = None                 # --user: who writes the archive (default: SUDO_UID)
     net: NetOptions = field(default_factory=NetOptions)
@@ -96,6 +98,7 @@ class CaptureOptions:
         return {"duration": self.duration, "tracers": self.tracers, "pids": self.pids, "comms": self.comms,
                 "snaplen": self.snaplen, "ring_size": self.ring_size, "segment_bytes": self.segment_bytes,
                 "segment_seconds": self.segment_seconds, "max_size": self.max_size,
+                "rotate": self.rotate, "keep": self.keep,
                 "alloc_sample": self.uprobe.alloc_sample, "all_processes": self.uprobe.all_processes,
                 "net_ifaces": list(self.net.ifaces), "net_xdp_mode": self.net.xdp_mode,
                 "net_snaplen": self.net.snaplen, "net_tc_attach": self.net.tc_attach,
