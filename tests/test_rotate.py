@@ -187,7 +187,7 @@ def test_rotate_as_user(kernel, tmp_path):
         traffic.kill()
         traffic.wait()
     assert rc == 0, err
-    assert "--keep" not in err
+    assert "deleted" not in err
     manifests = _check_set(folder, out, last=3, keep=None)
     for p in existing_parts(out):
         st = os.stat(p)

@@ -198,8 +198,8 @@ def command(duration, output, force, mode, spool_dir, max_size, rotate, keep, up
     _summary(err, manifest, session.archive.path)
     if session.rotation:
         rot = session.rotation
-        err.print(f"{len(rot.parts) + 1} parts written, {len(rot.removed)} deleted by --keep: "
-                  f"{len(rot.parts) + 1 - len(rot.removed)} kept ({part_glob(output)})", markup=False,
+        deleted = f", the {len(rot.removed)} oldest deleted by --keep" if rot.removed else ""
+        err.print(f"{len(rot.parts) + 1} parts written{deleted}: {part_glob(output)}", markup=False,
                   highlight=False)
     if upload_url:
         from uetrace.upload import UploadError, upload
