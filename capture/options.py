@@ -98,8 +98,8 @@ class CaptureOptions:
         return {"duration": self.duration, "tracers": self.tracers, "pids": self.pids, "comms": self.comms,
                 "snaplen": self.snaplen, "ring_size": self.ring_size, "segment_bytes": self.segment_bytes,
                 "segment_seconds": self.segment_seconds, "max_size": self.max_size,
-                "rotate": self.rotate, "keep": self.keep,
                 "alloc_sample": self.uprobe.alloc_sample, "all_processes": self.uprobe.all_processes,
                 "net_ifaces": list(self.net.ifaces), "net_xdp_mode": self.net.xdp_mode,
                 "net_snaplen": self.net.snaplen, "net_tc_attach": self.net.tc_attach,
-                "freq": self.stack.freq, "offcpu": self.stack.offcpu, "redact": self.redaction is not None}
+                "freq": self.stack.freq, "offcpu": self.stack.offcpu, "redact": self.redaction is not None,
+                **({"rotate": self.rotate, "keep": self.keep} if self.rotate is not None else {})}
