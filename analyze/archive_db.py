@@ -102,7 +102,7 @@ class ArchiveDb:
         """A symbols segment an earlier part of the set already gave (carried into this one)."""
         if self._symbols_seen is None:
             return False
-        key = (str(seg.relative_to(root)), _digest(seg))
+        key = (str(seg.relative_to(root)), segment_digest(seg))
         if key in self._symbols_seen:
             return True
         self._symbols_seen.add(key)
@@ -158,7 +158,7 @@ class ArchiveDb:
         self.close()
 
 
-def _digest(path: Path) -> str:
+def segment_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 from helpers import FIXTURES, trace_cmd, traversable
 
@@ -169,6 +170,15 @@ def test_rotate_keep_under_load(kernel, tmp_path):
     res = trace_cmd("analyze", str(middle), timeout=240)
     assert res.returncode == 0, res.stderr
     assert "tcp_exchange.py" in res.stdout   # Python frames of the sampled process, named from this part
+    # The Parquet dataset of the set: one capture, the symbols carried from part to part exported once.
+    dataset = tmp_path / "dataset"
+    res = trace_cmd("export", part_glob(out), "--format", "parquet", "-o", str(dataset), timeout=240)
+    assert res.returncode == 0, res.stderr
+    for table in ("sock_data", "processes", "mappings", "stacks"):
+        res = trace_cmd("query", part_glob(out), f"SELECT count(*) AS n FROM {table}", "--format", "json")
+        assert res.returncode == 0, res.stderr
+        got = duckdb.sql(f"SELECT count(*) FROM read_parquet('{dataset}/{table}/*/*.parquet')").fetchall()[0][0]
+        assert got == json.loads(res.stdout)[0]["n"] > 0, table
 
 
 def test_rotate_as_user(kernel, tmp_path):
