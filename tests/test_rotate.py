@@ -204,3 +204,34 @@ def test_rotate_as_user(kernel, tmp_path):
         assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (NOBODY, NOBODY, 0o600), p
     assert all(m["writer"]["uid"] == NOBODY for m in manifests)
     _check_counts(out, manifests)
+
+
+def test_rotate_encrypted(kernel, tmp_path):
+    """--encrypt-to applies to every part: each is an age file that opens on its own with the key."""
+    key = tmp_path / "key.txt"
+    res = trace_cmd("keygen", "-o", str(key))
+    assert res.returncode == 0, res.stderr
+    recipient = res.stdout.strip().splitlines()[-1]
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "run.tar.zst.age"
+    traffic = _traffic("uerotage")
+    try:
+        rc, err = _capture_until_part(out, 2, ["-t", "sock,proc", "--comm", "uerotage", "--rotate", "3M",
+                                               "--encrypt-to", recipient])
+    finally:
+        traffic.kill()
+        traffic.wait()
+    assert rc == 0, err
+    parts = existing_parts(out)
+    assert [p.name for p in parts] == ["run-000001.tar.zst.age", "run-000002.tar.zst.age"]
+    rows = 0
+    for p in parts:
+        assert p.read_bytes()[:21] == b"age-encryption.org/v1"
+        res = trace_cmd("info", "--identity", str(key), str(p), "--json")
+        assert res.returncode == 0, res.stderr
+        rows += json.loads(res.stdout)["tracers"]["sock"]["kinds"]["sock_data"]["records"]
+    res = trace_cmd("query", "--identity", str(key), part_glob(out), "SELECT count(*) AS n FROM sock_data",
+                    "--format", "json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)[0]["n"] == rows > 0
