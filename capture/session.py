@@ -12,6 +12,9 @@ renames NAME.partial to NAME. A capture that fails before it records anything
 removes NAME.partial instead. With --rotate the archive is a numbered part and
 capture/rotation.py ends each part while recording goes on; the last part is
 closed as above.
+
+(Over 400 lines: setup, the drain loop and teardown share the tracer runs and their
+locks; rotation and the writer process live in modules of their own.)
 """
 
 from __future__ import annotations
