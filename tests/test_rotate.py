@@ -235,3 +235,23 @@ def test_rotate_encrypted(kernel, tmp_path):
                     "--format", "json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)[0]["n"] == rows > 0
+
+
+def test_max_size_bounds_all_parts(kernel, tmp_path):
+    """--max-size with --rotate: the capture stops when all the parts together near it."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "run.tar.zst"
+    traffic = _traffic("uerotmax")
+    try:
+        res = trace_cmd("capture", "-q", "-d", "120s", "-t", "sock", "--comm", "uerotmax", "--rotate", "3M",
+                        "--max-size", "8M", "-o", str(out), timeout=180)
+    finally:
+        traffic.kill()
+        traffic.wait()
+    assert res.returncode == 0, res.stderr
+    assert "stopped by max size" in res.stderr
+    parts = existing_parts(out)
+    assert len(parts) >= 3 and not any(p.name.endswith(".partial") for p in parts)
+    assert sum(p.stat().st_size for p in parts) <= 8 << 20
+    assert _manifest(parts[-1])["stop_reason"] == "max size"
