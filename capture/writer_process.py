@@ -273,6 +273,8 @@ class RemoteSink:
                         self.writer.fail("the writer process could not start the next part")
                     else:
                         self.writer.path, self.writer.partial = Path(done["path"]), Path(done["partial"])
+                        # Until the writer's next size report: the old part's size would end this one at once.
+                        self.writer.size_so_far = done["start_size"]
         except BaseException as e:   # the session sees `error` and stops
             self.writer.fail(e)
         finally:

@@ -203,6 +203,8 @@ def test_rotate_as_user(kernel, tmp_path):
         st = os.stat(p)
         assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (NOBODY, NOBODY, 0o600), p
     assert all(m["writer"]["uid"] == NOBODY for m in manifests)
+    for p in existing_parts(out)[:-1]:   # each full part near its size, none cut short by a stale size
+        assert 1 << 20 < p.stat().st_size < 5 << 20, p
     _check_counts(out, manifests)
 
 

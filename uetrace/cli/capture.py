@@ -79,7 +79,8 @@ def _title(p) -> str:
               help="Roll into numbered standalone archives of about SIZE (5M, 1G), like tcpdump -C: "
                    "-o run.tar.zst writes run-000001.tar.zst, run-000002.tar.zst, ... (each with its own "
                    "manifest and symbol snapshot; the offline commands take 'run-*.tar.zst' as one capture). "
-                   "With --max-size, that bounds all the parts together.")
+                   "With --max-size, that bounds all the parts together. Parts of an earlier capture to the "
+                   "same name are refused unless --force, which deletes them.")
 @click.option("--keep", type=int, default=None, metavar="N",
               help="--rotate: keep only the newest N parts (the one being written included), deleting the "
                    "oldest as new ones start (like tcpdump -W). Default: keep all.")
