@@ -129,12 +129,7 @@ class PartArchives:
         closed = self.current.close()
         self.finished.append(closed)
         self.finished_bytes += size
-        self.number += 1
-        self.current = ArchiveWriter(part_path(self.output, self.number), **self._args)
-        self.current.add_bytes(MANIFEST, start_manifest)
-        for name, data in self._headers.items():
-            self.current.add_bytes(name, data)
-        removed = []
+        removed = []   # before the next part exists: never more than --keep parts on disk
         while self.keep is not None and self.finished and len(self.finished) + 1 > self.keep:
             old = self.finished.pop(0)
             try:
@@ -143,6 +138,11 @@ class PartArchives:
                 pass
             removed.append(old)
         self.removed.extend(removed)
+        self.number += 1
+        self.current = ArchiveWriter(part_path(self.output, self.number), **self._args)
+        self.current.add_bytes(MANIFEST, start_manifest)
+        for name, data in self._headers.items():
+            self.current.add_bytes(name, data)
         return closed, removed
 
 

@@ -10,15 +10,17 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
+import zstandard
 from helpers import FIXTURES, trace_cmd, traversable
 
 from uetrace.analyze.archive_db import open_archive_db
-from uetrace.capture.parts import existing_parts, part_glob, part_path
+from uetrace.capture.parts import PartArchives, existing_parts, part_glob, part_path
 
 NOBODY = 65534
 
@@ -34,6 +36,28 @@ def test_part_names_sort_and_glob(tmp_path):
     for name in ("run-000001.tar.zst", "run-000002.tar.zst.partial", "run-1.tar.zst", "run-000003.tar"):
         (tmp_path / name).touch()
     assert [p.name for p in existing_parts(out)] == ["run-000001.tar.zst", "run-000002.tar.zst.partial"]
+
+
+def test_part_archives_keep_and_replay_headers(tmp_path):
+    """Without a kernel: parts are closed in turn, each with the schema members, and --keep 2 leaves
+    the newest two, never more than two on disk."""
+    parts = PartArchives(tmp_path / "run.tar.zst", keep=2)
+    parts.add_bytes("manifest.json", b'{"n": 1}')
+    parts.add_bytes("schema/sock_data.json", b"{}")
+    seen = []
+    for n in range(2, 5):
+        closed, removed = parts.next_part(json.dumps({"n": n}).encode())
+        seen.append((closed.name, [r.name for r in removed]))
+        assert len(list(tmp_path.glob("run-*"))) <= 2
+    parts.close()
+    assert seen == [("run-000001.tar.zst", []), ("run-000002.tar.zst", ["run-000001.tar.zst"]),
+                    ("run-000003.tar.zst", ["run-000002.tar.zst"])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-000003.tar.zst", "run-000004.tar.zst"]
+    for n in (3, 4):
+        with open(part_path(tmp_path / "run.tar.zst", n), "rb") as fh, \
+                tarfile.open(fileobj=zstandard.ZstdDecompressor().stream_reader(fh), mode="r|") as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar}
+        assert members == {"manifest.json": json.dumps({"n": n}).encode(), "schema/sock_data.json": b"{}"}
 
 
 @pytest.mark.parametrize("args, message", [
