@@ -22,6 +22,9 @@ from uetrace.errors import BadInputError
 from uetrace.output_files import DEFAULT_MODE, PARTIAL_SUFFIX
 
 PART_DIGITS = 6
+# symbols/ tables that are time series, not what names things: periodic counter snapshots. Each part
+# keeps its own; carried, every part would hold every snapshot since the start.
+PER_PART_TABLES = frozenset({"net_flows", "net_iface_stats"})
 MIN_ROTATE = 2 << 20  # a part holds its schema, at least a segment and the symbol snapshot
 
 

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from uetrace.archive_format import MANIFEST, SYMBOLS_DIR, segment_member, table_member
 from uetrace.capture.archive_writer import ArchiveWriter
+from uetrace.capture.parts import PER_PART_TABLES
 from uetrace.errors import BadInputError
 
 SPOOL_PREFIX = "uetrace-seg-"
@@ -305,7 +306,7 @@ class SegmentSink:
     def _roll(self, key: tuple[str, str]) -> None:
         seg = self._open.pop(key)
         area, kind = key
-        carry = self._carry and area == SYMBOLS_DIR
+        carry = self._carry and area == SYMBOLS_DIR and kind not in PER_PART_TABLES
         try:
             seg.close()
             member = (segment_member if area == "events" else table_member)(kind, self._seq[key])

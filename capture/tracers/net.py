@@ -157,10 +157,12 @@ class NetTracer(Tracer):
             write_table("interfaces", ifsnap.to_table(self.snapshot, self.attach_how))
 
     def part_done(self, write_table) -> None:
-        """The interfaces as attached, once: the next parts carry them."""
+        """The interfaces as attached, once (the next parts carry them), and the flow table as the
+        part ends (each part keeps its own snapshots: capture/parts.py PER_PART_TABLES)."""
         if not self._interfaces_written:
             self._interfaces_written = True
             write_table("interfaces", ifsnap.to_table(self.snapshot, self.attach_how))
+        write_table("net_flows", dump_flows(self.obj, self.btf, possible_cpus()))
 
 
 def macs_to_text(col: pa.ChunkedArray | pa.Array) -> pa.Array:

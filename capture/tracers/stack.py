@@ -119,7 +119,7 @@ class StackTracer(Tracer):
     def part_done(self, write_table) -> None:
         self.tick(write_table)
         self._write_stacks(write_table)
-        self.symbols.write(write_table)
+        self.symbols.write(write_table, only_changed=True)
 
     def _write_stacks(self, write_table) -> None:
         mapped, interned = dump_stacks(self.obj, self.name), self.interned.dump(self.name)

@@ -117,7 +117,7 @@ class UprobeTracer(Tracer):
 
     def part_done(self, write_table) -> None:
         self._write_stacks(write_table)
-        self.symbols.write(write_table)
+        self.symbols.write(write_table, only_changed=True)
 
     def _write_stacks(self, write_table) -> None:
         dump = dump_stacks(self.obj, self.name)
