@@ -7,12 +7,15 @@ ArchiveDb and read through `con`.
 
 Folder names are archive text: only names of the form [a-z0-9_]+ become views (the extractor
 already skips others; checked again here because this is where they meet SQL), always quoted.
+The parts of a rotated capture (capture/parts.py) each carry every symbols/ segment written before
+them: a symbols segment met again in a later part (same member, same bytes) is read once.
 Each segment's decoded size is estimated from its Parquet metadata (parquet_limits) before any
 row is read: the total is bounded like the unpacked archive (ReadLimits).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,7 @@ class ArchiveDb:
         self.views: dict[str, Path] = {}
         self.view_files: dict[str, list[Path]] = {}  # table -> the Parquet segments its view reads
         area_of: dict[str, str] = {}
+        self._symbols_seen: set[tuple[str, str]] | None = set() if more else None
         for part in self.parts:
             self._collect(part, area_of)
         for name, files in self.view_files.items():
@@ -74,6 +78,8 @@ class ArchiveDb:
                     continue
                 files = []
                 for seg in sorted(kind_dir.glob("*.parquet")):
+                    if area == SYMBOLS_DIR and self._carried_before(seg, archive.root):
+                        continue
                     try:
                         decoded += estimate_bytes(seg, budget - decoded)
                     except SegmentError as e:
@@ -91,6 +97,16 @@ class ArchiveDb:
                 area_of[name] = area
                 self.view_files.setdefault(name, []).extend(files)
                 self.views.setdefault(name, kind_dir)
+
+    def _carried_before(self, seg: Path, root: Path) -> bool:
+        """A symbols segment an earlier part of the set already gave (carried into this one)."""
+        if self._symbols_seen is None:
+            return False
+        key = (str(seg.relative_to(root)), segment_digest(seg))
+        if key in self._symbols_seen:
+            return True
+        self._symbols_seen.add(key)
+        return False
 
     def _extra_views(self) -> None:
         """Friendlier views over the raw tables (names as users search for them)."""
@@ -140,6 +156,14 @@ class ArchiveDb:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def segment_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _sql_identifier(name: str) -> str:

@@ -76,7 +76,9 @@ class CaptureSet:
 
 def merged_manifest(parts: Sequence[ExtractedArchive]) -> dict:
     """One manifest for the parts of a capture, in start order: the first part's, its recording window
-    stretched to the last part's end, the segments of all, complete when every part is."""
+    stretched to the last part's end, the segments of all (a symbols segment carried from part to
+    part once), complete when every part is. Parts of a rotated capture (a "part" key) count their
+    own records and losses: those are summed."""
     if len(parts) == 1:
         return parts[0].manifest
     infos = [ManifestInfo(p.manifest) for p in parts]
@@ -90,10 +92,37 @@ def merged_manifest(parts: Sequence[ExtractedArchive]) -> dict:
         elif anchor in clock:
             del clock[anchor]  # the last part's window ends elsewhere: keep no stale anchor
     merged["clock"] = clock
-    merged["segments"] = [s for i in infos for s in (i.raw.get("segments") or []) if isinstance(s, dict)]
+    segments, seen = [], set()
+    for s in (s for i in infos for s in (i.raw.get("segments") or []) if isinstance(s, dict)):
+        key = (str(s.get("member")), str(s.get("sha256")))
+        if key not in seen:
+            seen.add(key)
+            segments.append(s)
+    merged["segments"] = segments
+    if all(isinstance(i.raw.get("part"), dict) for i in infos):
+        _sum_tracers(merged, infos)
     merged["complete"] = all(i.complete for i in infos)
     merged["parts"] = len(parts)
     return merged
+
+
+def _sum_tracers(merged: dict, infos: list[ManifestInfo]) -> None:
+    tracers = merged.get("tracers") if isinstance(merged.get("tracers"), dict) else {}
+    for name, t in tracers.items():
+        if not isinstance(t, dict):
+            continue
+        for key in ("records", "lost"):
+            t[key] = sum(as_count(i.tracer(name).get(key)) or 0 for i in infos)
+        kinds = t.get("kinds")
+        for kind, k in (kinds.items() if isinstance(kinds, dict) else ()):
+            if isinstance(k, dict):
+                k["records"] = sum(_kind_records(i, name, kind) for i in infos)
+
+
+def _kind_records(info: ManifestInfo, tracer: str, kind: str) -> int:
+    kinds = info.tracer(tracer).get("kinds")
+    k = kinds.get(kind) if isinstance(kinds, dict) else None
+    return (as_count(k.get("records")) or 0) if isinstance(k, dict) else 0
 
 
 def _start_key(part: ExtractedArchive) -> int:

@@ -24,11 +24,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.archive_db import ArchiveDb, segment_digest
 from uetrace.analyze.capture_identity import capture_identity
 from uetrace.analyze.query_views import open_for_query
 from uetrace.analyze.stacks import samples
 from uetrace.analyze.stacks.folded import frame_name
+from uetrace.archive_format import SYMBOLS_DIR
 from uetrace.errors import BadInputError
 from uetrace.output_files import write_output
 
@@ -55,6 +56,8 @@ def export_dataset(archives: Sequence[Path], out_dir: Path,
     result = DatasetResult(out_dir)
     seen: dict[str, Path] = {}
     parts: dict[str, int] = {}  # capture_id -> parts written in this run
+    # capture_id -> symbols segments exported: each part of a rotated set carries those of the parts before
+    carried: dict[str, set[tuple[str, str]]] = {}
     for archive in archives:
         with opener(archive) as db:
             ident = capture_identity(db.manifest)
@@ -67,9 +70,13 @@ def export_dataset(archives: Sequence[Path], out_dir: Path,
             part = parts.get(ident.capture_id, 0)
             parts[ident.capture_id] = part + 1
             _add_stack_profile(db)
+            sources = _symbols_sources(db, carried.setdefault(ident.capture_id, set()))
             for table in _tables(db):
+                source = sources.get(table, _quote(table))
+                if source is None:
+                    continue   # every segment of it was exported with an earlier part
                 n, columns = _write_table(db, table, out_dir / table / f"capture_id={ident.capture_id}",
-                                           ident.host, mode, part)
+                                           ident.host, mode, part, source)
                 result.rows[table] = result.rows.get(table, 0) + n
                 schema["tables"][table] = {"columns": columns, "partitioned_by": ["capture_id"]}
             entry = {"capture_id": ident.capture_id, "host": ident.host, "archive": archive.name,
@@ -109,8 +116,29 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _symbols_sources(db: ArchiveDb, carried: set[tuple[str, str]]) -> dict[str, str | None]:
+    """For the symbols tables of a part whose segments an earlier part of its capture already gave (the
+    same member, the same bytes: --rotate carries them into every part), what to read instead: its other
+    segments, or None when there is none. `carried` gains this part's symbols segments."""
+    out: dict[str, str | None] = {}
+    if not isinstance(db.manifest.get("part"), dict):
+        return out   # not a part of a rotated capture: nothing carried
+    root = db.archive.root
+    for table, files in db.view_files.items():
+        if not files or files[0].parent.parent.name != SYMBOLS_DIR:
+            continue
+        keys = [(str(f.relative_to(root)), segment_digest(f)) for f in files]
+        fresh = [f for f, k in zip(files, keys) if k not in carried]
+        carried.update(keys)
+        if len(fresh) < len(files):
+            out[table] = ("read_parquet([" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in fresh)
+                          + "], union_by_name = true)") if fresh else None
+    return out
+
+
 def _write_table(db: ArchiveDb, table: str, part_dir: Path, host: str, mode: int,
-                 part: int = 0) -> tuple[int, list[dict]]:
+                 part: int = 0, source: str | None = None) -> tuple[int, list[dict]]:
+    """`source`: what to read (SQL) when not the whole table."""
     cols = _columns(db, table)
     select = []
     for name, dtype in cols:
@@ -127,7 +155,7 @@ def _write_table(db: ArchiveDb, table: str, part_dir: Path, host: str, mode: int
     params = [host] if "host" not in {c for c, _ in cols} else []
     # COPY's target is a literal, never a parameter: the path is ours, escaped for a SQL string.
     path_sql = "'" + str(tmp).replace("'", "''") + "'"
-    db.con.execute(f"COPY (SELECT {', '.join(select)} FROM {_quote(table)}) TO {path_sql} "
+    db.con.execute(f"COPY (SELECT {', '.join(select)} FROM {source or _quote(table)}) TO {path_sql} "
                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})", params)
     os.chmod(tmp, mode)
     os.replace(tmp, target)

@@ -80,6 +80,8 @@ class CaptureOptions:
     mode: int = 0o600                       # --mode of the archive
     spool_dir: Path | None = None           # --spool-dir; None: beside the output
     max_size: int | None = None             # --max-size: stop recording when the archive nears it
+    rotate: int | None = None               # --rotate: roll into numbered parts of about this size
+    keep: int | None = None                 # --keep: with --rotate, keep only the newest N parts
     encrypt_to: list[str] = field(default_factory=list)  # --encrypt-to: age recipients (age1...)
     user: str | None = None                 # --user: who writes the archive (default: SUDO_UID)
     net: NetOptions = field(default_factory=NetOptions)
@@ -99,4 +101,5 @@ class CaptureOptions:
                 "alloc_sample": self.uprobe.alloc_sample, "all_processes": self.uprobe.all_processes,
                 "net_ifaces": list(self.net.ifaces), "net_xdp_mode": self.net.xdp_mode,
                 "net_snaplen": self.net.snaplen, "net_tc_attach": self.net.tc_attach,
-                "freq": self.stack.freq, "offcpu": self.stack.offcpu, "redact": self.redaction is not None}
+                "freq": self.stack.freq, "offcpu": self.stack.offcpu, "redact": self.redaction is not None,
+                **({"rotate": self.rotate, "keep": self.keep} if self.rotate is not None else {})}

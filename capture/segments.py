@@ -11,6 +11,10 @@ the space the archive is about to need anyway. A write error (ENOSPC, EIO, EFBIG
 the spool or the archive loses only the segment being written; it is kept in
 `error` for the session, which stops the capture.
 
+With `carry` (--rotate, capture/parts.py) the symbols/ segments stay in the spool once written: every
+new part gets them again, so that each part names its own processes and frames. rotate() ends the
+part being written between two queued items: what was queued before it is in that part.
+
 Every table passes through `redact` (uetrace/redaction/) on this thread before
 its first byte reaches the spool: nothing sensitive is ever on disk.
 """
@@ -25,13 +29,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from uetrace.archive_format import segment_member, table_member
+from uetrace.archive_format import MANIFEST, SYMBOLS_DIR, segment_member, table_member
 from uetrace.capture.archive_writer import ArchiveWriter
+from uetrace.capture.parts import PER_PART_TABLES
 from uetrace.errors import BadInputError
 
 SPOOL_PREFIX = "uetrace-seg-"
@@ -107,18 +113,31 @@ class _OpenSegment:
         self.writer.close()
 
 
+@dataclass
+class PartEnd:
+    """A queued end of part. finish_part(summary) -> (final manifest of the part, start manifest of
+    the next); on_done(result) once the next part is open."""
+
+    finish_part: Callable[[dict], tuple[bytes, bytes]]
+    on_done: Callable[[dict], None] | None
+
+
 class SegmentSink:
-    """Thread-safe: put() and put_table() may be called from any thread."""
+    """Thread-safe: put() and put_table() may be called from any thread. `archive` is an ArchiveWriter,
+    or with `carry` a PartArchives (capture/parts.py)."""
 
     def __init__(self, archive: ArchiveWriter, roll_bytes: int, roll_seconds: float,
                  on_error: Callable[[BaseException], None] | None = None, spool_dir: str | Path | None = None,
-                 redact: Callable[[str, pa.Table], pa.Table] | None = None):
+                 redact: Callable[[str, pa.Table], pa.Table] | None = None, carry: bool = False):
         self.archive = archive
         self._redact = redact
         self.roll_bytes, self.roll_seconds = roll_bytes, roll_seconds
-        self.segments: list[dict] = []           # manifest entries
-        self.rows_written: dict[str, int] = {}
-        self.bytes_written = 0
+        self.segments: list[dict] = []           # manifest entries, of the part being written
+        self.rows_written: dict[str, int] = {}   # ...of the part being written
+        self.bytes_written = 0                   # of every part
+        self._part_bytes = 0
+        self._carry = carry
+        self._carried: list[tuple[str, Path, dict]] = []   # symbols segments: member, spool file, entry
         self._open: dict[tuple[str, str], _OpenSegment] = {}
         self._seq: dict[tuple[str, str], int] = {}
         parent = Path(spool_dir) if spool_dir else archive.path.parent
@@ -155,8 +174,56 @@ class SegmentSink:
             except OSError:
                 pass  # rolled into the archive meanwhile
         on_disk = self.archive.size
-        ratio = min(1.0, on_disk / self.bytes_written) if self.bytes_written else 1.0
+        ratio = min(1.0, on_disk / self._part_bytes) if self._part_bytes else 1.0
         return on_disk + int(open_bytes * ratio)
+
+    def rotate(self, finish_part: Callable[[dict], tuple[bytes, bytes]],
+               on_done: Callable[[dict], None] | None = None) -> None:
+        """Queue the end of the part being written (see PartEnd): on the worker thread, after
+        everything queued before."""
+        self._q.put((PartEnd(finish_part, on_done), None))
+
+    def call(self, fn: Callable[[], object]) -> object:
+        """Run fn on the worker thread after everything queued, and return what it returned."""
+        done = threading.Event()
+        box: dict = {}
+
+        def job() -> dict:
+            try:
+                box["value"] = fn()
+            except BaseException as e:
+                box["error"] = e
+            finally:
+                done.set()
+            return {}
+        self.put(job)
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def end_part(self) -> dict:
+        """Worker thread: every open segment into the part; what its manifest lists."""
+        for key in list(self._open):
+            self._roll(key)
+        return {"segments": list(self.segments), "rows_written": dict(self.rows_written),
+                "bytes_written": self._part_bytes}
+
+    def start_part(self, final_manifest: bytes | None, start_manifest: bytes) -> dict:
+        """Worker thread, after end_part(): close the part with its final manifest, open the next
+        with the schema members and every symbols segment so far."""
+        if final_manifest is not None:
+            self.archive.add_bytes(MANIFEST, final_manifest)
+        closed, removed = self.archive.next_part(start_manifest)
+        self.segments, self.rows_written, self._part_bytes = [], {}, 0
+        for member, path, entry in self._carried:
+            self.archive.add_file(member, path)
+            self._part_bytes += entry["bytes"]
+            self.segments.append(entry)
+            self.rows_written[entry["kind"]] = self.rows_written.get(entry["kind"], 0) + entry["rows"]
+        return {"closed": str(closed), "removed": [str(p) for p in removed], "number": self.archive.number,
+                "path": str(self.archive.path), "partial": str(self.archive.partial),
+                "finished_bytes": self.archive.finished_bytes, "start_size": self.archive.size}
 
     def close(self) -> None:
         """Write everything queued, close every open segment, append it to the archive."""
@@ -178,7 +245,9 @@ class SegmentSink:
                         self._failed(e)
                 return
             try:
-                if item:
+                if item and isinstance(item[0], PartEnd):
+                    self._rotate(item[0])
+                elif item:
                     job, area = item
                     for kind, table in job().items():
                         if table.num_rows:
@@ -186,6 +255,15 @@ class SegmentSink:
                 self._roll_old()
             except BaseException as e:  # keep draining: losing the rest would be worse
                 self._failed(e)
+
+    def _rotate(self, rot: PartEnd) -> None:
+        done = None
+        try:
+            final, start = rot.finish_part(self.end_part())
+            done = self.start_part(final, start)
+        finally:
+            if rot.on_done:   # also after a failure (done None): the session's rotation thread waits
+                rot.on_done(done)
 
     def _failed(self, e: BaseException) -> None:
         self.error = self.error or e
@@ -227,15 +305,22 @@ class SegmentSink:
 
     def _roll(self, key: tuple[str, str]) -> None:
         seg = self._open.pop(key)
+        area, kind = key
+        carry = self._carry and area == SYMBOLS_DIR and kind not in PER_PART_TABLES
         try:
             seg.close()
-            area, kind = key
             member = (segment_member if area == "events" else table_member)(kind, self._seq[key])
             digest = hashlib.sha256(seg.path.read_bytes()).hexdigest()
             size = seg.path.stat().st_size
             self.archive.add_file(member, seg.path)
-        finally:
-            seg.path.unlink(missing_ok=True)   # written or lost: either way its spool space goes back
+        except BaseException:
+            seg.path.unlink(missing_ok=True)   # lost: its spool space goes back
+            raise
+        entry = {"member": member, "kind": kind, "rows": seg.rows, "bytes": size, "sha256": digest}
+        if carry:
+            self._carried.append((member, seg.path, entry))   # for the next parts; removed with the spool
+        else:
+            seg.path.unlink(missing_ok=True)
         self.bytes_written += size
-        self.segments.append({"member": member, "kind": kind, "rows": seg.rows, "bytes": size,
-                              "sha256": digest})
+        self._part_bytes += size
+        self.segments.append(entry)

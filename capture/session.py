@@ -9,16 +9,23 @@ stand for ArchiveWriter and SegmentSink). Whatever stops the capture
 (duration, signal, write error), _finish() detaches every program, drains what
 is left in the rings, and closes the archive with a final manifest, which
 renames NAME.partial to NAME. A capture that fails before it records anything
-removes NAME.partial instead.
+removes NAME.partial instead. With --rotate the archive is a numbered part and
+capture/rotation.py ends each part while recording goes on; the last part is
+closed as above.
+
+(Over 400 lines: setup, the drain loop and teardown share the tracer runs and their
+locks; rotation and the writer process live in modules of their own.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import gc
 import json
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -32,10 +39,12 @@ from uetrace.capture.btf import Btf
 from uetrace.capture.libbpf import BpfError, BpfObject, possible_cpus
 from uetrace.capture.manifest import base_manifest, clock_anchors
 from uetrace.capture.options import CaptureOptions
+from uetrace.capture.parts import PartArchives, check_rotation, part_segment_bytes
 from uetrace.capture.privileges import ensure_tracefs, require_tracing_privileges
 from uetrace.capture.privsep import writer_user
 from uetrace.capture.records import Decoder, kinds_from_btf
 from uetrace.capture.ring import Chunk, RingReader
+from uetrace.capture.rotation import Rotation, size_budget
 from uetrace.capture.segments import SegmentSink
 from uetrace.capture.snapshot.processes import ProcessSnapshotter
 from uetrace.capture.snapshot.symbols import SymbolSnapshot
@@ -79,16 +88,13 @@ class Progress:
     backlog: int
 
 
-def size_budget(max_size: int) -> int:
-    """When to stop recording for --max-size: what is still to come after the stop (rows buffered for
-    a row group, segment footers, the symbol snapshot, the final manifest) needs room below the limit."""
-    return max_size - max(1 << 20, max_size // 10)
-
-
 class CaptureSession:
-    def __init__(self, opts: CaptureOptions, on_progress: Callable[[Progress], None] | None = None):
+    def __init__(self, opts: CaptureOptions, on_progress: Callable[[Progress], None] | None = None,
+                 on_notice: Callable[[str], None] | None = None):
+        """on_notice(text): what the user should read once while it runs (--keep deleting parts)."""
         self.opts = opts
         self.on_progress = on_progress
+        self.on_notice = on_notice
         self.runs: list[TracerRun] = []
         self.skipped: dict[str, str] = {}
         self.failures: dict[str, list[dict]] = {}
@@ -100,6 +106,7 @@ class CaptureSession:
         self.sink: SegmentSink | None = None
         self.snap: ProcessSnapshotter | None = None
         self.redactor = TableRedactor(opts.redaction) if opts.redaction is not None else None
+        self.rotation: Rotation | None = None   # --rotate
 
     def request_stop(self, reason: str = "requested") -> None:
         if not self._stop.is_set():
@@ -180,14 +187,27 @@ class CaptureSession:
         require_tracing_privileges()
         ensure_tracefs()
         classes = self._selected()
+        check_rotation(self.opts.rotate, self.opts.keep, self.opts.max_size)
+        rotating = self.opts.rotate is not None
+        if rotating:
+            self.opts.segment_bytes = part_segment_bytes(self.opts.rotate, self.opts.segment_bytes)
+            self.rotation = Rotation(self)
         recipients = [parse_recipient(r) for r in self.opts.encrypt_to]
         writer = writer_user(self.opts.user)   # None: this process writes (a root login)
-        self.archive = (WriterProcess(self.opts, writer) if writer else
-                        ArchiveWriter(self.opts.output, force=self.opts.force, mode=self.opts.mode,
-                                      recipients=recipients))
+        if writer:
+            self.archive = WriterProcess(self.opts, writer)
+        elif rotating:
+            self.archive = PartArchives(self.opts.output, keep=self.opts.keep, force=self.opts.force,
+                                        mode=self.opts.mode, recipients=recipients)
+        else:
+            self.archive = ArchiveWriter(self.opts.output, force=self.opts.force, mode=self.opts.mode,
+                                         recipients=recipients)
         recording = False
         try:
             self.manifest = base_manifest(self.opts.to_manifest(), self.opts.command_line)
+            if rotating:   # the same explicit id in every part: the offline commands read them as one
+                self.manifest["capture_id"] = secrets.token_hex(8)
+                self.manifest["part"] = {"number": 1, "window": {"start": self.manifest["clock"]["start"]}}
             if writer:
                 self.manifest["writer"] = {"uid": writer.uid, "gid": writer.gid, "user": writer.name}
             if self.opts.encrypt_to:
@@ -200,7 +220,7 @@ class CaptureSession:
             redact = self.redactor.redact if self.redactor else None
             self.sink = (self.archive.sink(redact=redact) if writer else
                          SegmentSink(self.archive, self.opts.segment_bytes, self.opts.segment_seconds,
-                                     spool_dir=self.opts.spool_dir, redact=redact))
+                                     spool_dir=self.opts.spool_dir, redact=redact, carry=rotating))
             self.snap = ProcessSnapshotter(lambda k, t: self.sink.put_table(k, t, area="symbols"))
             self.ncpu = possible_cpus()
             with stop_signals(self.request_stop, self.archive.partial):
@@ -269,7 +289,8 @@ class CaptureSession:
             got = self._drain_once()
             if now >= next_stats:
                 self._update_stats(now - start)
-                if self.opts.max_size and self.sink.size_so_far() >= size_budget(self.opts.max_size):
+                finished = self.rotation.finished_bytes if self.rotation else 0   # --max-size: all parts
+                if self.opts.max_size and finished + self.sink.size_so_far() >= size_budget(self.opts.max_size):
                     self.request_stop("max size")
                     break
                 for run in self.runs:
@@ -278,6 +299,8 @@ class CaptureSession:
             if self.sink.error:
                 self.request_stop("write error")
                 break
+            if self.rotation and self.rotation.due(self.sink.size_so_far()):
+                self.rotation.start()
             # Sleep between drains unless a ring is filling: reading a few records at a time
             # in a tight loop cost more CPU (numpy's fixed cost per call) than the records did.
             if not got or not any(r.ring.pending_bytes() > r.ring.size // 4 for r in self.runs):
@@ -336,6 +359,10 @@ class CaptureSession:
     # ---- teardown ----------------------------------------------------------------------------
 
     def _finish(self, keep: bool = True) -> None:
+        if self.rotation:
+            # A part being ended ends first: its part_done() and the tracers' finish() below share
+            # their state (stacks written, symbols).
+            self.rotation.join()
         # Recording stops here (detaching uprobes takes ~70 ms per link, and clock.end comes after
         # the symbol snapshots): ages "at the end of the capture" (leaks, waits of deadlocked
         # threads) are measured to this instant.
@@ -397,20 +424,31 @@ class CaptureSession:
         run.tracer.finish(lambda k, t: self.sink.put_table(k, t, area="symbols"))
 
     def _write_final_manifest(self) -> None:
-        m = self.manifest
+        self.manifest = self.completed_manifest(self.sink.segments if self.sink else [],
+                                                self.sink.rows_written if self.sink else {}, self.stop_reason)
+        self.archive.add_bytes(MANIFEST, json.dumps(self.manifest, indent=1).encode())
+
+    def completed_manifest(self, segments: list, rows: dict, stop_reason: str) -> dict:
+        """The final manifest of the archive (or --rotate part) being written: self.manifest, filled in."""
+        m = copy.deepcopy(self.manifest)
         # complete: every record drained was written (a write error loses some)
         m["complete"] = not (self.sink and self.sink.error)
-        m["stop_reason"] = self.stop_reason
+        m["stop_reason"] = stop_reason
         m["clock"]["end"] = clock_anchors()
-        rows = self.sink.rows_written if self.sink else {}
+        if self.rotation:
+            m["part"]["window"]["end"] = m["clock"].get("detached", m["clock"]["end"])
         for run in self.runs:
             t = run.tracer
+            kinds = {k.name: {"records": rows.get(k.name, 0)} for k in run.decoder.kinds.values()}
+            records, lost, per_cpu, windows = run.records, run.lost, run.lost_per_cpu, run.loss_windows
+            if self.rotation:
+                records, lost, per_cpu, windows = self.rotation.part_counters(m, t.name, kinds, lost, per_cpu,
+                                                                              windows)
             m["tracers"][t.name] = {
                 "attached": True, "description": t.description, "attach_points": t.attached,
-                "attach_failures": self.failures.get(t.name, []),
-                "kinds": {k.name: {"records": rows.get(k.name, 0)} for k in run.decoder.kinds.values()},
-                "records": run.records, "lost": run.lost, "lost_per_cpu": run.lost_per_cpu,
-                "loss_windows": run.loss_windows, "discarded": run.ring.discarded,
+                "attach_failures": self.failures.get(t.name, []), "kinds": kinds,
+                "records": records, "lost": lost, "lost_per_cpu": per_cpu,
+                "loss_windows": windows, "discarded": run.ring.discarded,
                 "undecoded": run.decoder.unknown, "stats": t.stats, "notes": t.notes}
         for name, why in self.skipped.items():
             m["tracers"][name] = {"attached": False, "reason": why}
@@ -418,12 +456,12 @@ class CaptureSession:
             if name not in m["tracers"]:
                 m["tracers"][name] = {"attached": False, "attach_failures": fails,
                                       "reason": fails[-1]["error"] if fails else "failed"}
-        m["segments"] = self.sink.segments if self.sink else []
+        m["segments"] = segments
         m["redaction"] = self.redactor.to_manifest() if self.redactor else {"enabled": False}
         m["snapshot"] = {"processes": self.snap.count if self.snap else 0}
         if self.sink and self.sink.error:
             m["errors"] = [f"write segments: {self.sink.error}"]
-        self.archive.add_bytes(MANIFEST, json.dumps(m, indent=1).encode())
+        return m
 
 
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS)

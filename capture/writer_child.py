@@ -28,6 +28,7 @@ import pyarrow.parquet  # noqa: F401
 
 from uetrace.capture import writer_protocol as wp
 from uetrace.capture.archive_writer import ArchiveWriter
+from uetrace.capture.parts import PartArchives
 from uetrace.capture.privsep import WriterUser, drop_to
 from uetrace.capture.segments import SegmentSink
 from uetrace.encryption import parse_recipient
@@ -38,12 +39,15 @@ class Writer:
     def __init__(self, cfg: dict, out) -> None:
         self._out = out
         self._lock = threading.Lock()
-        self.archive = ArchiveWriter(cfg["output"], force=cfg["force"], mode=cfg["mode"],
-                                     recipients=[parse_recipient(r) for r in cfg["encrypt_to"]])
+        recipients = [parse_recipient(r) for r in cfg["encrypt_to"]]
+        rotate = cfg.get("rotate") is not None
+        self.archive = (PartArchives(cfg["output"], keep=cfg.get("keep"), force=cfg["force"], mode=cfg["mode"],
+                                     recipients=recipients) if rotate else
+                        ArchiveWriter(cfg["output"], force=cfg["force"], mode=cfg["mode"], recipients=recipients))
         try:
             self.sink: SegmentSink | None = SegmentSink(
                 self.archive, cfg["segment_bytes"], cfg["segment_seconds"], on_error=self._failed,
-                spool_dir=cfg["spool_dir"])
+                spool_dir=cfg["spool_dir"], carry=rotate)
         except BaseException:
             self.archive.discard()
             raise
@@ -59,6 +63,14 @@ class Writer:
     def _failed(self, e: BaseException) -> None:
         self.send({"failed": getattr(e, "strerror", None) or str(e), "errno": getattr(e, "errno", None) or 0})
 
+    def _on_sink(self, fn):
+        """fn on the sink's thread, after the tables queued before; None if it failed (reported)."""
+        try:
+            return self.sink.call(fn)
+        except Exception as e:   # noqa: BLE001 - reported to root, which stops the capture
+            self._failed(e)
+            return None
+
     def _close_sink(self) -> None:
         if self.sink is not None:
             sink, self.sink = self.sink, None
@@ -73,6 +85,11 @@ class Writer:
         elif op == wp.TABLE and self.sink is not None:
             area, _, kind = name.partition("/")
             self.sink.put_table(kind, wp.read_table(payload), area=area)
+        elif op == wp.END_PART and self.sink is not None:
+            self.send({"part_summary": self._on_sink(self.sink.end_part)})
+        elif op == wp.NEXT_PART and self.sink is not None:
+            sink = self.sink
+            self.send({"next_part": self._on_sink(lambda: sink.start_part(None, payload))})
         elif op == wp.CLOSE_SINK:
             sink = self.sink
             self._close_sink()

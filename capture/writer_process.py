@@ -25,9 +25,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from uetrace.archive_format import MANIFEST
 from uetrace.capture import writer_protocol as wp
 from uetrace.capture.options import CaptureOptions
+from uetrace.capture.parts import part_path
 from uetrace.capture.privsep import WriterUser
+from uetrace.capture.segments import PartEnd
 from uetrace.errors import BadInputError, UetraceError
 from uetrace.output_files import partial_path
 
@@ -41,8 +44,8 @@ class WriterProcess:
     """Archive-writer side: add_bytes, close, discard, abandon, partial, path."""
 
     def __init__(self, opts: CaptureOptions, user: WriterUser):
-        self.path = Path(opts.output)
-        self.partial = partial_path(self.path)
+        self.path = part_path(opts.output, 1) if opts.rotate is not None else Path(opts.output)
+        self.partial = partial_path(self.path)   # --rotate: the part being written (RemoteSink moves them on)
         self.user = user
         self.error: OSError | None = None
         self.bytes_written = 0
@@ -56,7 +59,8 @@ class WriterProcess:
         cfg = {"output": os.path.abspath(opts.output), "force": opts.force, "mode": opts.mode,
                "spool_dir": os.path.abspath(opts.spool_dir) if opts.spool_dir else None,
                "segment_bytes": opts.segment_bytes, "segment_seconds": opts.segment_seconds,
-               "encrypt_to": list(opts.encrypt_to), "uid": user.uid, "gid": user.gid, "user": user.name}
+               "encrypt_to": list(opts.encrypt_to), "uid": user.uid, "gid": user.gid, "user": user.name,
+               "rotate": opts.rotate, "keep": opts.keep}
         # Its own session: Ctrl-C at the terminal is root's to handle; the writer stops when told.
         self.proc = subprocess.Popen([sys.executable, "-m", "uetrace.capture.writer_child", json.dumps(cfg)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
@@ -151,8 +155,8 @@ class WriterProcess:
             return False
         return stat[stat.rfind(b")") + 2:][:1] in (b"T", b"t")
 
-    def _request(self, op: bytes, keys: tuple[str, ...]) -> dict:
-        self._send(wp.frame(op))
+    def _request(self, op: bytes, keys: tuple[str, ...], payload: bytes = b"") -> dict:
+        self._send(wp.frame(op, "", payload))
         return self._await(keys, REPLY_TIMEOUT_S)
 
     def _final(self, op: bytes, key: str) -> None:
@@ -257,6 +261,32 @@ class RemoteSink:
     def put_table(self, kind: str, table: pa.Table, area: str = "events") -> None:
         self._put((lambda: {kind: table}, area))
 
+    def rotate(self, finish_part: Callable[[dict], tuple[bytes, bytes]],
+               on_done: Callable[[dict | None], None] | None = None) -> None:
+        """SegmentSink.rotate, with the writer: what was queued before goes into the part."""
+        self._put((PartEnd(finish_part, on_done), None))
+
+    def _rotate(self, rot: PartEnd) -> None:
+        done = None
+        try:
+            if self.writer.error is None:
+                got = self.writer._request(wp.END_PART, ("part_summary",)).get("part_summary")
+                if isinstance(got, dict):
+                    final, start = rot.finish_part(_summary(got))
+                    self.writer.add_bytes(MANIFEST, final)
+                    done = _next_part(self.writer._request(wp.NEXT_PART, ("next_part",), start).get("next_part"))
+                    if done is None:
+                        self.writer.fail("the writer process could not start the next part")
+                    else:
+                        self.writer.path, self.writer.partial = Path(done["path"]), Path(done["partial"])
+                        # Until the writer's next size report: the old part's size would end this one at once.
+                        self.writer.size_so_far = done["start_size"]
+        except BaseException as e:   # the session sees `error` and stops
+            self.writer.fail(e)
+        finally:
+            if rot.on_done:
+                rot.on_done(done)
+
     def backlog(self) -> int:
         return self._q.qsize()
 
@@ -292,6 +322,9 @@ class RemoteSink:
             if item is None:
                 return
             job, area = item
+            if isinstance(job, PartEnd):
+                self._rotate(job)
+                continue
             try:
                 tables = job()   # always run: a job may be a barrier the session waits on
                 if self.writer.error is None:
@@ -300,6 +333,26 @@ class RemoteSink:
                             self.writer.send_table(area, kind, self._redact(kind, table) if self._redact else table)
             except BaseException as e:   # keep draining: the session sees `error` and stops
                 self.writer.fail(e)
+
+
+def _summary(got: dict) -> dict:
+    """A part's segments and rows as the writer reported them (untrusted: only the expected types)."""
+    segs, rows = got.get("segments"), got.get("rows_written")
+    return {"segments": [s for s in segs if isinstance(s, dict)] if isinstance(segs, list) else [],
+            "rows_written": ({k: v for k, v in rows.items() if isinstance(v, int)} if isinstance(rows, dict) else {}),
+            "bytes_written": got["bytes_written"] if isinstance(got.get("bytes_written"), int) else 0}
+
+
+def _next_part(got: object) -> dict | None:
+    """The writer's word on the next part, if it is well formed."""
+    if not isinstance(got, dict):
+        return None
+    texts, counts = ("closed", "path", "partial"), ("number", "finished_bytes", "start_size")
+    if not all(isinstance(got.get(k), str) for k in texts) or not all(isinstance(got.get(k), int) for k in counts):
+        return None
+    removed = got.get("removed")
+    return {**{k: got[k] for k in texts + counts},
+            "removed": [r for r in removed if isinstance(r, str)] if isinstance(removed, list) else []}
 
 
 def _errno(got: dict) -> int:

@@ -25,6 +25,10 @@ CLOSE_SINK = b"F"    # roll every open segment; reply {"sink": {...}}
 CLOSE = b"C"         # end the tar and rename NAME.partial to NAME; reply {"closed": path} or {"error": ...}
 DISCARD = b"D"       # remove NAME.partial; reply {"discarded": path}
 ABANDON = b"A"       # leave NAME.partial; reply {"abandoned": path}
+# --rotate (capture/parts.py): END_PART, then the part's final manifest (ADD_BYTES), then NEXT_PART.
+END_PART = b"E"      # roll every open segment into the part; reply {"part_summary": {...} or null}
+NEXT_PART = b"N"     # payload: the next part's first manifest; close the part, open the next;
+#                      reply {"next_part": {closed, removed, number, path, partial, ...} or null}
 
 
 def frame(op: bytes, name: str = "", payload: bytes | memoryview = b"") -> list:

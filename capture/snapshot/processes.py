@@ -86,6 +86,13 @@ class ProcessSnapshotter:
         """Every process alive now (the capture's starting point)."""
         self.saw(live_pids())
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every pid handed over so far is read and its rows emitted (a part of a
+        rotated capture ends: its processes go into it). False if that took longer than timeout."""
+        done = threading.Event()
+        self._q.put(done)
+        return done.wait(timeout)
+
     def close(self, timeout: float | None = None) -> None:
         """Write what is pending and stop. With a timeout, a thread still stuck after it (a
         read of a hung filesystem) is left behind, a daemon: the capture ends without it."""
@@ -97,7 +104,10 @@ class ProcessSnapshotter:
         maps: list[dict] = []
         while True:
             item = self._q.get()
-            if item is not None:
+            flushed = item if isinstance(item, threading.Event) else None
+            if flushed is not None:
+                item = False
+            if item:
                 pid, reason = item
                 ts = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
                 row = read_process(pid)
@@ -105,10 +115,12 @@ class ProcessSnapshotter:
                     procs.append({"ts": ts, "reason": reason, **row})
                     maps.extend({"ts": ts, **m} for m in read_mappings(pid))
                     self.count += 1
-            if procs and (item is None or len(procs) >= 256 or self._q.empty()):
+            if procs and (not item or len(procs) >= 256 or self._q.empty()):
                 self._emit("processes", pa.Table.from_pylist(procs, schema=PROCESS_SCHEMA))
                 if maps:
                     self._emit("mappings", pa.Table.from_pylist(maps, schema=MAPPING_SCHEMA))
                 procs, maps = [], []
+            if flushed is not None:
+                flushed.set()
             if item is None:
                 return

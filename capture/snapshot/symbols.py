@@ -53,6 +53,7 @@ class SymbolSnapshot:
         self._comm: dict[int, str] = {}               # pid -> comm when its mappings were last read
         self._objects: dict[str, list[str]] = {}      # build_id -> paths to try, best first
         self._mappings: list[dict] = []               # rows not yet written
+        self._maps_read: dict[int, frozenset] = {}     # pid -> the mappings last read
         self._written: set[str] = set()               # build ids already extracted
         self._kallsyms_written = False
         self.stats = {"objects": 0, "objects_without_symbols": 0, "objects_with_lines": 0}
@@ -69,10 +70,11 @@ class SymbolSnapshot:
                 self._comm[pid] = comm if pid not in self._comm else "*"  # twice is enough
             self._read(pid)
 
-    def _read(self, pid: int) -> None:
+    def _read(self, pid: int, only_changed: bool = False) -> None:
         """/proc/<pid>/maps and the build ids of the mapped files, at once: a short-lived
         process may be gone soon. Build ids are cached per file, so only new files cost
-        an ELF read (this runs on the segment writer thread)."""
+        an ELF read (this runs on the segment writer thread). only_changed: no rows if the
+        mappings are those read last time (a --rotate part re-reads every sampled process)."""
         ts = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         rows = []
         for r in read_maps(pid):
@@ -81,14 +83,19 @@ class SymbolSnapshot:
             if bid:
                 with self._lock:
                     self._objects.setdefault(bid, [path, r["path"]])
+        key = frozenset((r["start"], r["end"], r["file_offset"], r["path"], r["inode"]) for r in rows)
         with self._lock:
+            if only_changed and self._maps_read.get(pid) == key:
+                return
+            self._maps_read[pid] = key
             self._mappings.extend(rows)
 
-    def write(self, write_table) -> None:
-        """Re-read live processes' mappings, then write mappings, objects and kallsyms."""
+    def write(self, write_table, only_changed: bool = False) -> None:
+        """Re-read live processes' mappings, then write mappings, objects and kallsyms.
+        only_changed (the end of a --rotate part): re-read mappings only where they changed."""
         for pid in list(self._comm):
             if os.path.exists(f"/proc/{pid}"):
-                self._read(pid)
+                self._read(pid, only_changed)
         with self._lock:
             mappings, self._mappings = self._mappings, []
             todo = {b: p for b, p in self._objects.items() if b not in self._written}

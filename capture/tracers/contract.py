@@ -92,6 +92,11 @@ class Tracer:
         """Called before the session detaches the programs: stop any thread that
         attaches new points (e.g. the uprobe tracers' --comm watcher)."""
 
+    def part_done(self, write_table) -> None:
+        """--rotate: the part being written ends while the programs still run. Write what its
+        records need offline and was not written yet (stacks, symbols) with write_table(kind, table):
+        the next parts carry it too (capture/parts.py). Runs on the segment writer thread."""
+
     def finish(self, write_table) -> None:
         """Called once after the last drain, with the programs detached: dump map
         snapshots with write_table(kind, table)."""

@@ -52,6 +52,10 @@ class LockTracer(UprobeTracer):
     def tick(self, write_table) -> None:
         self._write_data_symbols(write_table)   # a killed capture keeps what was read so far
 
+    def part_done(self, write_table) -> None:
+        super().part_done(write_table)
+        self._write_data_symbols(write_table)
+
     def finish(self, write_table) -> None:
         super().finish(write_table)
         for t in self.targets:   # objects loaded (dlopen) after attach; gone processes read as empty

@@ -50,6 +50,7 @@ class NetTracer(Tracer):
         self._btf: Btf | None = None
         self._next_snapshot = 0.0
         self._dumper: threading.Thread | None = None
+        self._interfaces_written = False
 
     def check(self) -> None:
         wanted = list(self.opts.net.ifaces)
@@ -152,7 +153,16 @@ class NetTracer(Tracer):
         ncpu = possible_cpus()
         write_table("net_flows", dump_flows(self.obj, self.btf, ncpu))
         write_table("net_iface_stats", dump_iface_stats(self.obj, self.btf, ncpu))
-        write_table("interfaces", ifsnap.to_table(self.snapshot, self.attach_how))
+        if not self._interfaces_written:
+            write_table("interfaces", ifsnap.to_table(self.snapshot, self.attach_how))
+
+    def part_done(self, write_table) -> None:
+        """The interfaces as attached, once (the next parts carry them), and the flow table as the
+        part ends (each part keeps its own snapshots: capture/parts.py PER_PART_TABLES)."""
+        if not self._interfaces_written:
+            self._interfaces_written = True
+            write_table("interfaces", ifsnap.to_table(self.snapshot, self.attach_how))
+        write_table("net_flows", dump_flows(self.obj, self.btf, possible_cpus()))
 
 
 def macs_to_text(col: pa.ChunkedArray | pa.Array) -> pa.Array:

@@ -23,7 +23,7 @@ from uetrace.capture.procfs import live_pids, read_comm
 from uetrace.capture.tracers.contract import Tracer
 from uetrace.capture.tracers.perf_event import online_cpus, open_cpu_clock
 from uetrace.capture.tracers.python_frames import PythonFrames
-from uetrace.capture.tracers.stack_maps import StackInterner, dump_stacks, size_stack_map
+from uetrace.capture.tracers.stack_maps import StackInterner, dump_stacks, size_stack_map, unwritten
 
 SAMPLE_DEPTH = 127  # UE_SAMPLE_DEPTH in bpf/stack.h
 
@@ -44,6 +44,7 @@ class StackTracer(Tracer):
         self.perf_fds: list[int] = []  # ours; each link holds a dup, which libbpf closes on detach
         self.interned = StackInterner(SAMPLE_DEPTH)
         self.python = PythonFrames(None, None, None)
+        self._stacks_written: set[int] = set()
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         if self.freq <= 0:
@@ -115,19 +116,28 @@ class StackTracer(Tracer):
         pairs = table.select(["pid", "comm"]).group_by(["pid", "comm"]).aggregate([])
         self.symbols.saw(pairs.column("pid").to_numpy(), pairs.column("comm").to_numpy(zero_copy_only=False))
 
+    def part_done(self, write_table) -> None:
+        self.tick(write_table)
+        self._write_stacks(write_table)
+        self.symbols.write(write_table, only_changed=True)
+
+    def _write_stacks(self, write_table) -> None:
+        mapped, interned = dump_stacks(self.obj, self.name), self.interned.dump(self.name)
+        table = pa.concat_tables([interned.table, mapped.table])
+        self.stats.update({"stacks": table.num_rows, "stack_max_depth": mapped.max_depth,
+                           "stacks_truncated_at_max_depth": mapped.truncated_at_max_depth
+                           + interned.truncated_at_max_depth})
+        table = unwritten(table, self._stacks_written)
+        if table.num_rows:
+            write_table("stacks", table)
+
     def finish(self, write_table) -> None:
         self.python.sweep()
         self.tick(write_table)
         self.stats.update(self.python.stats)
         self.notes.extend(self.python.notes())
         try:
-            mapped, interned = dump_stacks(self.obj, self.name), self.interned.dump(self.name)
-            table = pa.concat_tables([interned.table, mapped.table])
-            self.stats.update({"stacks": table.num_rows, "stack_max_depth": mapped.max_depth,
-                               "stacks_truncated_at_max_depth": mapped.truncated_at_max_depth
-                               + interned.truncated_at_max_depth})
-            if table.num_rows:
-                write_table("stacks", table)
+            self._write_stacks(write_table)
         finally:
             for fd in self.perf_fds:
                 os.close(fd)

@@ -77,6 +77,16 @@ class StackInterner:
         return StackDump(table, self.depth, int((lengths == self.depth).sum()))
 
 
+def unwritten(table: pa.Table, written: set[int]) -> pa.Table:
+    """The rows of a stacks table whose ids were not written yet (a rotated capture writes its stacks at
+    the end of each part; ids are stable: the map has no BPF_F_REUSE_STACKID, interned ids only grow).
+    Their ids join `written`."""
+    ids = table.column("stack_id").to_pylist()
+    keep = [i not in written for i in ids]
+    written.update(ids)
+    return table if all(keep) else table.filter(pa.array(keep, pa.bool_()))
+
+
 def size_stack_map(obj: BpfObject, entries: int) -> None:
     """Set the number of stack slots before load (a power of two is what the kernel uses)."""
     obj.map(STACK_MAP).set_max_entries(max(1, int(entries)))

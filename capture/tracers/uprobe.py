@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from uetrace.capture.libbpf import BpfError, BpfObject
 from uetrace.capture.tracers import uprobe_targets as tg
 from uetrace.capture.tracers.contract import NotAttached, Tracer
-from uetrace.capture.tracers.stack_maps import dump_stacks
+from uetrace.capture.tracers.stack_maps import dump_stacks, unwritten
 from uetrace.capture.tracers.uprobe_offsets import function_offsets
 from uetrace.errors import UetraceError
 
@@ -39,6 +39,7 @@ class UprobeTracer(Tracer):
         self._watcher: tg.CommWatcher | None = None
         self._attach_lock = threading.Lock()
         self._stopped = False
+        self._stacks_written: set[int] = set()
 
     @property
     def all_processes(self) -> bool:
@@ -114,13 +115,21 @@ class UprobeTracer(Tracer):
     def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
         self.symbols.saw(pc.unique(table.column("pid")).to_numpy())
 
-    def finish(self, write_table) -> None:
-        """The user stacks that the records' ustack_id point to, and the symbols to name them."""
+    def part_done(self, write_table) -> None:
+        self._write_stacks(write_table)
+        self.symbols.write(write_table, only_changed=True)
+
+    def _write_stacks(self, write_table) -> None:
         dump = dump_stacks(self.obj, self.name)
         self.stats.update(dump.stats())
+        table = unwritten(dump.table, self._stacks_written)
+        if table.num_rows:
+            write_table("stacks", table)
+
+    def finish(self, write_table) -> None:
+        """The user stacks that the records' ustack_id point to, and the symbols to name them."""
+        self._write_stacks(write_table)
         self.stats["targets"] = [{"pid": t.pid, "comm": t.comm, "library": t.library} for t in self.targets]
-        if dump.table.num_rows:
-            write_table("stacks", dump.table)
         self.symbols.write(write_table)
 
     def stop(self) -> None:

@@ -75,6 +75,15 @@ def _title(p) -> str:
 @click.option("--max-size", type=Size(), default=None, metavar="SIZE",
               help="Stop recording when the archive nears SIZE (100M, 2G): it ends below SIZE unless the "
                    "symbol snapshot written at the end is larger than a tenth of it.")
+@click.option("--rotate", type=Size(), default=None, metavar="SIZE",
+              help="Roll into numbered standalone archives of about SIZE (5M, 1G), like tcpdump -C: "
+                   "-o run.tar.zst writes run-000001.tar.zst, run-000002.tar.zst, ... (each with its own "
+                   "manifest and symbol snapshot; the offline commands take 'run-*.tar.zst' as one capture). "
+                   "With --max-size, that bounds all the parts together. Parts of an earlier capture to the "
+                   "same name are refused unless --force, which deletes them.")
+@click.option("--keep", type=int, default=None, metavar="N",
+              help="--rotate: keep only the newest N parts (the one being written included), deleting the "
+                   "oldest as new ones start (like tcpdump -W). Default: keep all.")
 @click.option("--upload", "upload_url", default=None, metavar="URL",
               help="Then send the archive with a verified HTTPS PUT (see `trace upload`); the local copy stays.")
 @click.option("--upload-ca-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -121,9 +130,9 @@ def _title(p) -> str:
 @click.option("--keep-header", "keep_headers", multiple=True, metavar="NAME",
               help="Do not mask this HTTP header, though it is on the deny list (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
-def command(duration, output, force, mode, spool_dir, max_size, upload_url, upload_ca_cert, tracers, pids, comms,
-            snaplen, ring_size, segment_seconds, alloc_sample, all_processes, ifaces, xdp_mode, net_snaplen,
-            tc_attach, freq, offcpu, encrypt_to, user, no_redact, redact_headers, keep_headers, quiet):
+def command(duration, output, force, mode, spool_dir, max_size, rotate, keep, upload_url, upload_ca_cert, tracers,
+            pids, comms, snaplen, ring_size, segment_seconds, alloc_sample, all_processes, ifaces, xdp_mode,
+            net_snaplen, tc_attach, freq, offcpu, encrypt_to, user, no_redact, redact_headers, keep_headers, quiet):
     """Record what the tracers see into one archive (needs root).
 
     Secrets are masked in place (same length) before anything is written:
@@ -139,7 +148,9 @@ def command(duration, output, force, mode, spool_dir, max_size, upload_url, uplo
       sudo trace capture -d 60s -o run.tar.zst
       sudo trace capture -d 10s --tracers sock,proc --pid 1234 -o web.tar.zst
       sudo trace capture -d 10s -t +lock,+alloc --comm myserver -o slow.tar.zst
+      sudo trace capture --rotate 100M --keep 10 -o ring.tar.zst   # ring-000001.tar.zst, ...
     """
+    from uetrace.capture.parts import check_rotation, part_glob
     from uetrace.capture.session import CaptureSession
     from uetrace.capture.tracers.catalog import TRACERS, select
     from uetrace.errors import BadInputError
@@ -147,11 +158,15 @@ def command(duration, output, force, mode, spool_dir, max_size, upload_url, uplo
 
     if ring_size & (ring_size - 1):
         raise BadInputError(f"--ring-size {ring_size}: must be a power of two (MiB)")
+    check_rotation(rotate, keep, max_size)
+    if rotate is not None and upload_url:
+        raise BadInputError("--upload sends one archive: upload the parts of --rotate with `trace upload`")
     names = select(tracers) if tracers else []
     opts = o.CaptureOptions(output=output, duration=duration, tracers=names, pids=list(pids),
                             comms=list(comms), snaplen=snaplen, ring_size=ring_size << 20,
                             segment_seconds=segment_seconds, command_line=sys.argv[:],
                             force=force, mode=mode, spool_dir=spool_dir, max_size=max_size,
+                            rotate=rotate, keep=keep,
                             encrypt_to=list(encrypt_to), user=user,
                             net=o.NetOptions(ifaces=list(ifaces), xdp_mode=xdp_mode, snaplen=net_snaplen,
                                              tc_attach=tc_attach),
@@ -178,9 +193,15 @@ def command(duration, output, force, mode, spool_dir, max_size, upload_url, uplo
         upload_opts = UploadOptions(ca_cert=upload_ca_cert)
         check_url(upload_url, upload_opts)  # a bad URL is refused before anything is recorded
     with ProgressView(err, enabled=not quiet and err.is_terminal) as view:
-        session = CaptureSession(opts, on_progress=view.update)
+        session = CaptureSession(opts, on_progress=view.update,
+                                 on_notice=lambda text: err.print(f"note: {text}", markup=False, highlight=False))
         manifest = session.run()
-    _summary(err, manifest, output)
+    _summary(err, manifest, session.archive.path)
+    if session.rotation:
+        rot = session.rotation
+        deleted = f", the {len(rot.removed)} oldest deleted by --keep" if rot.removed else ""
+        err.print(f"{len(rot.parts) + 1} parts written{deleted}: {part_glob(output)}", markup=False,
+                  highlight=False)
     if upload_url:
         from uetrace.upload import UploadError, upload
 

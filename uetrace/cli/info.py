@@ -46,7 +46,7 @@ def command(archive: Path, as_json: bool):
         for line in (f"host {info.host_text('hostname')} kernel {info.host_text('kernel')} "
                      f"{info.host_text('arch')} {info.host_text('cpus')} CPUs",
                      f"recorded {dur:.2f}s" if dur is not None else "duration unknown (capture did not finish)",
-                     "command: " + " ".join(info.command_line), info.redaction_text):
+                     "command: " + " ".join(info.command_line), info.redaction_text, *_part_line(ex.manifest)):
             console.print(printable(line), markup=False, highlight=False)
         rows = []
         for name, t in info.tracers.items():
@@ -81,3 +81,14 @@ def command(archive: Path, as_json: bool):
                    console=console)
     finally:
         ex.cleanup()
+
+
+def _part_line(manifest: dict) -> list[str]:
+    """A part of a --rotate capture: which one, of which capture (the offline commands take the set)."""
+    part = manifest.get("part")
+    number = part.get("number") if isinstance(part, dict) else None
+    if not isinstance(number, int):
+        return []
+    return [f"part {number} of capture {manifest.get('capture_id')} (a --rotate set: give every part, "
+            "e.g. 'NAME-*.tar.zst', to read it whole)"]
+
