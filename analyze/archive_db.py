@@ -13,6 +13,8 @@ row is read: the total is bounded like the unpacked archive (ReadLimits).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,10 @@ from uetrace.analyze.manifest_info import ManifestInfo
 from uetrace.analyze.parquet_limits import SegmentError, estimate_bytes
 from uetrace.analyze.text import printable
 from uetrace.archive_format import EVENTS_DIR, SYMBOLS_DIR
+
+# What DuckDB may hold in memory per opened archive before it spills (issue 13: every offline command
+# within 1 GB on a 10 M-record capture, Python's share included).
+DUCKDB_MEMORY_LIMIT = "384MB"
 
 
 class ArchiveDb:
@@ -56,6 +62,12 @@ class ArchiveDb:
             self.con.execute(f"CREATE VIEW {_sql_identifier(name)} AS SELECT * FROM "
                              f"read_parquet([{paths}], union_by_name=true)")
         self._extra_views()
+        # Big captures: sorts and joins (the http reconstruction sorts every payload) spill to a private
+        # folder instead of growing without bound; removed by close(). Made last, so that nothing above
+        # can fail and leave it behind.
+        self._spill: str | None = tempfile.mkdtemp(prefix="uetrace-duckdb-")
+        self.con.execute(f"SET temp_directory = {_sql_string(self._spill)}")
+        self.con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
 
     def _collect(self, archive: ExtractedArchive, area_of: dict[str, str]) -> None:
         """One part's segments into view_files, each bounded by that part's decode limit."""
@@ -134,6 +146,9 @@ class ArchiveDb:
         self.con.close()
         for part in self.parts:
             part.cleanup()
+        if getattr(self, "_spill", None):  # a test's stand-in may not have one
+            shutil.rmtree(self._spill, ignore_errors=True)
+            self._spill = None
 
     def __enter__(self) -> ArchiveDb:
         return self
