@@ -13,8 +13,6 @@ row is read: the total is bounded like the unpacked archive (ReadLimits).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from uetrace.archive_format import EVENTS_DIR, SYMBOLS_DIR
 # What DuckDB may hold in memory per opened archive before it spills (issue 13: every offline command
 # within 1 GB on a 10 M-record capture, Python's share included).
 DUCKDB_MEMORY_LIMIT = "384MB"
+SPILL_DIR = ".duckdb-spill"
 
 
 class ArchiveDb:
@@ -62,11 +61,10 @@ class ArchiveDb:
             self.con.execute(f"CREATE VIEW {_sql_identifier(name)} AS SELECT * FROM "
                              f"read_parquet([{paths}], union_by_name=true)")
         self._extra_views()
-        # Big captures: sorts and joins (the http reconstruction sorts every payload) spill to a private
-        # folder instead of growing without bound; removed by close(). Made last, so that nothing above
-        # can fail and leave it behind.
-        self._spill: str | None = tempfile.mkdtemp(prefix="uetrace-duckdb-")
-        self.con.execute(f"SET temp_directory = {_sql_string(self._spill)}")
+        # Big captures: sorts and joins (the http reconstruction sorts every payload) spill to disk instead
+        # of growing without bound, inside the archive's private folder (no member may have a name that
+        # starts with a dot), so removed with it. DuckDB makes the folder only if it spills.
+        self.con.execute(f"SET temp_directory = {_sql_string(str(archive.root / SPILL_DIR))}")
         self.con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
 
     def _collect(self, archive: ExtractedArchive, area_of: dict[str, str]) -> None:
@@ -146,9 +144,6 @@ class ArchiveDb:
         self.con.close()
         for part in self.parts:
             part.cleanup()
-        if getattr(self, "_spill", None):  # a test's stand-in may not have one
-            shutil.rmtree(self._spill, ignore_errors=True)
-            self._spill = None
 
     def __enter__(self) -> ArchiveDb:
         return self
