@@ -90,13 +90,20 @@ def replicate(base: Path, target_records: int, out: Path) -> int:
                 add(name, data)
         for k in range(copies):
             for name, data in sorted(events.items()):
-                table = pq.read_table(io.BytesIO(data))
+                src = pq.ParquetFile(io.BytesIO(data))
+                table = src.read()
+                # Written as a capture writes them (capture/segments.py): plain encoding, row groups of the
+                # original's size. pyarrow's defaults (dictionaries, one row group) would make the copies
+                # cost what no real archive costs to open and to read.
+                rg_rows = max((src.metadata.row_group(i).num_rows for i in range(src.metadata.num_row_groups)),
+                              default=0)
                 for col in TIME_COLUMNS:
                     if col in table.column_names and k:
                         i = table.column_names.index(col)
                         table = table.set_column(i, col, pc.add(table[col], k * span).cast(table[col].type))
                 buf = io.BytesIO()
-                pq.write_table(table, buf, compression="zstd")
+                pq.write_table(table, buf, compression="zstd", use_dictionary=False, store_schema=False,
+                               row_group_size=max(rg_rows, 1))
                 kind, seg = name.split("/")[1], name.split("/")[2]
                 member = f"events/{kind}/{k:03d}{seg}"
                 blob = buf.getvalue()

@@ -25,7 +25,7 @@ from uetrace.analyze.http.stream_loading import RowRun, sockets_from_rows
 from uetrace.analyze.http.streams import EGRESS, INGRESS
 
 # Rows of one batch (connections are never split, so a batch holds at least one whole connection).
-DEFAULT_BATCH_ROWS = 200_000
+DEFAULT_BATCH_ROWS = 50_000
 _READ_ROWS = 65_536  # rows per Arrow record batch read from DuckDB
 
 _WHERE = "bytes > 0 AND protocol = 6"  # UDP datagrams are not byte streams

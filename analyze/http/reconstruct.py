@@ -14,6 +14,7 @@ from uetrace.analyze.enums import DEFAULT, Enums
 from uetrace.analyze.http import http1, http2, tls, websocket
 from uetrace.analyze.http.batches import DEFAULT_BATCH_ROWS, PlannedSocket, connection_batches, plan
 from uetrace.analyze.http.connection import Connection, Socket, View
+from uetrace.analyze.http.exchange import Exchange
 from uetrace.analyze.http.filters import filter_result
 from uetrace.analyze.http.result import HttpParams, HttpResult, TlsConnection
 
@@ -65,17 +66,35 @@ def _analyze(con: duckdb.DuckDBPyConnection, views: set[str], result: HttpResult
     result.connections = len(sock_pairs) if "sock_data" in views else len(decrypted)
     # Serial on purpose: a fork-based pool over connections was tried; pickling the results back and
     # copy-on-write faults on the shared streams cost ~25% more CPU, and on a busy 2-CPU host it lost.
+    shared: dict = {}
     for table, source, pairs, conn_ids, plaintext in (("tls_data", "tls", tls_pairs, tls_ids, True),
                                                       ("sock_data", "sock", sock_pairs, sock_ids, False)):
         i = 0
         for batch in connection_batches(con, pairs, table, source, enums, batch_rows):
+            n0 = len(result.exchanges)
             for conn in batch:
                 conn_id = conn_ids[i]
                 i += 1
                 _analyze_connection(conn, conn_id, roles, result, plaintext,
                                     conn_id in decrypted and not plaintext)
+            _share_values(result.exchanges, n0, shared)
     for t in result.tls:
         t.decrypted = t.conn_id in decrypted
+
+
+# Exchange fields whose values repeat from one exchange to the next (a connection's addresses and pids, a
+# route's method, host and sizes): the parsers make a new object for each, ~40% of an exchange's memory.
+_SHARED_FIELDS = ("client", "server", "method", "path", "host", "req_bytes", "resp_bytes", "client_pid", "client_tid",
+                  "server_pid", "server_tid")
+
+
+def _share_values(exchanges: list[Exchange], start: int, shared: dict) -> None:
+    """Make equal values of the exchanges from `start` on one object each (they are immutable)."""
+    for e in exchanges[start:]:
+        for name in _SHARED_FIELDS:
+            v = getattr(e, name)
+            if v is not None:
+                setattr(e, name, shared.setdefault(v, v))
 
 
 def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
