@@ -135,14 +135,22 @@ def main() -> None:
     ap.add_argument("--base", type=Path, help="archive to replicate (default: capture nginx + wrk now)")
     ap.add_argument("--records", type=int, default=10_000_000)
     ap.add_argument("--seconds", type=float, default=9.0, help="length of the base capture's load")
+    ap.add_argument("--replicate-to", type=Path, help=argparse.SUPPRESS)  # the child that builds the archive
     args = ap.parse_args()
+    if args.replicate_to:
+        print(replicate(args.base, args.records, args.replicate_to))
+        return
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="uetrace-bench-analyze-") as d:
         tmp = Path(d)
         base = args.base or capture_base(tmp, args.seconds)
         big = tmp / "big.tar.zst"
         t0 = time.monotonic()
-        records = replicate(base, args.records, big)
+        # In a child process: the figures below are the children's peak RSS, and a child forked from a
+        # parent that held the whole archive in memory would count those pages as its own.
+        built = subprocess.run([sys.executable, __file__, "--base", str(base), "--records", str(args.records),
+                                "--replicate-to", str(big)], check=True, capture_output=True, text=True)
+        records = int(built.stdout.split()[-1])
         print(f"archive: {records:,} records, {big.stat().st_size / 2**20:.0f} MiB "
               f"(built in {time.monotonic() - t0:.0f} s); load average at start {load:.2f}")
         trace = [sys.executable, "-m", "uetrace"]

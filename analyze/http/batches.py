@@ -26,7 +26,8 @@ from uetrace.analyze.http.streams import EGRESS, INGRESS
 
 # Rows of one batch (connections are never split, so a batch holds at least one whole connection).
 DEFAULT_BATCH_ROWS = 50_000
-_READ_ROWS = 65_536  # rows per Arrow record batch read from DuckDB
+_READ_ROWS = 65_536
+SORT_MEMORY_LIMIT = "192MB"  # rows per Arrow record batch read from DuckDB
 
 _WHERE = "bytes > 0 AND protocol = 6"  # UDP datagrams are not byte streams
 _META_SQL = "SELECT {key} AS k, laddr, lport, raddr, rport, direction, any_value(family) AS family, " \
@@ -124,21 +125,28 @@ def connection_batches(con: duckdb.DuckDBPyConnection, pairs: list[Pair], table:
     finally:
         con.unregister(_PLAN + "_arrow")
     dirs = ", ".join(str(int(d)) for d in _directions(table, enums))
-    reader = con.sql(_ROWS_SQL.format(table=table, key=_key(source), dirs=dirs)).to_arrow_reader(_READ_ROWS)
+    # The sort holds payloads while Python holds a parsed batch beside it: under a tighter limit than
+    # the connection's (it spills instead), put back when the rows are read.
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     try:
-        rows = _RowSource(reader)
-        for batch in _group(pairs, batch_rows):
-            runs: list[RowRun] = []
-            for pair in batch:
-                for s in pair:
-                    if s is not None:
-                        runs.extend(RowRun(s, d, n) for _, d, n in s.runs)
-            tbl = rows.take(sum(r.n for r in runs))
-            socks = sockets_from_rows(tbl, runs, source)
-            del tbl
-            yield [Connection(socks[id(a)], socks[id(b)] if b is not None else None) for a, b in batch]
+        con.execute(f"SET memory_limit = '{SORT_MEMORY_LIMIT}'")
+        reader = con.sql(_ROWS_SQL.format(table=table, key=_key(source), dirs=dirs)).to_arrow_reader(_READ_ROWS)
+        try:
+            rows = _RowSource(reader)
+            for batch in _group(pairs, batch_rows):
+                runs: list[RowRun] = []
+                for pair in batch:
+                    for s in pair:
+                        if s is not None:
+                            runs.extend(RowRun(s, d, n) for _, d, n in s.runs)
+                tbl = rows.take(sum(r.n for r in runs))
+                socks = sockets_from_rows(tbl, runs, source)
+                del tbl
+                yield [Connection(socks[id(a)], socks[id(b)] if b is not None else None) for a, b in batch]
+        finally:
+            reader.close()  # the connection takes no other query while a result is open
     finally:
-        reader.close()  # the connection takes no other query while a result is open
+        con.execute(f"SET memory_limit = '{limit}'")
         con.execute(f"DROP TABLE IF EXISTS {_PLAN}")
 
 
