@@ -7,11 +7,12 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
 from helpers import need_program, run_fixture
 from http_rows import MS, Conn, keepalive, open_rows, request, response
 
 from uetrace.analyze.archive_db import open_archive_db
-from uetrace.analyze.http import analyze_http, store_tables
+from uetrace.analyze.http import analyze_http, batches, store_tables
 from uetrace.analyze.http.batches import connection_batches, plan
 
 FIXTURE = Path(__file__).parent / "data" / "format1" / "http_keepalive.tar.zst"
@@ -56,9 +57,12 @@ def test_batches_of_one_connection_equal_one_batch_on_a_real_capture(kernel, tmp
         assert db.query("SELECT * FROM http_exchanges") == one
 
 
-def test_batches_keep_tls_ids_reused_tuples_and_both_ends(tmp_path):
+@pytest.mark.parametrize("sort_group_rows", [1, 40, batches.SORT_GROUP_ROWS])
+def test_batches_keep_tls_ids_reused_tuples_and_both_ends(tmp_path, monkeypatch, sort_group_rows):
     """Decrypted TLS connections, a 4-tuple reused by a later connection and one-ended sockets, cut
-    into batches at every connection: ids and exchanges as in one batch."""
+    into batches at every connection, sorted by DuckDB in one query or in several: ids and exchanges
+    as in one batch."""
+    monkeypatch.setattr(batches, "SORT_GROUP_ROWS", sort_group_rows)
     rows: list[dict] = []
     plain: list[dict] = []
     for i in range(4):

@@ -26,8 +26,9 @@ from uetrace.analyze.http.streams import EGRESS, INGRESS
 
 # Rows of one batch (connections are never split, so a batch holds at least one whole connection).
 DEFAULT_BATCH_ROWS = 50_000
-_READ_ROWS = 65_536
-SORT_MEMORY_LIMIT = "192MB"  # rows per Arrow record batch read from DuckDB
+_READ_ROWS = 65_536  # rows per Arrow record batch read from DuckDB
+SORT_MEMORY_LIMIT = "192MB"
+SORT_GROUP_ROWS = 1_000_000  # rows sorted by one query (see _sort_groups)
 
 _WHERE = "bytes > 0 AND protocol = 6"  # UDP datagrams are not byte streams
 _META_SQL = "SELECT {key} AS k, laddr, lport, raddr, rport, direction, any_value(family) AS family, " \
@@ -38,6 +39,7 @@ _ROWS_SQL = "SELECT d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid, d.bytes, d
             "JOIN " + _PLAN + " p ON p.k = {key} AND p.laddr IS NOT DISTINCT FROM d.laddr " \
             "AND p.lport IS NOT DISTINCT FROM d.lport AND p.raddr IS NOT DISTINCT FROM d.raddr " \
             "AND p.rport IS NOT DISTINCT FROM d.rport WHERE " + _WHERE + " AND d.direction IN ({dirs}) " \
+            "AND p.seq >= ? AND p.seq < ? " \
             "ORDER BY p.seq, d.direction, d.ts_enter, d.ts_exit"
 
 
@@ -125,29 +127,47 @@ def connection_batches(con: duckdb.DuckDBPyConnection, pairs: list[Pair], table:
     finally:
         con.unregister(_PLAN + "_arrow")
     dirs = ", ".join(str(int(d)) for d in _directions(table, enums))
+    sql = _ROWS_SQL.format(table=table, key=_key(source), dirs=dirs)
     # The sort holds payloads while Python holds a parsed batch beside it: under a tighter limit than
-    # the connection's (it spills instead), put back when the rows are read.
+    # the connection's, put back when the rows are read.
     limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     try:
         con.execute(f"SET memory_limit = '{SORT_MEMORY_LIMIT}'")
-        reader = con.sql(_ROWS_SQL.format(table=table, key=_key(source), dirs=dirs)).to_arrow_reader(_READ_ROWS)
-        try:
-            rows = _RowSource(reader)
-            for batch in _group(pairs, batch_rows):
-                runs: list[RowRun] = []
-                for pair in batch:
-                    for s in pair:
-                        if s is not None:
-                            runs.extend(RowRun(s, d, n) for _, d, n in s.runs)
-                tbl = rows.take(sum(r.n for r in runs))
-                socks = sockets_from_rows(tbl, runs, source)
-                del tbl
-                yield [Connection(socks[id(a)], socks[id(b)] if b is not None else None) for a, b in batch]
-        finally:
-            reader.close()  # the connection takes no other query while a result is open
+        first = 0  # seq of the group's first socket
+        for group in _sort_groups(_group(pairs, batch_rows)):
+            n = sum(1 for batch in group for pair in batch for s in pair if s is not None)
+            reader = con.sql(sql, params=[first, first + n]).to_arrow_reader(_READ_ROWS)
+            first += n
+            try:
+                rows = _RowSource(reader)
+                for batch in group:
+                    runs = [RowRun(s, d, n) for pair in batch for s in pair if s is not None for _, d, n in s.runs]
+                    tbl = rows.take(sum(r.n for r in runs))
+                    socks = sockets_from_rows(tbl, runs, source)
+                    del tbl
+                    yield [Connection(socks[id(a)], socks[id(b)] if b is not None else None) for a, b in batch]
+            finally:
+                reader.close()  # the connection takes no other query while a result is open
     finally:
         con.execute(f"SET memory_limit = '{limit}'")
         con.execute(f"DROP TABLE IF EXISTS {_PLAN}")
+
+
+def _sort_groups(batches: Iterator[list[Pair]]) -> Iterator[list[list[Pair]]]:
+    """Consecutive batches up to SORT_GROUP_ROWS rows: each group is one sort in DuckDB. A sort of
+    every payload of a big capture would not fit its memory limit even spilling (it failed at 7 M
+    rows under 192 MB); a group is one scan of the table more, and a bounded sort."""
+    group: list[list[Pair]] = []
+    n = 0
+    for batch in batches:
+        m = sum(s.rows for pair in batch for s in pair if s is not None)
+        if group and n + m > SORT_GROUP_ROWS:
+            yield group
+            group, n = [], 0
+        group.append(batch)
+        n += m
+    if group:
+        yield group
 
 
 def _group(pairs: list[Pair], batch_rows: int) -> Iterator[list[Pair]]:
