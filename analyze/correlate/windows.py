@@ -114,6 +114,7 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
     exact = np.ones(n, bool)
     ok = measured.copy()
     thread: dict[int, tuple[int, int]] = {}
+    threads: dict[tuple[int, int], tuple[int, int]] = {}  # one (pid, tid) object per thread, not per window
     heads: dict[int, bytes] = {}
     # A chunk of queries at a time (they are in time order: each chunk reads the segments of its own
     # stretch of time), so the rows held at once stay bounded however long the capture.
@@ -161,7 +162,8 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
         last = seg(np.arange(len(q)), mine, np.maximum, -1)
         for qq, li in zip(qs.tolist(), last.tolist()):
             if li >= 0:
-                thread[qq] = (int(pid[li]), int(tid[li]))
+                pt = (int(pid[li]), int(tid[li]))
+                thread[qq] = threads.setdefault(pt, pt)
         maybe = np.flatnonzero(in_req & payload[1])
         for i in maybe.tolist():
             heads[int(q[i])] = heads.get(int(q[i]), b"") + payload[0][i]
