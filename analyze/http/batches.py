@@ -1,14 +1,17 @@
 """Connections in bounded batches: the plan from per-socket metadata, the rows sorted by DuckDB and
 streamed in Arrow record batches, cut at connection boundaries.
 
-Holding every payload of a big capture in Python costs twice its size at least (the Arrow buffer and
-the streams' bytes), ~2 GB per million exchanges. Instead the sockets are first planned from a small
-GROUP BY (counts, first activity, addresses): that is enough to pair the two ends of each connection
-and to order the connections exactly as one whole load would, so conn ids and the order of the
-exchanges do not depend on the batch size. DuckDB then sorts the rows by (connection, socket,
-direction, time) under its memory_limit (spilling to its temp_directory) and the rows come back a
-batch of connections at a time: a connection is never split, so memory is bounded by the batch size
-or by the biggest single connection, whichever is larger.
+Holding every payload of a big capture in Python costs at least twice its size (the Arrow buffer and
+the streams' bytes). Instead the sockets are first planned from a small GROUP BY (counts, first
+activity, addresses): that is enough to pair the two ends of each connection and to order the
+connections exactly as one whole load would, so conn ids and the order of the exchanges do not
+depend on the batch size. DuckDB then sorts the rows by (connection, socket, direction, time), a
+group of connections per query under a tighter memory limit (spilling to its temp_directory), and
+the rows come back a batch of connections at a time: a connection is never split, so memory is
+bounded by the batch size or by the biggest single connection, whichever is larger.
+
+Rows of one stream with the same ts_enter and ts_exit come in DuckDB's order (a whole load kept the
+segments' order): two syscalls on one socket do not enter and return in the same nanoseconds.
 """
 
 from __future__ import annotations
