@@ -29,6 +29,11 @@ from uetrace.analyze.parquet_limits import SegmentError, estimate_bytes
 from uetrace.analyze.text import printable
 from uetrace.archive_format import EVENTS_DIR, SYMBOLS_DIR
 
+# What DuckDB may hold in memory per opened archive before it spills (issue 13: every offline command
+# within 1 GB on a 10 M-record capture, Python's share included).
+DUCKDB_MEMORY_LIMIT = "512MB"
+SPILL_DIR = ".duckdb-spill"
+
 
 class ArchiveDb:
     def __init__(self, archive: ExtractedArchive, more: Sequence[ExtractedArchive] = (),
@@ -60,6 +65,11 @@ class ArchiveDb:
             self.con.execute(f"CREATE VIEW {_sql_identifier(name)} AS SELECT * FROM "
                              f"read_parquet([{paths}], union_by_name=true)")
         self._extra_views()
+        # Big captures: sorts and joins (the http reconstruction sorts every payload) spill to disk instead
+        # of growing without bound, inside the archive's private folder (no member may have a name that
+        # starts with a dot), so removed with it. DuckDB makes the folder only if it spills.
+        self.con.execute(f"SET temp_directory = {_sql_string(str(archive.root / SPILL_DIR))}")
+        self.con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
 
     def _collect(self, archive: ExtractedArchive, area_of: dict[str, str]) -> None:
         """One part's segments into view_files, each bounded by that part's decode limit."""

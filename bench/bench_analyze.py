@@ -90,13 +90,20 @@ def replicate(base: Path, target_records: int, out: Path) -> int:
                 add(name, data)
         for k in range(copies):
             for name, data in sorted(events.items()):
-                table = pq.read_table(io.BytesIO(data))
+                src = pq.ParquetFile(io.BytesIO(data))
+                table = src.read()
+                # Written as a capture writes them (capture/segments.py): plain encoding, row groups of the
+                # original's size. pyarrow's defaults (dictionaries, one row group) would make the copies
+                # cost what no real archive costs to open and to read.
+                rg_rows = max((src.metadata.row_group(i).num_rows for i in range(src.metadata.num_row_groups)),
+                              default=0)
                 for col in TIME_COLUMNS:
                     if col in table.column_names and k:
                         i = table.column_names.index(col)
                         table = table.set_column(i, col, pc.add(table[col], k * span).cast(table[col].type))
                 buf = io.BytesIO()
-                pq.write_table(table, buf, compression="zstd")
+                pq.write_table(table, buf, compression="zstd", use_dictionary=False, store_schema=False,
+                               row_group_size=max(rg_rows, 1))
                 kind, seg = name.split("/")[1], name.split("/")[2]
                 member = f"events/{kind}/{k:03d}{seg}"
                 blob = buf.getvalue()
@@ -128,14 +135,22 @@ def main() -> None:
     ap.add_argument("--base", type=Path, help="archive to replicate (default: capture nginx + wrk now)")
     ap.add_argument("--records", type=int, default=10_000_000)
     ap.add_argument("--seconds", type=float, default=9.0, help="length of the base capture's load")
+    ap.add_argument("--replicate-to", type=Path, help=argparse.SUPPRESS)  # the child that builds the archive
     args = ap.parse_args()
+    if args.replicate_to:
+        print(replicate(args.base, args.records, args.replicate_to))
+        return
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="uetrace-bench-analyze-") as d:
         tmp = Path(d)
         base = args.base or capture_base(tmp, args.seconds)
         big = tmp / "big.tar.zst"
         t0 = time.monotonic()
-        records = replicate(base, args.records, big)
+        # In a child process: the figures below are the children's peak RSS, and a child forked from a
+        # parent that held the whole archive in memory would count those pages as its own.
+        built = subprocess.run([sys.executable, __file__, "--base", str(base), "--records", str(args.records),
+                                "--replicate-to", str(big)], check=True, capture_output=True, text=True)
+        records = int(built.stdout.split()[-1])
         print(f"archive: {records:,} records, {big.stat().st_size / 2**20:.0f} MiB "
               f"(built in {time.monotonic() - t0:.0f} s); load average at start {load:.2f}")
         trace = [sys.executable, "-m", "uetrace"]

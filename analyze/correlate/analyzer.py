@@ -77,10 +77,12 @@ def correlate(db: ArchiveDb) -> CorrelationResult:
             tp = parse_traceparent(b"traceparent: " + e.traceparent.encode("latin-1"))
         if tp is not None and (sw.side == CLIENT or r.request_id not in headers):
             headers[r.request_id] = tp
+    placed = bool(windows)
+    del windows, probes  # their Windows live on in the spans; the rest would only add to the peak
     link(requests, headers, ids)
     result = CorrelationResult(CorrelateParams(), requests, ev_mod.sampling_period_ns(db),
                                ev_mod.recorded_sources(db), notes)
-    if not windows and exchanges:
+    if not placed and exchanges:
         result.notes.append("no exchange could be placed on a thread (no socket syscalls in their windows)")
     db.cache[_CACHE] = result
     return result

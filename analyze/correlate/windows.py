@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.correlate.lookback import narrowed_lo
 from uetrace.analyze.correlate.result import CLIENT, SERVER, Window
 from uetrace.analyze.http.exchange import Exchange
 
@@ -29,6 +30,8 @@ from uetrace.analyze.http.exchange import Exchange
 FAR_CLIENT_LOOKBACK_NS = 10_000_000_000
 # Request bytes kept per side to look for headers (a traceparent sits in the header block).
 HEAD_BYTES = 8192
+# Queries (one per exchange and side) whose rows are read at once.
+QUERIES_PER_CHUNK = 20_000
 
 
 @dataclass(slots=True)
@@ -59,6 +62,7 @@ _ROWS_SQL = f"""
       ON d.lport = q.lport AND d.rport = q.rport AND {_NORM.format(c='d.laddr')} = q.laddr
          AND {_NORM.format(c='d.raddr')} = q.raddr AND d.tls = q.tls
     WHERE d.protocol = 6 AND d.bytes > 0 AND d.ts_exit >= q.lo AND d.ts_enter <= q.hi
+      AND d.ts_exit >= {{lo}} AND d.ts_enter <= {{hi}}
     ORDER BY q.q, d.ts_enter, d.ts_exit"""
 
 
@@ -97,16 +101,27 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
     measured = np.array([w[2] for w in wanted])
     start = np.array(cols["start"], np.int64)
     end = np.array(cols["hi"], np.int64)
-    got = _rows(db, cols)
     egress = int(db.enums.value("sock_data", "ue_sock_direction", "DIR_EGRESS"))
+    source = _source(db)
+    if source is not None:
+        try:
+            cols["lo"] = narrowed_lo(db.con, source, egress, cols, ~side_server & ~measured).tolist()
+        except duckdb.Error:
+            source = None
     # Per query: its window, exactness and thread; the defaults hold when it has no rows (measured there:
     # its own times and the thread the parsers named).
     w_start, w_end = start.copy(), end.copy()
     exact = np.ones(n, bool)
     ok = measured.copy()
     thread: dict[int, tuple[int, int]] = {}
+    threads: dict[tuple[int, int], tuple[int, int]] = {}  # one (pid, tid) object per thread, not per window
     heads: dict[int, bytes] = {}
-    if got is not None:
+    # A chunk of queries at a time (they are in time order: each chunk reads the segments of its own
+    # stretch of time), so the rows held at once stay bounded however long the capture.
+    for c0 in range(0, n if source is not None else 0, QUERIES_PER_CHUNK):
+        got = _rows(db, source, cols, c0, min(c0 + QUERIES_PER_CHUNK, n))
+        if got is None:
+            continue
         q, direction, ts_enter, ts_exit, pid, tid, payload = got
         qs, first = np.unique(q, return_index=True)
         srv = side_server[q]
@@ -114,7 +129,7 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
         resp = ~req
         lo_r, hi_r = start[q], end[q]
 
-        def seg(values: np.ndarray, mask: np.ndarray, ufunc, fill: int) -> np.ndarray:
+        def seg(values: np.ndarray, mask: np.ndarray, ufunc, fill: int, first: np.ndarray = first) -> np.ndarray:
             return ufunc.reduceat(np.where(mask, values, fill), first)
 
         big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
@@ -147,7 +162,8 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
         last = seg(np.arange(len(q)), mine, np.maximum, -1)
         for qq, li in zip(qs.tolist(), last.tolist()):
             if li >= 0:
-                thread[qq] = (int(pid[li]), int(tid[li]))
+                pt = (int(pid[li]), int(tid[li]))
+                thread[qq] = threads.setdefault(pt, pt)
         maybe = np.flatnonzero(in_req & payload[1])
         for i in maybe.tolist():
             heads[int(q[i])] = heads.get(int(q[i]), b"") + payload[0][i]
@@ -167,20 +183,26 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
     return out
 
 
-def _rows(db: ArchiveDb, cols: dict[str, list]) -> tuple | None:
-    """The sock_data rows of every query's socket in its time bounds, sorted by query: (q, direction,
-    ts_enter, ts_exit, pid, tid, (payloads, mask of those that may hold a traceparent))."""
+def _source(db: ArchiveDb) -> str | None:
+    """The socket rows of both tracers as one relation (a TLS tracer's row has tls = true)."""
     sources = [f"SELECT {_COLS}, {t == 'tls_data'} AS tls FROM {t}" for t in ("sock_data", "tls_data") if db.has(t)]
-    if not sources:
-        return None
-    table = pa.table({"q": pa.array(cols["q"], pa.int64()), "tls": pa.array(cols["tls"], pa.bool_()),
-                      "laddr": pa.array(cols["laddr"], pa.string()),
-                      "lport": pa.array(cols["lport"], pa.int32()), "raddr": pa.array(cols["raddr"], pa.string()),
-                      "rport": pa.array(cols["rport"], pa.int32()), "lo": pa.array(cols["lo"], pa.int64()),
-                      "hi": pa.array(cols["hi"], pa.int64())})
+    return " UNION ALL ".join(sources) if sources else None
+
+
+def _rows(db: ArchiveDb, source: str, cols: dict[str, list], c0: int, c1: int) -> tuple | None:
+    """The sock_data rows of the socket of each query in [c0, c1) in its time bounds, sorted by query:
+    (q, direction, ts_enter, ts_exit, pid, tid, (payloads, mask of those that may hold a traceparent))."""
+    lo, hi = cols["lo"][c0:c1], cols["hi"][c0:c1]
+    table = pa.table({"q": pa.array(cols["q"][c0:c1], pa.int64()), "tls": pa.array(cols["tls"][c0:c1], pa.bool_()),
+                      "laddr": pa.array(cols["laddr"][c0:c1], pa.string()),
+                      "lport": pa.array(cols["lport"][c0:c1], pa.int32()),
+                      "raddr": pa.array(cols["raddr"][c0:c1], pa.string()),
+                      "rport": pa.array(cols["rport"][c0:c1], pa.int32()), "lo": pa.array(lo, pa.int64()),
+                      "hi": pa.array(hi, pa.int64())})
     db.con.register("_corr_sides", table)
     try:
-        got = db.con.sql(_ROWS_SQL.format(source=" UNION ALL ".join(sources))).to_arrow_table()
+        # The chunk's whole stretch as constants too: DuckDB skips the row groups outside it.
+        got = db.con.sql(_ROWS_SQL.format(source=source, lo=int(min(lo)), hi=int(max(hi)))).to_arrow_table()
     except duckdb.Error:
         return None
     finally:

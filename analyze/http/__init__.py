@@ -1,7 +1,8 @@
 """HTTP/1.x, HTTP/2 + gRPC, WebSocket and TLS, reconstructed offline from the socket (and TLS) tracers' records.
 
 Layers, bottom up: streams (one direction of one socket as bytes with gaps) -> stream_loading (from the
-archive's rows) -> connection (both ends paired, the View a parser reads; gap_fill) -> the parsers
+archive's rows), batches (connections planned, then read a bounded batch at a time) -> connection (both
+ends paired, the View a parser reads; gap_fill) -> the parsers
 (http1 over http1_messages and http1_framing, http2, websocket, tls) producing exchange.Exchange, with
 HTTP/1 framing anomalies (anomalies) -> reconstruct (dispatch per connection) ->
 result (model and statistics), filters, report (text), sql_tables (for `trace query`) -> analyzer (the

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -34,11 +35,11 @@ class Socket:
 
     @property
     def local(self) -> tuple[str, int]:
-        return (_norm_addr(self.laddr), self.lport)
+        return (norm_addr(self.laddr), self.lport)
 
     @property
     def remote(self) -> tuple[str, int]:
-        return (_norm_addr(self.raddr), self.rport)
+        return (norm_addr(self.raddr), self.rport)
 
     @property
     def first_ts(self) -> int:
@@ -135,7 +136,7 @@ def _same_at(stream: Stream, pos: int, data: bytes) -> bool | None:
     return mine[pos - start:pos - start + n] == data[:n]
 
 
-def _norm_addr(addr: str) -> str:
+def norm_addr(addr: str) -> str:
     """IPv4-mapped IPv6 ("::ffff:1.2.3.4", a dual-stack server's view of an IPv4 client) as IPv4,
     so that the two ends of one connection compare equal."""
     if addr.startswith("::ffff:") and "." in addr:
@@ -143,28 +144,46 @@ def _norm_addr(addr: str) -> str:
     return addr
 
 
+class _End(Protocol):
+    @property
+    def local(self) -> tuple[str, int]: ...
+    @property
+    def remote(self) -> tuple[str, int]: ...
+    @property
+    def first_ts(self) -> int: ...
+
+
+E = TypeVar("E", bound=_End)
+
+
 def pair_sockets(sockets: list[Socket]) -> list[Connection]:
+    """Match the two ends of each connection (see pair_ends)."""
+    return [Connection(a, b) for a, b in pair_ends(sockets)]
+
+
+def pair_ends(sockets: list[E]) -> list[tuple[E, E | None]]:
     """Match the two ends of each connection: one end's (local, remote) is the other's (remote, local).
-    When a 4-tuple was reused within the capture, ends are matched in order of first activity."""
-    groups: dict[tuple, list[Socket]] = defaultdict(list)
+    When a 4-tuple was reused within the capture, ends are matched in order of first activity. Works on
+    sockets and on planned ones (batches.py), which pair before any payload is read."""
+    groups: dict[tuple, list[E]] = defaultdict(list)
     for s in sockets:
         groups[tuple(sorted((s.local, s.remote)))].append(s)
-    conns: list[Connection] = []
+    conns: list[tuple[E, E | None]] = []
     for members in groups.values():
         members.sort(key=lambda s: s.first_ts)
         one = [s for s in members if s.local <= s.remote]
         other = [s for s in members if s.local > s.remote]
         if members[0].local == members[0].remote:  # a socket connected to itself: no peer to find
-            conns.extend(Connection(s) for s in members)
+            conns.extend((s, None) for s in members)
             continue
         for i in range(max(len(one), len(other))):
             a = one[i] if i < len(one) else None
             b = other[i] if i < len(other) else None
             if a is not None and b is not None:
-                conns.append(Connection(a, b))
+                conns.append((a, b))
             else:
-                conns.append(Connection(a or b))  # type: ignore[arg-type]
-    conns.sort(key=lambda c: c.sock.first_ts)
+                conns.append((a or b, None))  # type: ignore[arg-type]
+    conns.sort(key=lambda c: c[0].first_ts)
     return conns
 
 

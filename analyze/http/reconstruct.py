@@ -12,17 +12,19 @@ import duckdb
 
 from uetrace.analyze.enums import DEFAULT, Enums
 from uetrace.analyze.http import http1, http2, tls, websocket
-from uetrace.analyze.http.connection import Connection, Socket, View, pair_sockets
+from uetrace.analyze.http.batches import DEFAULT_BATCH_ROWS, PlannedSocket, connection_batches, plan
+from uetrace.analyze.http.connection import Connection, Socket, View
+from uetrace.analyze.http.exchange import Exchange
 from uetrace.analyze.http.filters import filter_result
 from uetrace.analyze.http.result import HttpParams, HttpResult, TlsConnection
-from uetrace.analyze.http.stream_loading import load_sockets
 
 
 def analyze_http(con: duckdb.DuckDBPyConnection, params: HttpParams | None = None,
-                 enums: Enums = DEFAULT) -> HttpResult:
+                 enums: Enums = DEFAULT, batch_rows: int = DEFAULT_BATCH_ROWS) -> HttpResult:
     """Reconstruct every HTTP/1, HTTP/2, gRPC, WebSocket and TLS connection from the `sock_data` view
     (and `tls_data` when the TLS tracer ran), then keep what params select. Never raises on payload
-    content; a missing `sock_data` and `tls_data` gives an empty result with a note."""
+    content; a missing `sock_data` and `tls_data` gives an empty result with a note. Connections are
+    read and parsed `batch_rows` rows at a time (batches.py): the result does not depend on it."""
     result = HttpResult(HttpParams())
     views = _views(con)
     if "sock_data" not in views and "tls_data" not in views:
@@ -34,49 +36,65 @@ def analyze_http(con: duckdb.DuckDBPyConnection, params: HttpParams | None = Non
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _analyze(con, views, result, enums)
+        _analyze(con, views, result, enums, batch_rows)
     finally:
         if gc_was_enabled:
             gc.enable()
     return filter_result(result, params or HttpParams())
 
 
-def _analyze(con: duckdb.DuckDBPyConnection, views: set[str], result: HttpResult, enums: Enums) -> None:
+def _analyze(con: duckdb.DuckDBPyConnection, views: set[str], result: HttpResult, enums: Enums,
+             batch_rows: int) -> None:
     roles = _roles_from_conn_records(con, enums) if "sock_conn" in views else {}
     ids: dict[tuple, int] = {}  # 4-tuple -> conn_id of the TLS tracer's connections
-    jobs: list[tuple[Connection, int, bool]] = []
     # The TLS tracer's plaintext first: a connection it decrypted is read from it, and its encrypted
-    # bytes in sock_data only give the TLS handshake facts (SNI, ALPN, version).
-    decrypted: set[int] = set()
-    if "tls_data" in views:
-        for conn in pair_sockets(load_sockets(con, "tls_data", source="tls", enums=enums)):
-            conn_id = ids.setdefault(_conn_key(conn.sock), len(ids))
-            decrypted.add(conn_id)
-            jobs.append((conn, conn_id, True))
-    if "sock_data" in views:
-        conns = pair_sockets(load_sockets(con, "sock_data", enums=enums))
-        next_id = len(ids)
-        for conn in conns:
-            # The socket of a connection the TLS tracer decrypted shares its id. (Should the kernel
-            # reuse that 4-tuple within the capture, the later connection shares it too: rare enough.)
-            conn_id = ids.get(_conn_key(conn.sock))
-            if conn_id is None:
-                conn_id, next_id = next_id, next_id + 1
-            jobs.append((conn, conn_id, False))
-        result.connections = len(conns)
-    else:
-        result.connections = len(decrypted)
-    _run_jobs(jobs, roles, result, decrypted)
+    # bytes in sock_data only give the TLS handshake facts (SNI, ALPN, version). Every conn id is
+    # known from the plan, before any payload is read.
+    tls_pairs = plan(con, "tls_data", "tls", enums) if "tls_data" in views else []
+    tls_ids = [ids.setdefault(_conn_key(a), len(ids)) for a, _ in tls_pairs]
+    decrypted = set(tls_ids)
+    sock_pairs = plan(con, "sock_data", "sock", enums) if "sock_data" in views else []
+    sock_ids = []
+    next_id = len(ids)
+    for a, _ in sock_pairs:
+        # The socket of a connection the TLS tracer decrypted shares its id. (Should the kernel
+        # reuse that 4-tuple within the capture, the later connection shares it too: rare enough.)
+        conn_id = ids.get(_conn_key(a))
+        if conn_id is None:
+            conn_id, next_id = next_id, next_id + 1
+        sock_ids.append(conn_id)
+    result.connections = len(sock_pairs) if "sock_data" in views else len(decrypted)
+    # Serial on purpose: a fork-based pool over connections was tried; pickling the results back and
+    # copy-on-write faults on the shared streams cost ~25% more CPU, and on a busy 2-CPU host it lost.
+    shared: dict = {}
+    for table, source, pairs, conn_ids, plaintext in (("tls_data", "tls", tls_pairs, tls_ids, True),
+                                                      ("sock_data", "sock", sock_pairs, sock_ids, False)):
+        i = 0
+        for batch in connection_batches(con, pairs, table, source, enums, batch_rows):
+            n0 = len(result.exchanges)
+            for conn in batch:
+                conn_id = conn_ids[i]
+                i += 1
+                _analyze_connection(conn, conn_id, roles, result, plaintext,
+                                    conn_id in decrypted and not plaintext)
+            _share_values(result.exchanges, n0, shared)
     for t in result.tls:
         t.decrypted = t.conn_id in decrypted
 
 
-def _run_jobs(jobs: list[tuple[Connection, int, bool]], roles: dict[int, bool], result: HttpResult,
-              decrypted: set[int]) -> None:
-    # Serial on purpose: a fork-based pool over connections was tried; pickling the results back and
-    # copy-on-write faults on the shared streams cost ~25% more CPU, and on a busy 2-CPU host it lost.
-    for conn, conn_id, plaintext in jobs:
-        _analyze_connection(conn, conn_id, roles, result, plaintext, conn_id in decrypted and not plaintext)
+# Exchange fields whose values repeat from one exchange to the next (a connection's addresses and pids, a
+# route's method, host and sizes): the parsers make a new object for each, ~40% of an exchange's memory.
+_SHARED_FIELDS = ("client", "server", "method", "path", "host", "req_bytes", "resp_bytes", "client_pid", "client_tid",
+                  "server_pid", "server_tid")
+
+
+def _share_values(exchanges: list[Exchange], start: int, shared: dict) -> None:
+    """Make equal values of the exchanges from `start` on one object each (they are immutable)."""
+    for e in exchanges[start:]:
+        for name in _SHARED_FIELDS:
+            v = getattr(e, name)
+            if v is not None:
+                setattr(e, name, shared.setdefault(v, v))
 
 
 def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -96,7 +114,7 @@ def _roles_from_conn_records(con: duckdb.DuckDBPyConnection, enums: Enums) -> di
     return {sock_id: op == connect for sock_id, op in rows}
 
 
-def _conn_key(s: Socket) -> tuple:
+def _conn_key(s: Socket | PlannedSocket) -> tuple:
     return tuple(sorted((s.local, s.remote)))
 
 

@@ -1,75 +1,56 @@
-"""Loading a sock_data-shaped table into sockets with rebuilt streams, one query and no Python work per
-fully captured row."""
+"""Rows of sorted sock_data-shaped records into sockets with rebuilt streams, with no Python work per
+fully captured row. batches.py plans the sockets and hands over their rows a batch at a time."""
 
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from uetrace.analyze.enums import DEFAULT, Enums
 from uetrace.analyze.http.connection import Socket
 from uetrace.analyze.http.streams import EGRESS, INGRESS, Rows, Stream, assemble, empty_stream
 
-_WHERE = "WHERE bytes > 0 AND protocol = 6"  # UDP datagrams are not byte streams
-_LOAD_SQL = "SELECT {key} AS k, direction, ts_enter, ts_exit, pid, tid, bytes, payload FROM {table} " \
-            + _WHERE + " ORDER BY {order}, direction, ts_enter, ts_exit"
-_LOAD_UNSORTED_SQL = "SELECT {key} AS k, direction, ts_enter, ts_exit, pid, tid, bytes, payload FROM {table} " \
-    + _WHERE
-# Ordered by the full key: where no socket id carries two 4-tuples this is the order of (k, direction).
-_META_SQL = "SELECT {key} AS k, laddr, lport, raddr, rport, direction, any_value(family) AS family, " \
-            "count(*) AS n FROM {table} " + _WHERE + " GROUP BY ALL ORDER BY k, laddr, lport, raddr, rport, direction"
+if TYPE_CHECKING:
+    from uetrace.analyze.http.batches import PlannedSocket
 
 
-def load_sockets(con: duckdb.DuckDBPyConnection, table: str = "sock_data", source: str = "sock",
-                 enums: Enums = DEFAULT) -> list[Socket]:
-    """Read a sock_data-shaped table into sockets with rebuilt streams.
+@dataclass(slots=True)
+class RowRun:
+    """n consecutive rows of the table: one direction (the stream model's) of one planned socket."""
 
-    Rows are grouped by sock_id and 5-tuple (a kernel may reuse a socket's address for a later
-    connection). For the TLS tracer's rows a sock_id of 0 means "socket unknown": those group by
-    (pid, fd) instead. Payloads are sliced straight out of the Arrow buffer: rows arrive sorted per
-    stream, so a fully captured stream is one contiguous slice, with no Python work per row."""
-    key = "CASE WHEN sock_id = 0 THEN hash(pid, fd) ELSE sock_id END" if source == "tls" else "sock_id"
-    meta = con.sql(_META_SQL.format(key=key, table=table)).fetchall()
-    # Does any socket id carry more than one 4-tuple (an address reused by the kernel within the
-    # capture)? Sorting the rows on the address strings costs as much again as the rest of the load:
-    # only then.
-    reused = any(a[0] == b[0] and a[1:5] != b[1:5] for a, b in zip(meta, meta[1:]))
-    order = "k, laddr, lport, raddr, rport"
-    if reused:
-        tbl = con.sql(_LOAD_SQL.format(key=key, table=table, order=order)).to_arrow_table()
-    else:
-        # Sorting in DuckDB drags the payload column through the sort; ordering the four key
-        # columns in numpy and gathering the rows once costs less than half as much.
-        tbl = con.sql(_LOAD_UNSORTED_SQL.format(key=key, table=table)).to_arrow_table()
-        cols = [tbl.column(c).to_numpy() for c in ("ts_exit", "ts_enter", "direction", "k")]
-        order = np.lexsort(cols)
-        if not np.array_equal(order, np.arange(len(order))):
-            tbl = tbl.take(order)
+    socket: PlannedSocket
+    direction: int
+    n: int
+
+
+def sockets_from_rows(tbl: pa.Table, runs: list[RowRun], source: str = "sock") -> dict[int, Socket]:
+    """Sockets (keyed by id() of their planned socket) from rows sorted per stream, in the order and
+    counts `runs` gives. Payloads are sliced straight out of the Arrow buffer: a fully captured stream
+    is one contiguous slice."""
     total = tbl.num_rows
-    if total == 0:
-        return []
-
     column = tbl.column("payload")
-    if column.num_chunks == 1 and column.type in (pa.binary(), pa.large_binary()):  # as `take` leaves it
+    if column.num_chunks == 1 and column.type in (pa.binary(), pa.large_binary()):
         payload = column.chunk(0)  # read in place: combining would copy every payload byte
     else:
         payload = pc.cast(column, pa.large_binary()).combine_chunks()
         if isinstance(payload, pa.ChunkedArray):  # older pyarrow returns a one-chunk ChunkedArray
             payload = payload.chunk(0) if payload.num_chunks else pa.array([], pa.large_binary())
-    off_buf, data_buf = payload.buffers()[1], payload.buffers()[2]
-    width = 8 if payload.type == pa.large_binary() else 4
-    offsets = np.frombuffer(off_buf, dtype=np.int64 if width == 8 else np.int32, count=total + 1,
-                            offset=payload.offset * width).astype(np.int64)
-    data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
+    if total:
+        off_buf, data_buf = payload.buffers()[1], payload.buffers()[2]
+        width = 8 if payload.type == pa.large_binary() else 4
+        offsets = np.frombuffer(off_buf, dtype=np.int64 if width == 8 else np.int32, count=total + 1,
+                                offset=payload.offset * width).astype(np.int64)
+        data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
+    else:
+        offsets, data = np.zeros(1, dtype=np.int64), memoryview(b"")
 
     sizes = tbl.column("bytes").to_numpy().astype(np.int64)
     paylen = np.diff(offsets)
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1])) if total else np.zeros(0, dtype=np.int64)
     # Rows whose payload is not exactly their size break the contiguous slice: short ones leave a gap,
     # over-long ones (malformed input) must be clipped. Only those get per-row handling.
     odd = np.flatnonzero(paylen != sizes).tolist()
@@ -108,23 +89,18 @@ def load_sockets(con: duckdb.DuckDBPyConnection, table: str = "sock_data", sourc
             starts, chunks = [0], [b""]
         return Stream(length, starts, chunks, rows, lo, hi, base, direction)
 
-    # Walk the metadata (same order as the rows) and cut the row range into streams.
-    by_sock: dict[tuple, dict[int, Stream]] = defaultdict(dict)
-    families: dict[tuple, int] = {}
+    by_sock: dict[int, dict[int, Stream]] = {}
     i = 0
-    # The archive's direction values, by name, to the stream model's own.
-    model = {enums.value(table, "ue_sock_direction", "DIR_EGRESS"): EGRESS,
-             enums.value(table, "ue_sock_direction", "DIR_INGRESS"): INGRESS}
-    for k, laddr, lport, raddr, rport, direction, family, n in meta:
-        ident = (k, laddr, lport, raddr, rport)
-        families[ident] = family
-        if direction in model:  # else a direction this version cannot read as a byte stream
-            by_sock[ident][model[direction]] = stream(i, i + n, model[direction])
-        i += n
-    sockets = []
-    for ident, dirs in by_sock.items():
-        k, laddr, lport, raddr, rport = ident
-        egress = dirs.get(EGRESS) or empty_stream(EGRESS)
-        ingress = dirs.get(INGRESS) or empty_stream(INGRESS)
-        sockets.append(Socket(k, families[ident], laddr, lport, raddr, rport, egress, ingress, source))
+    for run in runs:
+        by_sock.setdefault(id(run.socket), {})[run.direction] = stream(i, i + run.n, run.direction)
+        i += run.n
+    sockets: dict[int, Socket] = {}
+    for run in runs:
+        p = run.socket
+        if id(p) in sockets:
+            continue
+        dirs = by_sock[id(p)]
+        sockets[id(p)] = Socket(p.k, p.family, p.laddr, p.lport, p.raddr, p.rport,
+                                dirs.get(EGRESS) or empty_stream(EGRESS), dirs.get(INGRESS) or empty_stream(INGRESS),
+                                source)
     return sockets

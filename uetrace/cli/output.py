@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import click
 from rich.console import Console
@@ -40,3 +40,14 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence], fmt: str = "tab
 
 def echo_json(data: object) -> None:
     click.echo(json.dumps(data, indent=1, default=str))
+
+
+def echo_json_list(items: Iterable[object]) -> None:
+    """echo_json(list(items)), byte for byte, an item at a time: a big capture's rows never exist all
+    at once as Python objects. (JSON escapes newlines within strings, so each line can be indented.)"""
+    first = True
+    for item in items:
+        text = json.dumps(item, indent=1, default=str).replace("\n", "\n ")
+        click.echo(("[\n" if first else ",\n") + " " + text, nl=False)
+        first = False
+    click.echo("[]" if first else "\n]")

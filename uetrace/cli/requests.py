@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 import click
 
 from uetrace.cli.options import Duration, archives_argument, format_option, json_option
-from uetrace.cli.output import echo_json, print_rows
+from uetrace.cli.output import echo_json_list, print_rows
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from uetrace.analyze.http.exchange import Exchange
 
 COLUMNS = ("id", "time s", "proto", "method", "path", "status", "latency ms", "req bytes", "resp bytes", "client",
@@ -83,7 +85,7 @@ def command(archives: tuple[Path, ...], status: str | None, path_glob: str | Non
         # Time order across connections: the parsers emit them connection by connection.
         exchanges = sorted(result.exchanges, key=lambda e: (_when(e), e.conn_id, e.stream_id or 0))
         if as_json:
-            echo_json(_json_rows(db, exchanges))
+            echo_json_list(_json_rows(db, exchanges))
             return
         ids = _request_ids(db)
     if not t0 and exchanges:
@@ -107,16 +109,15 @@ def _request_ids(db) -> dict[int, int]:
     return {id(e): i for i, e in enumerate(correlate.exchange_order(http.run(db, http.HttpParams()).exchanges))}
 
 
-def _json_rows(db, exchanges: list[Exchange]) -> list[dict]:
-    """Each exchange's fields and what the correlation engine found for it (see analyze/correlate)."""
+def _json_rows(db, exchanges: list[Exchange]) -> Iterator[dict]:
+    """Each exchange's fields and what the correlation engine found for it (see analyze/correlate),
+    one row at a time."""
     from uetrace.analyze import correlate
     corr = correlate.correlate(db)
-    rows = []
     for e in exchanges:
         r = corr.of(e)
-        rows.append({**e.to_dict(), **(r.row() if r is not None else correlate.Request(-1, e, "").row()),
-                     **({"request_id": None} if r is None else {})})
-    return rows
+        yield {**e.to_dict(), **(r.row() if r is not None else correlate.Request(-1, e, "").row()),
+               **({"request_id": None} if r is None else {})}
 
 
 def _when(e: Exchange) -> int:

@@ -1,0 +1,216 @@
+"""Connections in bounded batches: the plan from per-socket metadata, the rows sorted by DuckDB and
+streamed in Arrow record batches, cut at connection boundaries.
+
+Holding every payload of a big capture in Python costs at least twice its size (the Arrow buffer and
+the streams' bytes). Instead the sockets are first planned from a small GROUP BY (counts, first
+activity, addresses): that is enough to pair the two ends of each connection and to order the
+connections exactly as one whole load would, so conn ids and the order of the exchanges do not
+depend on the batch size. DuckDB then sorts the rows by (connection, socket, direction, time), a
+group of connections per query under a tighter memory limit (spilling to its temp_directory), and
+the rows come back a batch of connections at a time: a connection is never split, so memory is
+bounded by the batch size or by the biggest single connection, whichever is larger.
+
+Rows of one stream with the same ts_enter and ts_exit come in DuckDB's order (a whole load kept the
+segments' order): two syscalls on one socket do not enter and return in the same nanoseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from uetrace.analyze.enums import DEFAULT, Enums
+from uetrace.analyze.http.connection import Connection, norm_addr, pair_ends
+from uetrace.analyze.http.stream_loading import RowRun, sockets_from_rows
+from uetrace.analyze.http.streams import EGRESS, INGRESS
+
+# Rows of one batch (connections are never split, so a batch holds at least one whole connection).
+DEFAULT_BATCH_ROWS = 50_000
+_READ_ROWS = 65_536  # rows per Arrow record batch read from DuckDB
+SORT_MEMORY_LIMIT = "192MB"
+SORT_GROUP_ROWS = 1_000_000  # rows sorted by one query (see _sort_groups)
+
+_WHERE = "bytes > 0 AND protocol = 6"  # UDP datagrams are not byte streams
+_META_SQL = "SELECT {key} AS k, laddr, lport, raddr, rport, direction, any_value(family) AS family, " \
+            "count(*) AS n, min(ts_enter) AS first FROM {table} WHERE " + _WHERE + " AND direction IN ({dirs}) " \
+            "GROUP BY ALL ORDER BY k, laddr, lport, raddr, rport, direction"
+_PLAN = "_uetrace_http_plan"
+_ROWS_SQL = "SELECT d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid, d.bytes, d.payload FROM {table} d " \
+            "JOIN " + _PLAN + " p ON p.k = {key} AND p.laddr IS NOT DISTINCT FROM d.laddr " \
+            "AND p.lport IS NOT DISTINCT FROM d.lport AND p.raddr IS NOT DISTINCT FROM d.raddr " \
+            "AND p.rport IS NOT DISTINCT FROM d.rport WHERE " + _WHERE + " AND d.direction IN ({dirs}) " \
+            "AND p.seq >= ? AND p.seq < ? " \
+            "ORDER BY p.seq, d.direction, d.ts_enter, d.ts_exit"
+
+
+@dataclass(slots=True)
+class PlannedSocket:
+    """One socket as the metadata describes it: enough to pair and order it before any payload."""
+
+    k: int
+    laddr: str
+    lport: int
+    raddr: str
+    rport: int
+    family: int
+    first_ts: int = 0
+    runs: list[tuple[int, int, int]] = field(default_factory=list)  # (archive direction, model direction, rows)
+
+    @property
+    def local(self) -> tuple[str, int]:
+        return (norm_addr(self.laddr), self.lport)
+
+    @property
+    def remote(self) -> tuple[str, int]:
+        return (norm_addr(self.raddr), self.rport)
+
+    @property
+    def rows(self) -> int:
+        return sum(n for _, _, n in self.runs)
+
+
+Pair = tuple[PlannedSocket, PlannedSocket | None]
+
+
+def _key(source: str) -> str:
+    # For the TLS tracer's rows a sock_id of 0 means "socket unknown": those group by (pid, fd).
+    return "CASE WHEN sock_id = 0 THEN hash(pid, fd) ELSE sock_id END" if source == "tls" else "sock_id"
+
+
+def _directions(table: str, enums: Enums) -> dict[int, int]:
+    """The archive's direction values, by name, to the stream model's own."""
+    return {enums.value(table, "ue_sock_direction", "DIR_EGRESS"): EGRESS,
+            enums.value(table, "ue_sock_direction", "DIR_INGRESS"): INGRESS}
+
+
+def plan(con: duckdb.DuckDBPyConnection, table: str = "sock_data", source: str = "sock",
+         enums: Enums = DEFAULT) -> list[Pair]:
+    """Every connection of a sock_data-shaped table, as pairs of planned sockets in the order a
+    whole load pairs them (pair_ends: by first activity). Rows are grouped by sock_id and 5-tuple (a
+    kernel may reuse a socket's address for a later connection); directions the stream model cannot
+    read as a byte stream are left out."""
+    model = _directions(table, enums)
+    dirs = ", ".join(str(int(d)) for d in model)
+    sockets: dict[tuple, PlannedSocket] = {}
+    for k, laddr, lport, raddr, rport, direction, family, n, first in con.execute(
+            _META_SQL.format(key=_key(source), table=table, dirs=dirs)).fetchall():
+        ident = (k, laddr, lport, raddr, rport)
+        s = sockets.get(ident)
+        if s is None:
+            s = sockets[ident] = PlannedSocket(k, laddr, lport, raddr, rport, family, int(first))
+        s.family = family  # as a whole load keeps it: the last direction's
+        s.first_ts = min(s.first_ts, int(first))
+        s.runs.append((direction, model[direction], n))
+    return pair_ends(list(sockets.values()))
+
+
+def connection_batches(con: duckdb.DuckDBPyConnection, pairs: list[Pair], table: str = "sock_data",
+                       source: str = "sock", enums: Enums = DEFAULT,
+                       batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[list[Connection]]:
+    """The planned connections with their streams, a batch at a time, in plan order. Each batch's
+    payloads are released when the caller lets go of it."""
+    if not pairs:
+        return
+    seq = [s for pair in pairs for s in pair if s is not None]
+    # sock_id is unsigned in archives, hash() always is; a test's table may hold signed ids.
+    k_type = pa.uint64() if all(s.k >= 0 for s in seq) else pa.int64()
+    con.register(_PLAN + "_arrow", pa.table({
+        "seq": pa.array(range(len(seq)), pa.int64()),
+        "k": pa.array([s.k for s in seq], k_type),
+        "laddr": pa.array([s.laddr for s in seq], pa.string()),
+        "lport": pa.array([s.lport for s in seq], pa.int64()),
+        "raddr": pa.array([s.raddr for s in seq], pa.string()),
+        "rport": pa.array([s.rport for s in seq], pa.int64()),
+    }))
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_PLAN} AS SELECT * FROM {_PLAN}_arrow")
+    finally:
+        con.unregister(_PLAN + "_arrow")
+    dirs = ", ".join(str(int(d)) for d in _directions(table, enums))
+    sql = _ROWS_SQL.format(table=table, key=_key(source), dirs=dirs)
+    # The sort holds payloads while Python holds a parsed batch beside it: under a tighter limit than
+    # the connection's, put back when the rows are read.
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    try:
+        con.execute(f"SET memory_limit = '{SORT_MEMORY_LIMIT}'")
+        first = 0  # seq of the group's first socket
+        for group in _sort_groups(_group(pairs, batch_rows)):
+            n = sum(1 for batch in group for pair in batch for s in pair if s is not None)
+            reader = con.sql(sql, params=[first, first + n]).to_arrow_reader(_READ_ROWS)
+            first += n
+            try:
+                rows = _RowSource(reader)
+                for batch in group:
+                    runs = [RowRun(s, d, n) for pair in batch for s in pair if s is not None for _, d, n in s.runs]
+                    tbl = rows.take(sum(r.n for r in runs))
+                    socks = sockets_from_rows(tbl, runs, source)
+                    del tbl
+                    yield [Connection(socks[id(a)], socks[id(b)] if b is not None else None) for a, b in batch]
+            finally:
+                reader.close()  # the connection takes no other query while a result is open
+    finally:
+        con.execute(f"SET memory_limit = '{limit}'")
+        con.execute(f"DROP TABLE IF EXISTS {_PLAN}")
+
+
+def _sort_groups(batches: Iterator[list[Pair]]) -> Iterator[list[list[Pair]]]:
+    """Consecutive batches up to SORT_GROUP_ROWS rows: each group is one sort in DuckDB. A sort of
+    every payload of a big capture would not fit its memory limit even spilling (it failed at 7 M
+    rows under 192 MB); a group is one scan of the table more, and a bounded sort."""
+    group: list[list[Pair]] = []
+    n = 0
+    for batch in batches:
+        m = sum(s.rows for pair in batch for s in pair if s is not None)
+        if group and n + m > SORT_GROUP_ROWS:
+            yield group
+            group, n = [], 0
+        group.append(batch)
+        n += m
+    if group:
+        yield group
+
+
+def _group(pairs: list[Pair], batch_rows: int) -> Iterator[list[Pair]]:
+    """Consecutive connections up to batch_rows rows together; a bigger connection alone."""
+    batch: list[Pair] = []
+    n = 0
+    for pair in pairs:
+        m = sum(s.rows for s in pair if s is not None)
+        if batch and n + m > batch_rows:
+            yield batch
+            batch, n = [], 0
+        batch.append(pair)
+        n += m
+    if batch:
+        yield batch
+
+
+class _RowSource:
+    """Exactly n rows at a time from a RecordBatchReader, whatever its batch size."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.reader = reader
+        self.pending: list[pa.RecordBatch] = []
+        self.have = 0
+
+    def take(self, n: int) -> pa.Table:
+        while self.have < n:
+            b = self.reader.read_next_batch()  # StopIteration only if the rows changed under us
+            self.pending.append(b)
+            self.have += b.num_rows
+        out: list[pa.RecordBatch] = []
+        need = n
+        while need:
+            b = self.pending[0]
+            if b.num_rows <= need:
+                out.append(self.pending.pop(0))
+                need -= b.num_rows
+            else:
+                out.append(b.slice(0, need))
+                self.pending[0] = b.slice(need)
+                need = 0
+        self.have -= n
+        return pa.Table.from_batches(out, schema=self.reader.schema)
