@@ -202,7 +202,8 @@ static __always_inline __u32 py_frames(const struct ue_py_proc *pp, __u64 ts, st
 	struct py_walk w = {
 		.pp = pp, .out = out, .frame_read = pp->frame_read, .code_read = pp->code_read,
 		.s = bpf_map_lookup_elem(&py_scratch, &zero),
-		.frame = pp->frame_object ? cframe : cframe ? read_ptr(cframe + pp->cframe_current_frame) : 0,
+		.frame = pp->frame_object || pp->tstate_frame ? cframe :
+			 cframe ? read_ptr(cframe + pp->cframe_current_frame) : 0,
 	};
 
 	if (!w.s)

@@ -87,7 +87,10 @@ struct ue_py_proc {
 	__u8 entry_kind;                /* 2 (3.10): every frame is its own eval call */
 	__u8 frame_object;              /* 3.10: tstate_cframe is PyThreadState.frame (a PyFrameObject,
 					 * no _PyCFrame between), frame_prev_instr is f_lasti (int) */
-	__u8 _pad0[5];
+	__u8 tstate_frame;              /* 3.13: tstate_cframe is PyThreadState.current_frame, the
+					 * _PyInterpreterFrame itself (frame_code is f_executable,
+					 * frame_prev_instr instr_ptr) */
+	__u8 _pad0[4];
 };
 _Static_assert(sizeof(struct ue_py_proc) == 48, "ue_py_proc layout");
 

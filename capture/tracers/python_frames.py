@@ -29,6 +29,7 @@ from uetrace.capture.btf import StructLayout
 from uetrace.capture.libbpf import BpfError, BpfObject
 from uetrace.capture.procfs import read_comm
 from uetrace.capture.snapshot.python_code import PY_CODE_SCHEMA, read_code
+from uetrace.capture.snapshot.python_offsets import bpf_code_read, bpf_frame_read
 from uetrace.capture.snapshot.python_runtime import PyRuntime, find_runtime
 
 PY_MAP = "py_procs"
@@ -121,10 +122,7 @@ class PythonFrames:
         value = bytearray(self.layout.size)
         fields = {f.name: f for f in self.layout.fields}
         o = rt.offsets
-        values = {"runtime": rt.runtime_addr, **vars(o),
-                  "frame_read": max(o.frame_code + 8, o.frame_previous + 8, o.frame_prev_instr + 8,
-                                    o.frame_is_entry + 1, o.frame_owner + 1),
-                  "code_read": max(o.code_firstlineno + 4, o.code_qualname + 8)}
+        values = {"runtime": rt.runtime_addr, **vars(o), "frame_read": bpf_frame_read(o), "code_read": bpf_code_read(o)}
         for name, f in fields.items():
             if name in values:
                 value[f.offset:f.offset + f.size] = int(values[name]).to_bytes(f.size, "little")
