@@ -96,16 +96,21 @@ def line_of_310(linetable: bytes, firstlineno: int, lasti: int) -> int | None:
 class PyFrames:
     """Python stacks of a capture, as named groups (one per eval call), root first."""
 
-    def __init__(self, cap: ArchiveDb, keys: set[tuple[int, int]]):
-        """keys: the (pid, pystack_id) pairs to load."""
+    def __init__(self, cap: ArchiveDb, keys: set[tuple[int, int]], tracer: str = "stack"):
+        """keys: the (pid, pystack_id) pairs to load, ids of `tracer`'s records."""
         self.groups: dict[tuple[int, int], list[list[tuple[str, str, int | None]]]] = {}
-        if not keys or not available(cap):
+        if not keys or not (available(cap) if tracer == "stack" else cap.has("py_stacks")):
             return
         con = cap.con
         ids = sorted({k[1] for k in keys})
+        # Archives from before lock and alloc recorded Python frames: every row is the stack tracer's.
+        columns = [d[0] for d in con.execute("SELECT * FROM py_stacks LIMIT 0").description]
+        if "tracer" not in columns and tracer != "stack":
+            return
+        own = "AND tracer = ?" if "tracer" in columns else ""
         stacks = {sid: (code, check, lasti) for sid, code, check, lasti in con.execute(
             "SELECT pystack_id, code, checksum, lasti FROM py_stacks WHERE pystack_id IN "
-            "(SELECT unnest(?::INTEGER[]))", [ids]).fetchall()}
+            f"(SELECT unnest(?::INTEGER[])) {own}", [ids, tracer] if own else [ids]).fetchall()}
         pids = sorted({k[0] for k in keys})
         code = {}
         if cap.has("py_code"):

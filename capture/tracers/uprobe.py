@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from uetrace.capture.libbpf import BpfError, BpfObject
 from uetrace.capture.tracers import uprobe_targets as tg
 from uetrace.capture.tracers.contract import NotAttached, Tracer
+from uetrace.capture.tracers.python_stackmap import PyStackMap
 from uetrace.capture.tracers.stack_maps import dump_stacks
 from uetrace.capture.tracers.uprobe_offsets import function_offsets
 from uetrace.errors import UetraceError
@@ -39,6 +40,7 @@ class UprobeTracer(Tracer):
         self._watcher: tg.CommWatcher | None = None
         self._attach_lock = threading.Lock()
         self._stopped = False
+        self.python = PyStackMap(None, None, self.name)
 
     @property
     def all_processes(self) -> bool:
@@ -53,6 +55,7 @@ class UprobeTracer(Tracer):
         # filter would compare thread names, which threads may rename.
         rodata["filter_pids"] = 0
         rodata["filter_comm"] = 0
+        self.python = PyStackMap(obj, self.object_file, self.name)
 
     def attach(self, obj: BpfObject) -> None:
         me = os.getpid()
@@ -77,6 +80,7 @@ class UprobeTracer(Tracer):
 
     def _attach_target(self, obj: BpfObject, target: tg.Target) -> None:
         before = len(self.attached)
+        self.python.target(target.pid)   # before its first record: its Python frames are in all
         self._attach_binary(obj, target.library, target.pid)
         if len(self.attached) > before:
             self.targets.append(target)
@@ -111,6 +115,13 @@ class UprobeTracer(Tracer):
             else:
                 self._attach_target(self.obj, target)
 
+    def postprocess(self, kind: str, table: pa.Table) -> pa.Table:
+        """The records' Python stack keys -> pystack_id (capture/tracers/python_stackmap.py)."""
+        return self.python.postprocess(table)
+
+    def tick(self, write_table) -> None:
+        self.python.write(write_table)   # a killed capture keeps the names read so far
+
     def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
         self.symbols.saw(pc.unique(table.column("pid")).to_numpy())
 
@@ -121,6 +132,7 @@ class UprobeTracer(Tracer):
         self.stats["targets"] = [{"pid": t.pid, "comm": t.comm, "library": t.library} for t in self.targets]
         if dump.table.num_rows:
             write_table("stacks", dump.table)
+        self.python.finish(write_table, self.stats, self.notes)
         self.symbols.write(write_table)
 
     def stop(self) -> None:
