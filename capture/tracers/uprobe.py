@@ -5,6 +5,9 @@ the user passed --all-processes.
 Each uprobe link is bound to one process (perf_event_open with its pid), so
 the breakpoints are only written into that process's memory: other processes
 calling malloc or pthread_mutex_lock pay nothing.
+
+A target running CPython also gets the Python frames of each call recorded
+(capture/tracers/python_stackmap.py): records carry `pystack_id` next to `ustack_id`.
 """
 
 from __future__ import annotations
