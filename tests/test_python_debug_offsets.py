@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import struct
+from pathlib import Path
 
 import pytest
 
 from uetrace.bpf import object_path
 from uetrace.capture.btf import Btf
 from uetrace.capture.snapshot import python_debug_offsets as dbg
-from uetrace.capture.snapshot.python_offsets import PyOffsets
+from uetrace.capture.snapshot.python_offsets import BPF_CODE_MAX, BPF_FRAME_MAX, PyOffsets
 from uetrace.capture.snapshot.python_runtime import offsets_for
 
 # Words 1..72 after the cookie, as read from a running pyenv 3.13.0 (version 0x030d00f0).
@@ -89,3 +91,10 @@ def test_every_field_of_the_bpf_struct_is_a_python_offset():
     names = {f.name for f in layout.fields} - {"runtime", "frame_read", "code_read", "_pad0"}
     assert names <= set(PyOffsets.__dataclass_fields__), names - set(PyOffsets.__dataclass_fields__)
     assert "tstate_frame" in names
+
+
+def test_the_walk_buffer_sizes_are_the_headers():
+    """What parse() lets through must fit the BPF walk's buffers (#defines: not in BTF)."""
+    header = (Path(object_path("stack")).parent / "python.h").read_text()
+    for name, value in (("UE_PY_FRAME_MAX", BPF_FRAME_MAX), ("UE_PY_CODE_MAX", BPF_CODE_MAX)):
+        assert re.search(rf"#define {name} (\d+)", header).group(1) == str(value), name
