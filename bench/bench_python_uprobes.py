@@ -9,11 +9,12 @@ each call: more lock hits, each walked too). Under `trace capture -t proc,lock,a
 
 1. BPF run time per program run (bpf_prog_info run_time_ns / run_cnt, kernel.bpf_stats_enabled=1
    for the measurement only), summed over the lock programs and over the alloc programs, while the
-   workload runs with the Python walk and then without it (its py_procs entries deleted through
-   bpftool: the programs then find no interpreter and record native stacks only), in the same
-   capture: the change of the mean is the walk's added cost per hit.
-2. The workload's time per iteration in the same two phases and untraced, alternating rounds
-   (median): the same figure as bench/bench_uprobe_overhead.py's, per iteration.
+   workload runs with the Python walk and without it (its py_procs entries deleted through
+   bpftool, then put back: the programs then find no interpreter and record native stacks
+   only), alternating rounds in the same capture: the change of the mean is the walk's added
+   cost per hit.
+2. The workload's time per iteration in the same rounds, and untraced after the capture
+   (medians): the same figure as bench/bench_uprobe_overhead.py's, per iteration.
 Prints one JSON object. Needs root and bpftool.
 """
 
@@ -89,12 +90,15 @@ def stats(progs: dict[int, str], names: set[str]) -> tuple[int, int]:
 
 
 def measure(w: Workload, progs: dict[int, str], n: int) -> tuple[float, dict]:
-    before = {k: stats(progs, names) for k, names in (("lock", LOCK_PROGS), ("alloc", ALLOC_PROGS))}
+    """(ns per iteration, {lock/alloc/each program name: (mean run ns, runs per iteration)})."""
+    groups = {"lock": LOCK_PROGS, "alloc": ALLOC_PROGS, **{name: {name} for name in LOCK_PROGS | ALLOC_PROGS}}
+    before = {k: stats(progs, names) for k, names in groups.items()}
     per_iter = w.run(n)
     out = {}
-    for k, names in (("lock", LOCK_PROGS), ("alloc", ALLOC_PROGS)):
+    for k, names in groups.items():
         ns, cnt = stats(progs, names)
-        out[k] = ((ns - before[k][0]) / max(cnt - before[k][1], 1), (cnt - before[k][1]) / n)
+        if cnt > before[k][1]:
+            out[k] = ((ns - before[k][0]) / (cnt - before[k][1]), (cnt - before[k][1]) / n)
     return per_iter, out
 
 
@@ -123,18 +127,22 @@ def main() -> None:
         bpf_with, bpf_without = [], []
         try:
             progs, pymaps = capture_objects(cap.pid)
+            key = [str(b) for b in w.pid.to_bytes(4, "little")]
+            values = {mid: [str(int(x, 16)) for x in bpftool("map", "lookup", "id", str(mid), "key", *key)["value"]]
+                      for mid in pymaps}
             Path(STATS).write_text("1")
             for _ in range(args.rounds):
                 t, b = measure(w, progs, args.iterations)
                 with_walk.append(t)
                 bpf_with.append(b)
-            key = [str(b) for b in w.pid.to_bytes(4, "little")]
-            for mid in pymaps:
-                subprocess.run(["bpftool", "map", "delete", "id", str(mid), "key", *key], check=True)
-            for _ in range(args.rounds):
+                for mid in pymaps:
+                    subprocess.run(["bpftool", "map", "delete", "id", str(mid), "key", *key], check=True)
                 t, b = measure(w, progs, args.iterations)
                 without_walk.append(t)
                 bpf_without.append(b)
+                for mid, value in values.items():
+                    subprocess.run(["bpftool", "map", "update", "id", str(mid), "key", *key, "value", *value],
+                                   check=True)
         finally:
             Path(STATS).write_text(old)
             cap.send_signal(2)
@@ -147,10 +155,10 @@ def main() -> None:
            "us_per_iteration": {"untraced": round(statistics.median(untraced) / 1e3, 2),
                                 "traced_with_python_walk": round(statistics.median(with_walk) / 1e3, 2),
                                 "traced_without": round(statistics.median(without_walk) / 1e3, 2)}}
-    for k in ("lock", "alloc"):
-        mw = statistics.median(b[k][0] for b in bpf_with)
-        mo = statistics.median(b[k][0] for b in bpf_without)
-        out[k] = {"program_runs_per_iteration": round(statistics.median(b[k][1] for b in bpf_with), 2),
+    for k in sorted({*bpf_with[0]} & {*bpf_without[0]}, key=lambda k: (k not in ("lock", "alloc"), k)):
+        mw = statistics.median(b[k][0] for b in bpf_with if k in b)
+        mo = statistics.median(b[k][0] for b in bpf_without if k in b)
+        out[k] = {"program_runs_per_iteration": round(statistics.median(b[k][1] for b in bpf_with if k in b), 2),
                   "mean_run_ns_with_walk": round(mw), "mean_run_ns_without": round(mo),
                   "added_ns_per_hit": round(mw - mo)}
     print(json.dumps(out, indent=1))
