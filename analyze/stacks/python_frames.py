@@ -112,11 +112,14 @@ class PyFrames:
             "SELECT pystack_id, code, checksum, lasti FROM py_stacks WHERE pystack_id IN "
             f"(SELECT unnest(?::INTEGER[])) {own}", [ids, tracer] if own else [ids]).fetchall()}
         pids = sorted({k[0] for k in keys})
+        # Only the code objects these stacks name: a report asks for a few stacks at a time.
+        addrs = sorted({a for sid in {k[1] for k in keys} if sid in stacks for a in stacks[sid][0]})
         code = {}
         if cap.has("py_code"):
             for pid, addr, check, qualname, filename, first, table, version in con.execute(
                     "SELECT pid, addr, checksum, qualname, filename, firstlineno, linetable, version FROM py_code "
-                    "WHERE pid IN (SELECT unnest(?::UINTEGER[]))", [pids]).fetchall():
+                    "WHERE pid IN (SELECT unnest(?::UINTEGER[])) AND addr IN (SELECT unnest(?::UBIGINT[]))",
+                    [pids, addrs]).fetchall():
                 decode = line_of_310 if (version or "").startswith("3.10") else line_of
                 code[(pid, addr, check)] = (qualname, filename, first, bytes(table or b""), decode)
         for pid, sid in keys:
