@@ -57,7 +57,7 @@ ACQUIRED = (0, errno.EOWNERDEAD)  # return values after which the caller holds t
 COND_NOT_HELD = (errno.EPERM,)
 
 
-Site = tuple[int, int]  # (ustack_id, caller return address) of a lock call
+Site = tuple[int, ...]  # (ustack_id, caller return address, pystack_id) of a lock call: StackNamer.frames' args
 
 
 @dataclass
@@ -106,11 +106,11 @@ class ProcessLocks:
     first_use: dict[int, int] = field(default_factory=dict)
 
     def replay(self, tid: int, rows: list[tuple]) -> None:
-        """rows: (ts, op, lock, ret, ustack_id, caller, fn) of one thread, in time order."""
+        """rows: (ts, op, lock, ret, ustack_id, caller, fn[, pystack_id]) of one thread, in time order."""
         held: dict[int, Hold] = {}
         waiting = None
-        for ts, op, mutex, ret, stack, caller, fn in rows:
-            site = (stack, caller)
+        for ts, op, mutex, ret, stack, caller, fn, *py in rows:
+            site = (stack, caller, py[0] if py else -1)
             shared = fn in FN_SHARED
             self.mutexes.add(mutex)
             self.first_use.setdefault(mutex, ts)
@@ -326,8 +326,11 @@ def _replay(cap: ArchiveDb) -> dict[int, ProcessLocks]:
     """Every thread's records in time order (a thread's own records never tie), op and fn in the
     replay's codes."""
     op, fn = _to_replay_codes(cap, "op", "ue_lock_op", _OPS), _to_replay_codes(cap, "fn", "ue_lock_fn", _FNS)
+    # Archives from before lock records named their Python frames have no pystack_id.
+    columns = [d[0] for d in cap.con.execute("SELECT * FROM lock LIMIT 0").description]
+    py = "pystack_id" if "pystack_id" in columns else "-1"
     cur = cap.con.execute(f"""
-        SELECT pid, tid, ts, {op} AS op, mutex, ret, ustack_id, caller, {fn} AS fn FROM lock
+        SELECT pid, tid, ts, {op} AS op, mutex, ret, ustack_id, caller, {fn} AS fn, {py} AS pystack_id FROM lock
         ORDER BY pid, tid, ts, 4""")
     procs: dict[int, ProcessLocks] = {}
     key, rows = None, []

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from uetrace.analyze.analyzer import ResultRendering
 from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.render import human_bytes
-from uetrace.analyze.stacks.stack_text import StackNamer
+from uetrace.analyze.stacks.stack_text import PYTHON_MARK, StackNamer
 
 NAME = "leaks"
 VIEWS = ("alloc_blocks",)
@@ -70,13 +70,19 @@ class LeakReport:
                                                               "growth/s", "allocated at"),
                               [(g["pid"], g["comm"], f"{g['bytes']:,}", f"{g['blocks']:,}",
                                 f"{g['oldest_age_s']:.1f}s", human_bytes(g["growth_bytes_per_s"]),
-                                g["frames"][0] if g["frames"] else f"stack {g['stack_id']}")
+                                _site(g["frames"]) if g["frames"] else f"stack {g['stack_id']}")
                                for g in self.groups]))
         for i, g in enumerate(self.groups, 1):
             out.append(f"\n#{i} pid {g['pid']}: {g['bytes']:,} bytes in {g['blocks']:,} blocks; outstanding over "
                        "time: " + " ".join(human_bytes(b) for b in g["growth"]))
             out += [f"    {f}" for f in g["frames"][:16]] or ["    (no stack)"]
         return "\n".join(out)
+
+
+def _site(frames: list[str]) -> str:
+    """Where a group allocates, in one frame: its innermost Python frame when it has any (what a
+    Python developer acts on; the native ones under it are the interpreter's), else the leaf."""
+    return next((f for f in frames if f.endswith(PYTHON_MARK)), frames[0])
 
 
 def applies(cap: ArchiveDb) -> bool:
@@ -98,13 +104,16 @@ def register_views(cap: ArchiveDb) -> None:
     else:
         exits = "(SELECT NULL::UINTEGER AS pid, NULL::UBIGINT AS exit_ts)"
     end = _end(cap)
+    # Archives from before alloc records named their Python frames have no pystack_id.
+    columns = [d[0] for d in cap.con.execute("SELECT * FROM alloc LIMIT 0").description]
+    py = "pystack_id" if "pystack_id" in columns else "-1::INTEGER AS pystack_id"
     cap.con.execute(f"""
         CREATE OR REPLACE VIEW alloc_blocks AS
         WITH ev AS (
-            SELECT pid, tid, ts, op, fn, addr, size, ustack_id,
+            SELECT pid, tid, ts, op, fn, addr, size, ustack_id, {py},
                    lead(op) OVER w AS next_op, lead(ts) OVER w AS next_ts, lag(op) OVER w AS prev_op
             FROM alloc WINDOW w AS (PARTITION BY pid, addr ORDER BY ts, op = {op_free} DESC))
-        SELECT ev.pid, ev.tid, ev.ts, ev.fn, ev.addr, ev.size, ev.ustack_id,
+        SELECT ev.pid, ev.tid, ev.ts, ev.fn, ev.addr, ev.size, ev.ustack_id, ev.pystack_id,
                CASE WHEN next_op = {op_free} THEN next_ts END AS freed_ts,
                next_op = {op_alloc} AS missed_free,
                greatest(least(coalesce(x.exit_ts, {end}), {end}), ev.ts) AS end_ts
@@ -137,35 +146,35 @@ def run(cap: ArchiveDb, params: LeaksParams = LeaksParams()) -> LeakReport:
     start = int(cap.info.start_ns or cap.query("SELECT min(ts) FROM alloc")[0][0])
     end = _end(cap)
     groups = cap.query("""
-        SELECT pid, ustack_id, sum(size)::HUGEINT, count(*), max(end_ts - ts), min(ts)
+        SELECT pid, ustack_id, pystack_id, sum(size)::HUGEINT, count(*), max(end_ts - ts), min(ts)
         FROM alloc_blocks
         WHERE freed_ts IS NULL AND NOT coalesce(missed_free, false) AND end_ts - ts >= ?
-        GROUP BY pid, ustack_id ORDER BY sum(size) DESC, pid, ustack_id""", [min_age_ns])
+        GROUP BY pid, ustack_id, pystack_id ORDER BY sum(size) DESC, pid, ustack_id, pystack_id""", [min_age_ns])
     comms = cap.process_names()
     stacks = StackNamer(cap, "alloc", first_frame_exact=False)
-    stacks.load((pid, sid, 0) for pid, sid, *_ in groups[:limit])
+    stacks.load((pid, sid, 0, pysid) for pid, sid, pysid, *_ in groups[:limit])
     instants = [start + (end - start) * (i + 1) // points for i in range(points)]
-    for _pid, _sid, nbytes, count, _oldest, _first in groups:
+    for _pid, _sid, _pysid, nbytes, count, _oldest, _first in groups:
         report.leaked_bytes += int(nbytes) * rate
         report.leaked_blocks += int(count) * rate
-    for pid, sid, nbytes, count, oldest, _first in groups[:limit]:
-        growth = _growth(cap, pid, sid, instants)
+    for pid, sid, pysid, nbytes, count, oldest, _first in groups[:limit]:
+        growth = _growth(cap, pid, sid, pysid, instants)
         report.groups.append({
-            "pid": pid, "comm": comms.get(pid, ""), "stack_id": sid, "bytes": int(nbytes) * rate,
+            "pid": pid, "comm": comms.get(pid, ""), "stack_id": sid, "pystack_id": pysid, "bytes": int(nbytes) * rate,
             "blocks": int(count) * rate, "oldest_age_s": oldest / 1e9,
             "growth": [b * rate for b in growth], "growth_at_s": [(t - start) / 1e9 for t in instants],
             "growth_bytes_per_s": _slope([(t - start) / 1e9 for t in instants], [b * rate for b in growth]),
-            "frames": stacks.frames(pid, sid)})
+            "frames": stacks.frames(pid, sid, 0, pysid)})
     return report
 
 
-def _growth(cap: ArchiveDb, pid: int, sid: int, instants: list[int]) -> list[int]:
+def _growth(cap: ArchiveDb, pid: int, sid: int, pysid: int, instants: list[int]) -> list[int]:
     rows = cap.query("""
         SELECT t.i, coalesce(sum(b.size), 0)::HUGEINT
         FROM (SELECT unnest(?::UBIGINT[]) AS t, generate_subscripts(?::UBIGINT[], 1) AS i) t
-        LEFT JOIN alloc_blocks b ON b.pid = ? AND b.ustack_id = ? AND b.ts <= t.t
+        LEFT JOIN alloc_blocks b ON b.pid = ? AND b.ustack_id = ? AND b.pystack_id = ? AND b.ts <= t.t
              AND (b.freed_ts IS NULL OR b.freed_ts > t.t)
-        GROUP BY t.i ORDER BY t.i""", [instants, instants, pid, sid])
+        GROUP BY t.i ORDER BY t.i""", [instants, instants, pid, sid, pysid])
     return [int(r[1]) for r in rows]
 
 

@@ -6,6 +6,7 @@
  * together (and the stack walk is skipped for dropped blocks). */
 #include "common.bpf.h"
 #include "stackmap.bpf.h"
+#include "pystackmap.bpf.h"
 #include "alloc.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -54,7 +55,8 @@ static __always_inline bool kept(__u64 addr)
 	return addr % alloc_sample == 0;
 }
 
-static __always_inline void emit(__u16 op, __u16 fn, __u64 ts, __u64 addr, __u64 size, __s32 stack)
+static __always_inline void emit(__u16 op, __u16 fn, __u64 ts, __u64 addr, __u64 size, __s32 stack,
+				 __u64 pystack)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct ue_alloc *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
@@ -72,6 +74,7 @@ static __always_inline void emit(__u16 op, __u16 fn, __u64 ts, __u64 addr, __u64
 	ev->ustack_id = stack;
 	ev->op = op;
 	ev->fn = fn;
+	ev->pystack = pystack;
 	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 }
 
@@ -124,7 +127,8 @@ static __always_inline void allocated(struct pt_regs *ctx, struct alloc_call *c,
 {
 	if (!addr || !kept(addr))
 		return;
-	emit(ALLOC_OP_ALLOC, c->fn, bpf_ktime_get_ns(), addr, c->size, ue_stack_id(ctx, BPF_F_USER_STACK));
+	emit(ALLOC_OP_ALLOC, c->fn, bpf_ktime_get_ns(), addr, c->size, ue_stack_id(ctx, BPF_F_USER_STACK),
+	     ue_py_stack_id(bpf_get_current_pid_tgid() >> 32));
 }
 
 SEC("uprobe")
@@ -167,7 +171,7 @@ int BPF_KRETPROBE(realloc_return, void *ret)
 	/* The old block is gone when a new one is returned, and when realloc(p, 0)
 	 * freed it (glibc returns NULL then); a failed realloc leaves it alone. */
 	if (c.ptr && (ret || c.size == 0) && kept(c.ptr))
-		emit(ALLOC_OP_FREE, ALLOC_FN_REALLOC, c.ts, c.ptr, 0, -1);
+		emit(ALLOC_OP_FREE, ALLOC_FN_REALLOC, c.ts, c.ptr, 0, -1, 0);
 	allocated(ctx, &c, (__u64)ret);
 	return 0;
 }
@@ -199,6 +203,6 @@ int BPF_KPROBE(free_enter, void *ptr)
 	if (current_call(tid, now))
 		return 0;
 	if (kept((__u64)ptr))
-		emit(ALLOC_OP_FREE, ALLOC_FN_FREE, now, (__u64)ptr, 0, -1);
+		emit(ALLOC_OP_FREE, ALLOC_FN_FREE, now, (__u64)ptr, 0, -1, 0);
 	return 0;
 }

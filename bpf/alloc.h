@@ -23,9 +23,11 @@ struct ue_alloc {
 	__s32 ustack_id;     /* ALLOC: user stack of the caller; FREE: -1 (not taken: free is hot) */
 	__u16 op;            /* enum ue_alloc_op */
 	__u16 fn;            /* enum ue_alloc_fn */
+	__u64 pystack;       /* ALLOC: the calling thread's Python frames, key of py_stackmap
+			      * (bpf/pystackmap.bpf.h), 0 when none; the loader writes pystack_id */
 };
 
-_Static_assert(sizeof(struct ue_alloc) == 48, "ue_alloc layout changed: update the schema history");
+_Static_assert(sizeof(struct ue_alloc) == 56, "ue_alloc layout changed: update the schema history");
 
 /* Keep these enums in the object's BTF (clang drops types nothing uses): the capture
  * writes every enum of the object into schema/<kind>.json, where analysis looks values up. */

@@ -7,6 +7,7 @@
  * guards the --all-processes mode. */
 #include "common.bpf.h"
 #include "stackmap.bpf.h"
+#include "pystackmap.bpf.h"
 #include "lock.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -24,6 +25,7 @@ struct lock_call {
 	__u64 caller;
 	__s32 ustack_id;
 	__u32 fn;
+	__u64 pystack;
 };
 
 struct {
@@ -36,7 +38,7 @@ struct {
 struct ue_lock *unused_lock __attribute__((unused));
 
 static __always_inline void emit(__u16 op, __u16 fn, __u64 ts, __u64 mutex, __u64 wait_ns, __u64 caller,
-				 __s32 stack, __s32 ret)
+				 __s32 stack, __u64 pystack, __s32 ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct ue_lock *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
@@ -57,6 +59,7 @@ static __always_inline void emit(__u16 op, __u16 fn, __u64 ts, __u64 mutex, __u6
 	ev->op = op;
 	ev->fn = fn;
 	ev->_pad0 = 0;
+	ev->pystack = pystack;
 	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 }
 
@@ -88,14 +91,15 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 mutex, __u32 fn)
 	struct lock_call c = {.ts = bpf_ktime_get_ns(), .mutex = mutex, .fn = fn};
 	c.caller = return_address(ctx);
 	c.ustack_id = ue_stack_id(ctx, BPF_F_USER_STACK);
+	c.pystack = ue_py_stack_id(id >> 32);
 	if (bpf_map_update_elem(&calls, &tid, &c, BPF_ANY))
 		count_drop(UE_DROP_MAP_FULL);
 	/* Trylock never waits: its one record comes at return, with the result.
 	 * A condition wait releases its mutex first: that is its entry record. */
 	if (is_cond(fn))
-		emit(LOCK_OP_UNLOCK, fn, c.ts, mutex, 0, c.caller, c.ustack_id, 0);
+		emit(LOCK_OP_UNLOCK, fn, c.ts, mutex, 0, c.caller, c.ustack_id, c.pystack, 0);
 	else if (!is_try(fn))
-		emit(LOCK_OP_REQUEST, fn, c.ts, mutex, 0, c.caller, c.ustack_id, 0);
+		emit(LOCK_OP_REQUEST, fn, c.ts, mutex, 0, c.caller, c.ustack_id, c.pystack, 0);
 	return 0;
 }
 
@@ -109,7 +113,7 @@ static __always_inline int leave(int ret)
 	bpf_map_delete_elem(&calls, &tid);
 	__u64 now = bpf_ktime_get_ns();
 	emit(is_try(done.fn) ? LOCK_OP_TRYLOCK : LOCK_OP_ACQUIRE, done.fn, now, done.mutex,
-	     now - done.ts, done.caller, done.ustack_id, ret);
+	     now - done.ts, done.caller, done.ustack_id, done.pystack, ret);
 	return 0;
 }
 
@@ -168,7 +172,7 @@ static __always_inline int unlock(struct pt_regs *ctx, __u64 lock, __u16 fn)
 	if (!wanted(id >> 32))
 		return 0;
 	emit(LOCK_OP_UNLOCK, fn, bpf_ktime_get_ns(), lock, 0, return_address(ctx),
-	     ue_stack_id(ctx, BPF_F_USER_STACK), 0);
+	     ue_stack_id(ctx, BPF_F_USER_STACK), ue_py_stack_id(id >> 32), 0);
 	return 0;
 }
 

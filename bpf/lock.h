@@ -38,9 +38,11 @@ struct ue_lock {
 	__u16 op;            /* enum ue_lock_op */
 	__u16 fn;            /* enum ue_lock_fn */
 	__u32 _pad0;
+	__u64 pystack;       /* the calling thread's Python frames: key of py_stackmap (bpf/pystackmap.bpf.h),
+			      * 0 when none; the loader writes pystack_id (py_stacks) in its place */
 };
 
-_Static_assert(sizeof(struct ue_lock) == 64, "ue_lock layout changed: update the schema history");
+_Static_assert(sizeof(struct ue_lock) == 72, "ue_lock layout changed: update the schema history");
 
 /* Keep these enums in the object's BTF (clang drops types nothing uses): the capture
  * writes every enum of the object into schema/<kind>.json, where analysis looks values up. */

@@ -181,8 +181,9 @@ class Btf:
                 elif esize == 1:
                     out.append(Field(m_name, off, n, "bytes", count=n))
                 else:
-                    out.append(Field(m_name, off, esize * n, "int", signed=bool(elem.extra and
-                                     (elem.extra >> 24) & 1), count=n))
+                    # An array of structs (ue_py_stack.frames) keeps its place and count only.
+                    out.append(Field(m_name, off, esize * n, "int", signed=elem.kind == KIND_INT and bool(
+                                     elem.extra and (elem.extra >> 24) & 1), count=n))
             elif mt.kind in (KIND_INT, KIND_ENUM, KIND_ENUM64, KIND_PTR):
                 signed = mt.kind == KIND_INT and bool((mt.extra >> 24) & 1)
                 if mt.kind == KIND_ENUM:

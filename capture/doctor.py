@@ -115,7 +115,8 @@ def run_checks() -> list[Check]:
 
 
 def _python_check() -> Check:
-    """CPython interpreters running now, and whether the stack tracer can walk their frames."""
+    """CPython interpreters running now, and whether the tracers can walk their frames (the stack
+    tracer in samples, lock and alloc in their stacks)."""
     from uetrace.capture.procfs import live_pids
     from uetrace.capture.snapshot.python_runtime import OFFSETS, find_runtime
 
@@ -125,7 +126,8 @@ def _python_check() -> Check:
         if rt is not None:
             key = (rt.version, rt.path, rt.offsets is not None)
             seen[key] = seen.get(key, 0) + 1
-    known = ", ".join(f"{a}.{b}" for a, b in sorted(OFFSETS))
+    # 3.13 describes itself (_Py_DebugOffsets): no table entry, checked per process.
+    known = ", ".join(f"{a}.{b}" for a, b in sorted({*OFFSETS, (3, 13)}))
     detail = "; ".join(f"{v} {path}: {n} process{'es' if n > 1 else ''}, frames "
                        f"{'recorded' if ok else 'not recorded'}" for (v, path, ok), n in sorted(seen.items()))
     return Check("Python frames (stack)", all(ok for _v, _p, ok in seen),

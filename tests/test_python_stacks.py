@@ -1,8 +1,9 @@
 """Python frames in CPU samples (root): fixtures/py_cpu_shares.py, spending 3:1 of its
 CPU between leaf_heavy (under caller_heavy) and leaf_light (under caller_light) in its
 main thread and a worker thread, recorded under both CPython 3.11 builds of these
-machines at once, plus a copy that exits half-way through the capture; then analyzed
-from the archive alone, before and after the script is deleted."""
+machines, 3.10, 3.12 and 3.13 (offsets from its own _Py_DebugOffsets) at once, plus a copy
+that exits half-way through the capture; then analyzed from the archive alone, before and
+after the script is deleted."""
 
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ from helpers import FIXTURES, IN_CI, CaptureRun, require_kernel, trace_cmd
 from uetrace.analyze.archive_db import open_archive_db
 from uetrace.analyze.stacks import folded
 from uetrace.analyze.stacks import samples as stack_samples
+from uetrace.analyze.stacks.python_frames import line_of
 from uetrace.capture.snapshot.python_code import read_code
 from uetrace.capture.snapshot.python_runtime import CHECKED_BUILDS, find_runtime, walk_stacks
 
 DEBIAN = "/usr/bin/python3.11"
 PY312 = "/root/.pyenv/versions/3.12.1/bin/python3.12"   # offsets checked against this build too
-PY313 = "/root/.pyenv/versions/3.13.0/bin/python3.13"   # no offsets yet: sampled natively, said once
+PY313 = "/root/.pyenv/versions/3.13.0/bin/python3.13"   # offsets from its own _Py_DebugOffsets
 PY310 = "/root/.pyenv/versions/3.10.13/bin/python3.10"   # PyFrameObjects, no co_qualname
 RUN_SECONDS, EXIT_AFTER = "10", "2"
-INTERPRETERS = {"debian": DEBIAN, "tests": sys.executable, "3.12": PY312, "3.10": PY310}
+INTERPRETERS = {"debian": DEBIAN, "tests": sys.executable, "3.12": PY312, "3.10": PY310, "3.13": PY313}
 
 
 @dataclass
@@ -56,8 +58,17 @@ def _need_interpreters() -> None:
             pytest.skip(f"needs {exe}")
 
 
-def _start(exe: str, script: Path, *args: str) -> tuple[subprocess.Popen, Workload]:
-    proc = subprocess.Popen([exe, str(script), *args], stdout=subprocess.PIPE, text=True)
+# Run under 3.13 with the cookie of its _Py_DebugOffsets overwritten (only debuggers read it): a
+# build whose offsets do not check out, which must be said once and sampled natively.
+DAMAGED_DEBUG_OFFSETS = ("import ctypes, runpy, sys\n"
+                         "rt = ctypes.c_char.in_dll(ctypes.pythonapi, '_PyRuntime')\n"
+                         "ctypes.memmove(ctypes.addressof(rt), b'notdebug', 8)\n"
+                         "sys.argv = sys.argv[1:]\n"
+                         "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
+def _start(exe: str, script: Path, *args: str, pre: tuple[str, ...] = ()) -> tuple[subprocess.Popen, Workload]:
+    proc = subprocess.Popen([exe, *pre, str(script), *args], stdout=subprocess.PIPE, text=True)
     info = json.loads(proc.stdout.readline())
     return proc, Workload(info["pid"], info["main_tid"], info["worker_tid"], info["leaf_line"])
 
@@ -96,7 +107,8 @@ def recorded(tmp_path_factory) -> Recorded:
             procs.append(p)
         p, runs["exits"] = _start(sys.executable, script, RUN_SECONDS, EXIT_AFTER)
         procs.append(p)
-        p, runs["3.13"] = _start(PY313, script, RUN_SECONDS, EXIT_AFTER)  # short: leaves the CPUs to the others
+        # short: leaves the CPUs to the others
+        p, runs["3.13-damaged"] = _start(PY313, script, RUN_SECONDS, EXIT_AFTER, pre=("-c", DAMAGED_DEBUG_OFFSETS))
         procs.append(p)
         assert all(p.wait(60) == 0 for p in procs)
         run.signal(signal.SIGINT)
@@ -123,7 +135,7 @@ def _leaf_counts(fold: dict[tuple[str, ...], int]) -> tuple[int, int]:
     return heavy, light
 
 
-@pytest.mark.parametrize("name", ["debian", "tests", "3.12", "3.10"])
+@pytest.mark.parametrize("name", ["debian", "tests", "3.12", "3.10", "3.13"])
 def test_shares_and_callers_per_interpreter(kernel, recorded, name):
     w = recorded.runs[name]
     heavy = light = 0
@@ -147,7 +159,7 @@ def test_shares_and_callers_per_interpreter(kernel, recorded, name):
     assert heavy + light >= 500 and abs(share - 75) <= 5, (name, heavy, light)
 
 
-@pytest.mark.parametrize("name", ["debian", "tests", "3.12", "3.10"])
+@pytest.mark.parametrize("name", ["debian", "tests", "3.12", "3.10", "3.13"])
 def test_leaf_line(kernel, recorded, name):
     w = recorded.runs[name]
     at_line = other = 0
@@ -188,10 +200,10 @@ def test_names_from_the_archive_alone(kernel, recorded):
     assert again == recorded.folded
 
 
-def test_unknown_version_is_said_once_and_sampled_natively(kernel, recorded):
+def test_damaged_debug_offsets_are_said_once_and_sampled_natively(kernel, recorded):
     notes = recorded.manifest["tracers"]["stack"]["notes"]
     assert notes.count("python 3.13: frames not recorded (no offsets for this version)") == 1, notes
-    w = recorded.runs["3.13"]
+    w = recorded.runs["3.13-damaged"]
     fold = recorded.folded[(w.pid, w.main_tid)]
     assert sum(fold.values()) >= 30 and not any(_py(s) for s in fold), fold
 
@@ -213,11 +225,13 @@ def test_every_output_marks_python_frames(kernel, recorded, tmp_path):
 
 def test_manifest_and_info_name_the_interpreters(kernel, recorded):
     stats = recorded.manifest["tracers"]["stack"]["stats"]
-    assert stats["python_processes_recorded"] >= 4 and stats["py_code"] >= 10, stats
+    assert stats["python_processes_recorded"] >= 5 and stats["py_code"] >= 10, stats
     res = trace_cmd("info", str(recorded.archive), check=True)
-    for version in ("3.10", "3.11.2", "3.11.7", "3.12.1"):
-        assert f"python {version} (" in res.stdout and "frames recorded" in res.stdout, res.stdout
-    assert "python 3.13.0 (" in res.stdout and "frames not recorded" in res.stdout, res.stdout
+    lines = res.stdout.splitlines()
+    for version in ("3.10", "3.11.2", "3.11.7", "3.12.1", "3.13.0"):
+        assert any(f"python {version} (" in line and "frames recorded" in line for line in lines), res.stdout
+    # The 3.13 run whose _Py_DebugOffsets were damaged: the one process not recorded.
+    assert sum("python 3.13.0 (" in line and "frames not recorded" in line for line in lines) == 1, res.stdout
 
 
 def test_offsets_match_running_interpreters(kernel, tmp_path):
@@ -245,12 +259,10 @@ def test_offsets_match_running_interpreters(kernel, tmp_path):
             assert names[main][:2] == ["reading_stdin", "<module>"], names
             root = "_bootstrap" if exe == PY310 else "Thread._bootstrap"
             assert "waiting_here" in names[worker] and names[worker][-1] == root, names
+            # The main thread's lines: the call it waits in, and the call of that function.
+            lines = [line_of(read_code(rt, code)["linetable"], read_code(rt, code)["firstlineno"], lasti)
+                     for code, lasti, _entry in stacks[main][:2]]
+            if exe != PY310:  # 3.10's line table is read by line_of_310 (tests/test_python_linetable.py)
+                assert lines == [7, 8], (exe, lines)
         finally:
             p.communicate("\n", timeout=10)
-    p = subprocess.Popen([PY313, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        p.stdout.readline()
-        rt = find_runtime(p.pid)
-        assert rt is not None and rt.version == "3.13.0" and rt.offsets is None, rt
-    finally:
-        p.communicate("\n", timeout=10)

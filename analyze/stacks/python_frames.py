@@ -96,22 +96,30 @@ def line_of_310(linetable: bytes, firstlineno: int, lasti: int) -> int | None:
 class PyFrames:
     """Python stacks of a capture, as named groups (one per eval call), root first."""
 
-    def __init__(self, cap: ArchiveDb, keys: set[tuple[int, int]]):
-        """keys: the (pid, pystack_id) pairs to load."""
+    def __init__(self, cap: ArchiveDb, keys: set[tuple[int, int]], tracer: str = "stack"):
+        """keys: the (pid, pystack_id) pairs to load, ids of `tracer`'s records."""
         self.groups: dict[tuple[int, int], list[list[tuple[str, str, int | None]]]] = {}
-        if not keys or not available(cap):
+        if not keys or not (available(cap) if tracer == "stack" else cap.has("py_stacks")):
             return
         con = cap.con
         ids = sorted({k[1] for k in keys})
+        # Archives from before lock and alloc recorded Python frames: every row is the stack tracer's.
+        columns = [d[0] for d in con.execute("SELECT * FROM py_stacks LIMIT 0").description]
+        if "tracer" not in columns and tracer != "stack":
+            return
+        own = "AND tracer = ?" if "tracer" in columns else ""
         stacks = {sid: (code, check, lasti) for sid, code, check, lasti in con.execute(
             "SELECT pystack_id, code, checksum, lasti FROM py_stacks WHERE pystack_id IN "
-            "(SELECT unnest(?::INTEGER[]))", [ids]).fetchall()}
+            f"(SELECT unnest(?::INTEGER[])) {own}", [ids, tracer] if own else [ids]).fetchall()}
         pids = sorted({k[0] for k in keys})
+        # Only the code objects these stacks name: a report asks for a few stacks at a time.
+        addrs = sorted({a for sid in {k[1] for k in keys} if sid in stacks for a in stacks[sid][0]})
         code = {}
         if cap.has("py_code"):
             for pid, addr, check, qualname, filename, first, table, version in con.execute(
                     "SELECT pid, addr, checksum, qualname, filename, firstlineno, linetable, version FROM py_code "
-                    "WHERE pid IN (SELECT unnest(?::UINTEGER[]))", [pids]).fetchall():
+                    "WHERE pid IN (SELECT unnest(?::UINTEGER[])) AND addr IN (SELECT unnest(?::UBIGINT[]))",
+                    [pids, addrs]).fetchall():
                 decode = line_of_310 if (version or "").startswith("3.10") else line_of
                 code[(pid, addr, check)] = (qualname, filename, first, bytes(table or b""), decode)
         for pid, sid in keys:

@@ -7,7 +7,7 @@ line table, one row of the `py_code` table under symbols/:
 
     pid, addr, checksum  the frame's key, as the samples carry it
     qualname, filename, firstlineno
-    linetable          co_linetable bytes (3.11/3.12 format: Objects/locations.md in
+    linetable          co_linetable bytes (3.11 - 3.13 format: Objects/locations.md in
                        CPython; 3.10: Objects/lnotab_notes.txt), turned into line numbers offline
     version            "3.11.7": how to read linetable (3.10 has its own format)
 
@@ -30,11 +30,8 @@ PY_CODE_SCHEMA = pa.schema([
 MAX_STRING = 4096      # longer names and paths are cut (a path is at most PATH_MAX)
 MAX_LINETABLE = 1 << 16
 
-# PyASCIIObject (Include/cpython/unicodeobject.h, 3.10 - 3.12): the state bit field
-# (interned:2, kind:3, compact:1, ascii:1) follows ob_refcnt, ob_type, length and hash.
-UNICODE_LENGTH, UNICODE_STATE = 16, 32
-# PyBytesObject (Include/cpython/bytesobject.h): ob_size, then after ob_shash the bytes.
-BYTES_SIZE, BYTES_DATA = 16, 32
+# Where a str's length and state bits (interned:2, kind:3, compact:1, ascii:1) and a bytes
+# object's size and data are: PyOffsets.unicode_length, unicode_state, bytes_size, bytes_data.
 
 
 def code_check(firstlineno: int, qualname_ptr: int) -> int:
@@ -44,8 +41,8 @@ def code_check(firstlineno: int, qualname_ptr: int) -> int:
 
 def read_unicode(rt: PyRuntime, addr: int) -> str | None:
     """A compact str object's text (every name and file name in a code object is one)."""
-    pid = rt.pid
-    head = read_mem(pid, addr + UNICODE_LENGTH, UNICODE_STATE + 4 - UNICODE_LENGTH)
+    pid, o = rt.pid, rt.offsets
+    head = read_mem(pid, addr + o.unicode_length, o.unicode_state + 4 - o.unicode_length)
     if head is None:
         return None
     length = int.from_bytes(head[:8], "little")
@@ -53,7 +50,6 @@ def read_unicode(rt: PyRuntime, addr: int) -> str | None:
     kind, compact, ascii_ = (state >> 2) & 7, (state >> 5) & 1, (state >> 6) & 1
     if not compact or kind not in (1, 2, 4) or length > MAX_STRING:
         return None
-    o = rt.offsets
     data = read_mem(pid, addr + (o.unicode_ascii_data if ascii_ else o.unicode_compact_data), length * kind)
     if data is None:
         return None
@@ -61,11 +57,12 @@ def read_unicode(rt: PyRuntime, addr: int) -> str | None:
     return data.decode(codec, errors="replace")
 
 
-def read_bytes_object(pid: int, addr: int) -> bytes | None:
-    size = read_u64(pid, addr + BYTES_SIZE)
+def read_bytes_object(rt: PyRuntime, addr: int) -> bytes | None:
+    o = rt.offsets
+    size = read_u64(rt.pid, addr + o.bytes_size)
     if size is None or size > MAX_LINETABLE:
         return None
-    return read_mem(pid, addr + BYTES_DATA, size) if size else b""
+    return read_mem(rt.pid, addr + o.bytes_data, size) if size else b""
 
 
 def read_code(rt: PyRuntime, addr: int) -> dict | None:
@@ -86,5 +83,5 @@ def read_code(rt: PyRuntime, addr: int) -> dict | None:
         return None
     return {"pid": pid, "addr": addr, "checksum": code_check(firstlineno, ptr(o.code_qualname)),
             "qualname": qualname, "filename": read_unicode(rt, ptr(o.code_filename)) or "",
-            "firstlineno": firstlineno, "linetable": read_bytes_object(pid, ptr(o.code_linetable)) or b"",
+            "firstlineno": firstlineno, "linetable": read_bytes_object(rt, ptr(o.code_linetable)) or b"",
             "version": rt.version}

@@ -6,8 +6,9 @@ minor release, and each entry of OFFSETS was read from the DWARF of a real build
 checked against running interpreters of the builds listed in CHECKED_BUILDS
 (tests/test_python_stacks.py walks them through /proc/<pid>/mem and compares with the
 functions each thread is known to be in). A version not in OFFSETS is reported, and its
-processes are sampled natively as before. Entries: 3.10, 3.11 and 3.12. 3.13+ describe
-themselves (`_Py_DebugOffsets` at the start of `_PyRuntime`); reading those is not done yet.
+processes are sampled natively as before. Entries: 3.10, 3.11 and 3.12. 3.13 describes
+itself (`_Py_DebugOffsets` at the start of `_PyRuntime`, read by python_debug_offsets.py);
+a later version, whose `_Py_DebugOffsets` has another layout, is not recorded.
 """
 
 from __future__ import annotations
@@ -21,38 +22,11 @@ from elftools.elf.elffile import ELFFile
 
 from uetrace.capture.elf import build_id_of, symbol_array, symbol_names
 from uetrace.capture.procfs import read_maps, root_path
+from uetrace.capture.snapshot import python_debug_offsets
+from uetrace.capture.snapshot.python_offsets import PyOffsets, bpf_frame_read
 
-
-@dataclass(frozen=True)
-class PyOffsets:
-    """Byte offsets of the fields the BPF walk reads (struct ue_py_offsets in bpf/stack.h)."""
-
-    runtime_interp_head: int    # _PyRuntimeState.interpreters.head
-    interp_threads_head: int    # PyInterpreterState.threads.head
-    tstate_next: int            # PyThreadState.next
-    tstate_thread_id: int       # PyThreadState.thread_id (pthread_self())
-    tstate_cframe: int          # PyThreadState.cframe
-    cframe_current_frame: int   # _PyCFrame.current_frame
-    frame_code: int             # _PyInterpreterFrame.f_code
-    frame_previous: int         # _PyInterpreterFrame.previous
-    frame_prev_instr: int       # _PyInterpreterFrame.prev_instr
-    code_firstlineno: int       # PyCodeObject.co_firstlineno (int)
-    code_qualname: int          # PyCodeObject.co_qualname
-    code_filename: int          # PyCodeObject.co_filename
-    code_name: int              # PyCodeObject.co_name
-    code_linetable: int         # PyCodeObject.co_linetable (bytes)
-    code_adaptive: int          # PyCodeObject.co_code_adaptive (the instructions)
-    unicode_ascii_data: int     # sizeof(PyASCIIObject): where a compact ASCII str's text starts
-    unicode_compact_data: int   # sizeof(PyCompactUnicodeObject): other compact strs
-    # How the frame that each _PyEval_EvalFrameDefault call starts with is told apart:
-    entry_kind: int = 0         # 0 (3.11): _PyInterpreterFrame.is_entry (bool) at
-    frame_is_entry: int = 0
-    #                             1 (3.12): the call pushes a shim frame whose owner is
-    frame_owner: int = 0        #   _PyInterpreterFrame.owner (char) ==
-    owner_cstack: int = 0       #   FRAME_OWNED_BY_CSTACK; the frame above the shim is the entry
-    #                             2 (3.10): every frame is one eval call
-    frame_object: bool = False  # 3.10: tstate_cframe is PyThreadState.frame (PyFrameObject *),
-    #                             frame_previous f_back, frame_prev_instr f_lasti (int, code units)
+__all__ = ["CHECKED_BUILDS", "OFFSETS", "PyOffsets", "PyRuntime", "find_runtime", "offsets_for", "read_mem",
+           "read_u64", "walk_stacks"]
 
 
 # From the DWARF of pyenv's libpython builds (gdb: p &((T*)0)->field); 3.11 is identical in
@@ -87,6 +61,7 @@ CHECKED_BUILDS = {
     "49daf84ed369fe589b73ea876f2591cd4c3588bb": "pyenv libpython3.11.so.1.0 3.11.7",
     "f9d5c82f5f2c22df68c1d49c944ef3dee5103dcc": "pyenv libpython3.12.so.1.0 3.12.1",
     "ece57af647dd10ee274f46d757d62a5eab42c418": "pyenv libpython3.10.so.1.0 3.10.13",
+    "d11d13fb0f82d32f3da1221ffd551ab179afb423": "pyenv libpython3.13.so.1.0 3.13.0 (_Py_DebugOffsets)",
 }
 
 _NAME_VERSION = re.compile(r"(?:^|/)(?:lib)?python(\d)\.(\d+)")
@@ -132,10 +107,20 @@ def find_runtime(pid: int) -> PyRuntime | None:
             hexversion = read_u64(pid, bias + syms["Py_Version"])
             if hexversion and hexversion >> 24 == int(ver.group(1)):
                 version = f"{hexversion >> 24}.{(hexversion >> 16) & 0xff}.{(hexversion >> 8) & 0xff}"
-        major, minor = version.split(".")[:2]
-        return PyRuntime(pid, m["path"], bid, version, bias + syms["_PyRuntime"],
-                         OFFSETS.get((int(major), int(minor))))
+        runtime = bias + syms["_PyRuntime"]
+        return PyRuntime(pid, m["path"], bid, version, runtime, offsets_for(pid, version, runtime))
     return None
+
+
+def offsets_for(pid: int, version: str, runtime: int) -> PyOffsets | None:
+    """The walk's offsets for an interpreter: its own `_Py_DebugOffsets` on 3.13 (whose
+    layout of it is the one known: later ones have another), the table before; None when
+    neither knows the version (or the process is gone)."""
+    major, minor = (int(x) for x in version.split(".")[:2])
+    if (major, minor) == (3, 13):
+        raw = read_mem(pid, runtime, python_debug_offsets.SIZE)
+        return python_debug_offsets.parse(raw) if raw is not None else None
+    return OFFSETS.get((major, minor))
 
 
 def _object_info(host: str) -> tuple[str, dict[str, int], int] | None:
@@ -204,12 +189,12 @@ def walk_stacks(rt: PyRuntime, max_threads: int = 64, max_frames: int = 64) -> d
             break
         frames = []
         cframe = read_u64(rt.pid, tstate + o.tstate_cframe)
-        frame = cframe if o.frame_object else read_u64(rt.pid, cframe + o.cframe_current_frame) if cframe else None
+        direct = o.frame_object or o.tstate_frame
+        frame = cframe if direct else read_u64(rt.pid, cframe + o.cframe_current_frame) if cframe else None
         for _ in range(max_frames):
             if not frame:
                 break
-            raw = read_mem(rt.pid, frame, max(o.frame_prev_instr + 8, o.frame_previous + 8, o.frame_code + 8,
-                                              o.frame_is_entry + 1, o.frame_owner + 1))
+            raw = read_mem(rt.pid, frame, bpf_frame_read(o))
             if raw is None:
                 break
             code = int.from_bytes(raw[o.frame_code:o.frame_code + 8], "little")

@@ -50,6 +50,7 @@ class LockTracer(UprobeTracer):
         self.data_symbols.add(pid)
 
     def tick(self, write_table) -> None:
+        super().tick(write_table)
         self._write_data_symbols(write_table)   # a killed capture keeps what was read so far
 
     def part_done(self, write_table) -> None:

@@ -1,14 +1,17 @@
-"""Python frames of the stack tracer's samples: which sampled processes run CPython
-(handed to the BPF walk through the `py_procs` map), the Python stacks the samples
-carry (interned into `py_stacks`), and the names of their code objects (`py_code`,
+"""Python frames of a tracer's records (stack samples; lock and alloc records through
+capture/tracers/python_stackmap.py): which processes run CPython (handed to the BPF
+walk through the `py_procs` map), the Python stacks the records carry (interned into
+`py_stacks`), and the names of their code objects (`py_code`,
 read from each process's memory as soon as a code object first shows up in a sample,
 so a process that exits later keeps its names).
 
 Tables, under symbols/:
 
     python_processes  pid, version, build_id, path, recorded (offsets known: frames walked)
-    py_stacks         pystack_id (the samples' column), code, checksum, lasti: the Python
-                      frames innermost first; lasti carries UE_PY_ENTRY (bpf/stack.h)
+    py_stacks         tracer, pystack_id (the column of that tracer's records), code,
+                      checksum, lasti: the Python frames innermost first (archives
+                      before lock and alloc had them have no tracer: all are "stack");
+                      lasti carries UE_PY_ENTRY (bpf/python.h)
                       on each frame a _PyEval_EvalFrameDefault call started with
     py_code           see capture/snapshot/python_code.py
 
@@ -29,13 +32,14 @@ from uetrace.capture.btf import StructLayout
 from uetrace.capture.libbpf import BpfError, BpfObject
 from uetrace.capture.procfs import read_comm
 from uetrace.capture.snapshot.python_code import PY_CODE_SCHEMA, read_code
+from uetrace.capture.snapshot.python_offsets import bpf_code_read, bpf_frame_read
 from uetrace.capture.snapshot.python_runtime import PyRuntime, find_runtime
 
 PY_MAP = "py_procs"
 
 PY_STACKS_SCHEMA = pa.schema([
-    ("pystack_id", pa.int32()), ("code", pa.list_(pa.uint64())), ("checksum", pa.list_(pa.uint32())),
-    ("lasti", pa.list_(pa.uint32())),
+    ("tracer", pa.string()), ("pystack_id", pa.int32()), ("code", pa.list_(pa.uint64())),
+    ("checksum", pa.list_(pa.uint32())), ("lasti", pa.list_(pa.uint32())),
 ])
 PY_PROCESS_SCHEMA = pa.schema([
     ("ts", pa.uint64()), ("pid", pa.uint32()), ("version", pa.string()), ("build_id", pa.string()),
@@ -52,8 +56,10 @@ def frame_dtype(layout: StructLayout) -> np.dtype:
 class PythonFrames:
     """Per capture: CPython processes seen in samples and the Python stacks of those samples."""
 
-    def __init__(self, obj: BpfObject | None, proc_layout: StructLayout | None, frame_layout: StructLayout | None):
+    def __init__(self, obj: BpfObject | None, proc_layout: StructLayout | None, frame_layout: StructLayout | None,
+                 tracer: str = "stack"):
         self.obj = obj
+        self.tracer = tracer                   # whose records' pystack_id the py_stacks rows are
         self.layout = proc_layout              # struct ue_py_proc, from the object's BTF
         self.frame = frame_dtype(frame_layout) if frame_layout else None  # struct ue_py_frame
         self._lock = threading.Lock()          # the capture loop's tick() takes tables while the writer adds
@@ -88,6 +94,11 @@ class PythonFrames:
             for pid in pids:
                 self._check(int(pid), announce=False)
 
+    def announce(self, pid: int) -> None:
+        """A process this tracer records (a uprobe target), listed in python_processes now."""
+        with self._lock:
+            self._check(pid, announce=True)
+
     def _check(self, pid: int, announce: bool) -> None:
         rt = find_runtime(pid)
         known = self._runtimes.get(pid)
@@ -121,10 +132,7 @@ class PythonFrames:
         value = bytearray(self.layout.size)
         fields = {f.name: f for f in self.layout.fields}
         o = rt.offsets
-        values = {"runtime": rt.runtime_addr, **vars(o),
-                  "frame_read": max(o.frame_code + 8, o.frame_previous + 8, o.frame_prev_instr + 8,
-                                    o.frame_is_entry + 1, o.frame_owner + 1),
-                  "code_read": max(o.code_firstlineno + 4, o.code_qualname + 8)}
+        values = {"runtime": rt.runtime_addr, **vars(o), "frame_read": bpf_frame_read(o), "code_read": bpf_code_read(o)}
         for name, f in fields.items():
             if name in values:
                 value[f.offset:f.offset + f.size] = int(values[name]).to_bytes(f.size, "little")
@@ -189,6 +197,7 @@ class PythonFrames:
         if items:
             frames = [np.frombuffer(raw, dtype=self.frame) for raw, _ in items]
             out["py_stacks"] = pa.table({
+                "tracer": pa.array([self.tracer] * len(items), pa.string()),
                 "pystack_id": pa.array([sid for _, sid in items], pa.int32()),
                 "code": pa.array([f["code"].tolist() for f in frames], pa.list_(pa.uint64())),
                 "checksum": pa.array([f["check"].tolist() for f in frames], pa.list_(pa.uint32())),

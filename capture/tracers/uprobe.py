@@ -5,6 +5,9 @@ the user passed --all-processes.
 Each uprobe link is bound to one process (perf_event_open with its pid), so
 the breakpoints are only written into that process's memory: other processes
 calling malloc or pthread_mutex_lock pay nothing.
+
+A target running CPython also gets the Python frames of each call recorded
+(capture/tracers/python_stackmap.py): records carry `pystack_id` next to `ustack_id`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pyarrow.compute as pc
 from uetrace.capture.libbpf import BpfError, BpfObject
 from uetrace.capture.tracers import uprobe_targets as tg
 from uetrace.capture.tracers.contract import NotAttached, Tracer
+from uetrace.capture.tracers.python_stackmap import PyStackMap
 from uetrace.capture.tracers.stack_maps import dump_stacks, unwritten
 from uetrace.capture.tracers.uprobe_offsets import function_offsets
 from uetrace.errors import UetraceError
@@ -40,6 +44,7 @@ class UprobeTracer(Tracer):
         self._attach_lock = threading.Lock()
         self._stopped = False
         self._stacks_written: set[int] = set()
+        self.python = PyStackMap(None, None, self.name)
 
     @property
     def all_processes(self) -> bool:
@@ -54,6 +59,7 @@ class UprobeTracer(Tracer):
         # filter would compare thread names, which threads may rename.
         rodata["filter_pids"] = 0
         rodata["filter_comm"] = 0
+        self.python = PyStackMap(obj, self.object_file, self.name)
 
     def attach(self, obj: BpfObject) -> None:
         me = os.getpid()
@@ -78,6 +84,7 @@ class UprobeTracer(Tracer):
 
     def _attach_target(self, obj: BpfObject, target: tg.Target) -> None:
         before = len(self.attached)
+        self.python.target(target.pid)   # before its first record: its Python frames are in all
         self._attach_binary(obj, target.library, target.pid)
         if len(self.attached) > before:
             self.targets.append(target)
@@ -112,11 +119,19 @@ class UprobeTracer(Tracer):
             else:
                 self._attach_target(self.obj, target)
 
+    def postprocess(self, kind: str, table: pa.Table) -> pa.Table:
+        """The records' Python stack keys -> pystack_id (capture/tracers/python_stackmap.py)."""
+        return self.python.postprocess(table)
+
+    def tick(self, write_table) -> None:
+        self.python.write(write_table)   # a killed capture keeps the names read so far
+
     def observe(self, kind: str, table: pa.Table, snapshotter) -> None:
         self.symbols.saw(pc.unique(table.column("pid")).to_numpy())
 
     def part_done(self, write_table) -> None:
         self._write_stacks(write_table)
+        self.python.write(write_table)
         self.symbols.write(write_table, only_changed=True)
 
     def _write_stacks(self, write_table) -> None:
@@ -130,6 +145,7 @@ class UprobeTracer(Tracer):
         """The user stacks that the records' ustack_id point to, and the symbols to name them."""
         self._write_stacks(write_table)
         self.stats["targets"] = [{"pid": t.pid, "comm": t.comm, "library": t.library} for t in self.targets]
+        self.python.finish(write_table, self.stats, self.notes)
         self.symbols.write(write_table)
 
     def stop(self) -> None:
