@@ -236,24 +236,54 @@ def _tcp_checksum(frame: bytes, l4: int) -> int:
     return ~total & 0xFFFF
 
 
-def test_packet_payload_masked_with_its_tcp_checksum_updated():
+def _tcp_frame(payload: bytes, seq: int = 1000, ack: int = 0, window: int = 512) -> bytes:
     import struct
 
-    payload = b"GET /x?token=s3cr3t HTTP/1.1\r\nCookie: a=b\r\n\r\n"
-    tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1000, 0, 5 << 4, 0x18, 512, 0, 0) + payload
+    tcp = struct.pack("!HHIIBBHHH", 40000, 80, seq, ack, 5 << 4, 0x18, window, 0, 0) + payload
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, bytes([127, 0, 0, 1]),
                      bytes([127, 0, 0, 2]))
     frame = bytearray(b"\0" * 12 + b"\x08\x00" + ip + tcp)
     frame[34 + 16:34 + 18] = struct.pack("!H", _tcp_checksum(bytes(frame), 34))
-    t = pa.table({"ifindex": pa.array([1], pa.uint32()), "direction": pa.array([0], pa.uint8()),
-                  "sport": pa.array([40000], pa.uint16()), "dport": pa.array([80], pa.uint16()),
-                  "protocol": pa.array([6], pa.uint8()), "l4_offset": pa.array([34], pa.uint16()),
-                  "payload_len": pa.array([len(payload)], pa.uint16()), "seq": pa.array([1000], pa.uint32()),
-                  "payload": pa.array([bytes(frame)], pa.binary()).cast(pa.binary_view())})
-    (out,) = TableRedactor().redact("net_packet", t).column("payload").to_pylist()
+    return bytes(frame)
+
+
+def _packets(frames: list[bytes], payloads: list[bytes], seqs: list[int]) -> pa.Table:
+    n = len(frames)
+    return pa.table({"ifindex": pa.array([1] * n, pa.uint32()), "direction": pa.array([0] * n, pa.uint8()),
+                     "sport": pa.array([40000] * n, pa.uint16()), "dport": pa.array([80] * n, pa.uint16()),
+                     "protocol": pa.array([6] * n, pa.uint8()), "l4_offset": pa.array([34] * n, pa.uint16()),
+                     "payload_len": pa.array([len(p) for p in payloads], pa.uint16()),
+                     "seq": pa.array(seqs, pa.uint32()),
+                     "payload": pa.array(frames, pa.binary()).cast(pa.binary_view())})
+
+
+def test_packet_payload_masked_with_its_tcp_checksum_updated():
+    import struct
+
+    payload = b"GET /x?token=s3cr3t HTTP/1.1\r\nCookie: a=b\r\n\r\n"
+    frame = _tcp_frame(payload)
+    (out,) = TableRedactor().redact("net_packet", _packets([frame], [payload], [1000])).column("payload").to_pylist()
     assert len(out) == len(frame) and b"s3cr3t" not in out and b"a=b" not in out
     assert out.endswith(b"GET /x?token=****** HTTP/1.1\r\nCookie: ***\r\n\r\n")
     assert struct.unpack("!H", out[50:52])[0] == _tcp_checksum(out, 34)
+
+
+def test_packet_flow_state_only_while_a_header_continues():
+    """A trigger in a frame's own headers ('?' and '=' in the ack and window fields) is not the payload's:
+    nothing is kept for the flow. A header name cut at a packet's end keeps the flow's state until the
+    next packet completes it, then none is left."""
+    r = TableRedactor()
+    plain = b"HTTP/1.1 204 No Content\r\n\r\n"
+    frame = _tcp_frame(plain, ack=0x3F414243, window=0x3D3D)
+    (out,) = r.redact("net_packet", _packets([frame], [plain], [1000])).column("payload").to_pylist()
+    assert out == frame and not r._by_kind["net_packet"]
+    first, second = b"GET / HTTP/1.1\r\nX-Api-", b"Key: k123\r\n\r\n"
+    t = _packets([_tcp_frame(first, seq=5000), _tcp_frame(second, seq=5000 + len(first))], [first, second],
+                 [5000, 5000 + len(first)])
+    outs = r.redact("net_packet", t.slice(0, 1)).column("payload").to_pylist()
+    assert outs[0].endswith(first) and len(r._by_kind["net_packet"]) == 1
+    outs = r.redact("net_packet", t.slice(1, 1)).column("payload").to_pylist()
+    assert outs[0].endswith(b"Key: ****\r\n\r\n") and not r._by_kind["net_packet"]
 
 
 def test_form_and_json_fields_in_bodies():

@@ -45,7 +45,7 @@ def _any_case(word: str) -> str:
 
 class TriggerScan:
     """Candidate rows of a binary column. `packets`: net_packet frames (the preface is searched
-    anywhere, no row-start or unfinished-line triggers: a frame starts with its headers)."""
+    anywhere, no row-start triggers: a frame starts with its headers)."""
 
     def __init__(self, words: list[str], packets: bool = False):
         self.packets = packets
@@ -61,13 +61,16 @@ class TriggerScan:
         self._re2 = "|".join([_any_case(w) for w in words] + [QUERY.decode(), USERINFO.decode()]
                              + ([r"PRI \* HTTP/2"] if packets else []))
 
-    def rows(self, plain: pa.Array, whole: np.ndarray | None = None) -> np.ndarray:
+    def rows(self, plain: pa.Array, whole: np.ndarray | None = None, starts: np.ndarray | None = None) -> np.ndarray:
         """bool per row of `plain` (binary, offset 0 or sliced). `whole`: rows captured whole, whose
-        unfinished last line the next payload may continue (payload kinds only)."""
-        hits = self._unanchored(plain)
-        if self.packets or not len(plain):
+        unfinished last line the next payload may continue. `starts`: per row, how
+        many leading bytes hold no trigger (a frame's headers): a match ending in them is not counted
+        (with Hyperscan; the RE2 fallback searches every byte: more candidates, the same masking)."""
+        hits = self._unanchored(plain, starts)
+        if not len(plain):
             return hits
-        hits |= pc.fill_null(pc.match_substring_regex(plain, H2_START), False).to_numpy(zero_copy_only=False)
+        if not self.packets:
+            hits |= pc.fill_null(pc.match_substring_regex(plain, H2_START), False).to_numpy(zero_copy_only=False)
         if whole is not None:
             ends = _open_ended(plain) & whole & ~hits
             if ends.any():
@@ -76,7 +79,7 @@ class TriggerScan:
                 hits[np.flatnonzero(ends)] |= found.to_numpy(zero_copy_only=False)
         return hits
 
-    def _unanchored(self, plain: pa.Array) -> np.ndarray:
+    def _unanchored(self, plain: pa.Array, starts: np.ndarray | None = None) -> np.ndarray:
         n = len(plain)
         if self._db is None or n == 0:
             if n == 0:
@@ -92,7 +95,10 @@ class TriggerScan:
                       match_event_handler=lambda _id, _start, end, _flags, _ctx: ends.append(end))
         if ends:
             last = np.asarray(ends, dtype=np.int64) + (lo - 1)   # offset of each match's last byte
-            hits[np.searchsorted(offsets, last, side="right") - 1] = True
+            row = np.searchsorted(offsets, last, side="right") - 1
+            if starts is not None:
+                row = row[last >= offsets[row] + starts[row]]
+            hits[row] = True
         if plain.null_count:
             hits &= plain.is_valid().to_numpy(zero_copy_only=False)
         return hits
