@@ -48,7 +48,9 @@ def recorded(tmp_path_factory):
     archive, pcap = tmp / "lo.tar.zst", tmp / "lo.pcap"
     with Topology("lo") as topo:
         ns = topo.ns_b
-        dump = subprocess.Popen(topo.cmd(ns, "tcpdump", "-i", "lo", "-n", "--immediate-mode", "-w", str(pcap)),
+        # -U: each packet written as it comes, so the test can wait until the file holds them all (an
+        # interrupted tcpdump drops what it has not read yet: 1 of 5 datagrams once, in a loaded CI run).
+        dump = subprocess.Popen(topo.cmd(ns, "tcpdump", "-i", "lo", "-n", "--immediate-mode", "-U", "-w", str(pcap)),
                                 stderr=subprocess.PIPE, text=True)
         cap = subprocess.Popen(topo.trace(ns, "capture", "-q", "-t", "net", "--iface", "lo", "-o", str(archive)),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -60,6 +62,9 @@ def recorded(tmp_path_factory):
                 assert time.monotonic() < deadline, "no TC program on lo"
                 time.sleep(0.1)
             topo.python(ns, TRAFFIC)
+            deadline = time.monotonic() + 30
+            while _udp_in(pcap) < 5 and time.monotonic() < deadline:
+                time.sleep(0.2)
             time.sleep(0.5)
             cap.send_signal(signal.SIGINT)
             _, err = cap.communicate(timeout=60)
@@ -73,6 +78,12 @@ def recorded(tmp_path_factory):
                     p.wait()
     lines = sh("tcpdump", "-n", "-r", str(pcap)).stdout.splitlines()
     return {"archive": archive, "tcpdump": lines}
+
+
+def _udp_in(pcap) -> int:
+    """Datagrams tcpdump has written so far (a packet half-written at the end is not counted)."""
+    out = subprocess.run(["tcpdump", "-n", "-r", str(pcap)], capture_output=True, text=True).stdout
+    return sum(" UDP" in line for line in out.splitlines())
 
 
 def _query(archive, sql: str) -> list[dict]:
