@@ -74,3 +74,13 @@ def test_a_truncated_payload_does_not_carry_its_last_line():
 def test_hyperscan_is_what_the_capture_runs():
     """It is a dependency: without it the search still works, ~7x slower, so its absence would go unseen."""
     assert trigger_scan.hyperscan is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.one_of(payloads, st.none()), min_size=1, max_size=40), cut=st.integers(0, 3))
+def test_row_start_checks_agree_with_the_regex(rows, cut):
+    """The HTTP/2 start test runs as word compares on each row's first 16 bytes, copied from a sliding
+    view (rows near the buffer's end one by one): the same rows as the anchored regex it replaced."""
+    arr = pa.array([b"pad"] * cut + rows, pa.binary()).slice(cut)
+    want = pc.fill_null(pc.match_substring_regex(arr, trigger_scan.H2_START), False).to_numpy(zero_copy_only=False)
+    assert trigger_scan.h2_starts(*trigger_scan.row_heads(arr)).tolist() == want.tolist()

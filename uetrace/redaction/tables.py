@@ -22,7 +22,7 @@ from uetrace.redaction.cmdline import mask_cmdline
 from uetrace.redaction.hpack_values import H2Direction, looks_like_h2, looks_like_headers_frame, mask_h2
 from uetrace.redaction.http1 import mask_http1
 from uetrace.redaction.policy import RedactionPolicy
-from uetrace.redaction.trigger_scan import TriggerScan
+from uetrace.redaction.trigger_scan import TriggerScan, row_heads
 
 PAYLOAD_KINDS = ("sock_data", "tls_data")
 _MESSAGE_START = re.compile(rb"HTTP/[0-9]|[A-Z][A-Z_-]{2,15} +[^ \r\n]")
@@ -86,12 +86,13 @@ class TableRedactor:
 
     def _payloads(self, kind: str, table: pa.Table) -> pa.Table:
         plain = _binary(table.column("payload"))
-        tls, frames = _starts(plain)
+        tls, frames, heads = _starts(plain)
         captured = table.column("captured").to_numpy()
         moved = table.column("bytes").to_numpy()
         lengths = pc.fill_null(pc.binary_length(plain), 0).to_numpy(zero_copy_only=False)
         whole = (moved == captured) & (captured == lengths)
-        rows, keys = self._candidates(plain, lambda: _stream_keys(table), self._payload_scan.rows(plain, whole),
+        hits = self._payload_scan.rows(plain, whole, heads=heads)
+        rows, keys = self._candidates(plain, lambda: _stream_keys(table), hits,
                                       skip=tls if kind == "sock_data" else None, extra=frames)
         if not len(rows):
             return table
@@ -281,31 +282,19 @@ def _binary(col: pa.ChunkedArray) -> pa.Array:
     return arr.cast(pa.binary()) if not pa.types.is_binary(arr.type) else arr
 
 
-def _heads(plain: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows at least k bytes long, and their first k bytes (one gather)."""
-    n = len(plain)
-    bufs = plain.buffers()
-    if n == 0 or bufs[2] is None:
-        return np.zeros(0, np.int64), np.zeros((0, k), np.uint8)
-    offsets = np.frombuffer(bufs[1], dtype=np.int32)[plain.offset: plain.offset + n + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8)
-    rows = np.flatnonzero(offsets[1:] - offsets[:-1] >= k)
-    return rows, data[offsets[rows][:, None] + np.arange(k)]
-
-
-def _starts(plain: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """From the first 9 bytes of each row (one gather): rows that start with a TLS record header
+def _starts(plain: pa.Array) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """From the first bytes of each row (one gather): rows that start with a TLS record header
     (content type 20-23, version 3.x), i.e. ciphertext, which holds no secret in the clear and is not
     searched (the regex costs ~2 ns a byte, this a few ns a row; the plaintext is in tls_data); and
-    rows that start with an HTTP/2 HEADERS frame (see looks_like_headers_frame)."""
-    tls = np.zeros(len(plain), dtype=bool)
-    frames = np.zeros(len(plain), dtype=bool)
-    rows, h = _heads(plain, 9)
-    tls[rows] = (h[:, 0] >= 20) & (h[:, 0] <= 23) & (h[:, 1] == 3) & (h[:, 2] <= 4)
+    rows that start with an HTTP/2 HEADERS frame (see looks_like_headers_frame). Both need 9 bytes.
+    Also the heads themselves, for TriggerScan.rows."""
+    h, lengths = row_heads(plain)
+    nine = lengths >= 9
+    tls = nine & (h[:, 0] >= 20) & (h[:, 0] <= 23) & (h[:, 1] == 3) & (h[:, 2] <= 4)
     length = (h[:, 0].astype(np.int64) << 16) | (h[:, 1].astype(np.int64) << 8) | h[:, 2]
-    frames[rows] = ((h[:, 3] == 1) & ((h[:, 4] & ~np.uint8(0x2D)) == 0) & ((h[:, 5] & 0x80) == 0)
-                    & (length > 0) & (length <= 1 << 14) & h[:, 5:9].any(axis=1))
-    return tls, frames
+    frames = (nine & (h[:, 3] == 1) & ((h[:, 4] & ~np.uint8(0x2D)) == 0) & ((h[:, 5] & 0x80) == 0)
+              & (length > 0) & (length <= 1 << 14) & h[:, 5:9].any(axis=1))
+    return tls, frames, (h, lengths)
 
 
 def _tcp_payload_starts(plain: pa.Array, l4: np.ndarray, tcp: np.ndarray) -> np.ndarray:

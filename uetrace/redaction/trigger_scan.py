@@ -11,11 +11,12 @@ match mapped back to the row holding its last byte: 63 ns a row against RE2's 43
 match_substring_regex, which runs RE2 in UTF-8 mode on binary and cannot skip ahead on an
 alternation of caseless words), measured on 100 K nginx payloads of 365 bytes on average. A match
 that straddles two rows only adds a candidate; a match inside a row is always found, since
-Hyperscan reports every match, not just the leftmost. The anchored triggers need row boundaries
-and stay with RE2, which then reads only what the anchor allows: the start of every row, and the
-end of the rows that were captured whole and end in a byte an unfinished header line can end in
-(printable ASCII or a tab; a truncated payload's last line is never carried). Without the hyperscan
-module the unanchored search runs as one RE2 alternation, as before.
+Hyperscan reports every match, not just the leftmost. The anchored triggers need row boundaries:
+the row-start ones (an HTTP/2 preface or SETTINGS frame) are fixed bytes, compared as words on each
+row's first 16 bytes (row_heads, which redaction gathers anyway); the row-end one stays with RE2,
+which then reads only the end of the rows that were captured whole and end in a byte an unfinished
+header line can end in (printable ASCII or a tab; a truncated payload's last line is never carried).
+Without the hyperscan module the unanchored search runs as one RE2 alternation, as before.
 """
 
 from __future__ import annotations
@@ -61,16 +62,18 @@ class TriggerScan:
         self._re2 = "|".join([_any_case(w) for w in words] + [QUERY.decode(), USERINFO.decode()]
                              + ([r"PRI \* HTTP/2"] if packets else []))
 
-    def rows(self, plain: pa.Array, whole: np.ndarray | None = None, starts: np.ndarray | None = None) -> np.ndarray:
+    def rows(self, plain: pa.Array, whole: np.ndarray | None = None, starts: np.ndarray | None = None,
+             heads: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """bool per row of `plain` (binary, offset 0 or sliced). `whole`: rows captured whole, whose
         unfinished last line the next payload may continue. `starts`: per row, how
         many leading bytes hold no trigger (a frame's headers): a match ending in them is not counted
-        (with Hyperscan; the RE2 fallback searches every byte: more candidates, the same masking)."""
+        (with Hyperscan; the RE2 fallback searches every byte: more candidates, the same masking).
+        `heads`: row_heads(plain), when the caller has it already."""
         hits = self._unanchored(plain, starts)
         if not len(plain):
             return hits
         if not self.packets:
-            hits |= pc.fill_null(pc.match_substring_regex(plain, H2_START), False).to_numpy(zero_copy_only=False)
+            hits |= h2_starts(*(row_heads(plain) if heads is None else heads))
         if whole is not None:
             ends = _open_ended(plain) & whole & ~hits
             if ends.any():
@@ -102,6 +105,46 @@ class TriggerScan:
         if plain.null_count:
             hits &= plain.is_valid().to_numpy(zero_copy_only=False)
         return hits
+
+
+HEAD_BYTES = 16   # what row_heads gathers: the preface's 12 bytes and a 9-byte frame header fit
+_P8, _P4 = np.frombuffer(H2_PREFACE[:8], "<u8")[0], np.frombuffer(H2_PREFACE[8:12], "<u4")[0]
+# A SETTINGS frame header's first 8 bytes as a little-endian u64: length < 2^23 (bytes 0-2), type 4,
+# flags 0 or ACK (byte 4), stream id's first 3 bytes 0 (byte 8, the last, is tested apart).
+_S_MASK, _S_VALUE = np.uint64(0xFFFFFFFE_FF80FFFF), np.uint64(0x04 << 24)
+
+
+def row_heads(plain: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [rows, HEAD_BYTES]: each row's first bytes (past a row's end: whatever follows, so a
+    test of n bytes must also test the length), and the rows' lengths. One 16-byte copy per row
+    from a sliding view: element-wise gathers cost ~2.5 ns a byte."""
+    n = len(plain)
+    heads = np.zeros((n, HEAD_BYTES), dtype=np.uint8)
+    offsets = _offsets(plain).astype(np.int64)
+    lengths = offsets[1:] - offsets[:-1]
+    data_buf = plain.buffers()[2] if n else None
+    if data_buf is None or not data_buf.size:
+        return heads, lengths
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    starts = offsets[:-1]
+    tail = len(data) - HEAD_BYTES    # rows starting after this are copied one by one (at most 16)
+    body = starts <= tail
+    if tail >= 0:
+        heads[body] = np.lib.stride_tricks.sliding_window_view(data, HEAD_BYTES)[starts[body]]
+    for i in np.flatnonzero(~body).tolist():
+        piece = data[starts[i]:starts[i] + HEAD_BYTES]
+        heads[i, :len(piece)] = piece
+    return heads, lengths
+
+
+def h2_starts(heads: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """H2_START on row_heads: the same rows as the regex (measured: 30 ns a row with RE2, which pyarrow
+    runs on every row; ~3 with these word compares on the heads redaction gathers anyway)."""
+    words = heads.view("<u8")
+    lo, hi = words[:, 0], words[:, 1] & np.uint64(0xFFFFFFFF)
+    preface = (lengths >= 12) & (lo == _P8) & (hi == _P4)
+    settings = (lengths >= 9) & ((lo & _S_MASK) == _S_VALUE) & (heads[:, 8] == 0)
+    return preface | settings
 
 
 def _offsets(plain: pa.Array) -> np.ndarray:
