@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from uetrace.analyze.enums import DEFAULT, Enums
-from uetrace.analyze.http.connection import Connection, norm_addr, pair_ends
+from uetrace.analyze.http.connection import Connection, Ends, pair_ends
 from uetrace.analyze.http.stream_loading import RowRun, sockets_from_rows
 from uetrace.analyze.http.streams import EGRESS, INGRESS
 
@@ -47,7 +47,7 @@ _ROWS_SQL = "SELECT d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid, d.bytes, d
 
 
 @dataclass(slots=True)
-class PlannedSocket:
+class PlannedSocket(Ends):
     """One socket as the metadata describes it: enough to pair and order it before any payload."""
 
     k: int
@@ -58,14 +58,6 @@ class PlannedSocket:
     family: int
     first_ts: int = 0
     runs: list[tuple[int, int, int]] = field(default_factory=list)  # (archive direction, model direction, rows)
-
-    @property
-    def local(self) -> tuple[str, int]:
-        return (norm_addr(self.laddr), self.lport)
-
-    @property
-    def remote(self) -> tuple[str, int]:
-        return (norm_addr(self.raddr), self.rport)
 
     @property
     def rows(self) -> int:

@@ -19,8 +19,26 @@ from uetrace.analyze.http.gap_fill import fill_from_peer, may_fill
 from uetrace.analyze.http.streams import Stream
 
 
+class Ends:
+    """`local` and `remote` of a class with laddr, lport, raddr and rport fields, as pair_ends compares them."""
+
+    __slots__ = ()
+    laddr: str
+    lport: int
+    raddr: str
+    rport: int
+
+    @property
+    def local(self) -> tuple[str, int]:
+        return (norm_addr(self.laddr), self.lport)
+
+    @property
+    def remote(self) -> tuple[str, int]:
+        return (norm_addr(self.raddr), self.rport)
+
+
 @dataclass(slots=True)
-class Socket:
+class Socket(Ends):
     """One captured socket (one end of a connection) and its two byte streams."""
 
     sock_id: int
@@ -32,14 +50,6 @@ class Socket:
     egress: Stream
     ingress: Stream
     source: str = "sock"  # "sock" (raw syscall bytes) or "tls" (plaintext from the TLS tracer)
-
-    @property
-    def local(self) -> tuple[str, int]:
-        return (norm_addr(self.laddr), self.lport)
-
-    @property
-    def remote(self) -> tuple[str, int]:
-        return (norm_addr(self.raddr), self.rport)
 
     @property
     def first_ts(self) -> int:
