@@ -84,3 +84,19 @@ def test_row_start_checks_agree_with_the_regex(rows, cut):
     arr = pa.array([b"pad"] * cut + rows, pa.binary()).slice(cut)
     want = pc.fill_null(pc.match_substring_regex(arr, trigger_scan.H2_START), False).to_numpy(zero_copy_only=False)
     assert trigger_scan.h2_starts(*trigger_scan.row_heads(arr)).tolist() == want.tolist()
+
+
+LINE_PIECES = [b"\r\n", b"\r", b"\n", b"X-Api-Key", b":", b": v", b" ", b"\t", b"\xc3\xa9", b"{\"a\": 1}", b"a" * 63,
+               b"b" * 64, b"c" * 65, b"GET / HTTP/1.1"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(rows=st.lists(st.lists(st.sampled_from(LINE_PIECES), max_size=8).map(b"".join), min_size=1, max_size=30),
+       cut=st.integers(0, 3))
+def test_unfinished_lines_agree_with_the_regex(rows, cut):
+    """The last-line test runs in numpy on each row's last line (name lengths around the pattern's
+    64 included), RE2 only for a `name:` line's value: the same rows as the `$`-anchored regex."""
+    arr = pa.array([b"pad"] * cut + rows, pa.binary()).slice(cut)
+    want = pc.match_substring_regex(arr, trigger_scan.UNFINISHED_LINE).to_numpy(zero_copy_only=False)
+    got = trigger_scan.unfinished_lines(arr, np.arange(len(rows)))
+    assert got.tolist() == want.tolist()
