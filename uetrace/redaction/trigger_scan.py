@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from uetrace.byte_windows import byte_windows
+
 try:
     import hyperscan
 except ImportError:   # the RE2 fallback below gives the same rows, ~7x slower
@@ -115,23 +117,7 @@ def row_heads(plain: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [rows, HEAD_BYTES]: each row's first bytes (past a row's end: whatever follows, so a
     test of n bytes must also test the length), and the rows' lengths."""
     offsets = _offsets(plain).astype(np.int64)
-    return _windows(_data(plain), offsets[:-1], HEAD_BYTES), offsets[1:] - offsets[:-1]
-
-
-def _windows(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
-    """uint8 [len(starts), width]: the `width` bytes from each start, zeros past the data's end. One
-    copy per row from a sliding view: an element-wise gather costs ~2.5 ns a byte."""
-    out = np.zeros((len(starts), width), dtype=np.uint8)
-    cut = len(data) - width
-    body = starts <= cut
-    if cut >= 0:
-        out[body] = np.lib.stride_tricks.sliding_window_view(data, width)[starts[body]]
-    if not body.all():   # the last few starts: from a zero-padded copy of the data's end
-        lo = max(cut, 0)
-        end = np.zeros(len(data) - lo + width, dtype=np.uint8)
-        end[:len(data) - lo] = data[lo:]
-        out[~body] = np.lib.stride_tricks.sliding_window_view(end, width)[starts[~body] - lo]
-    return out
+    return byte_windows(_data(plain), offsets[:-1], HEAD_BYTES), offsets[1:] - offsets[:-1]
 
 
 def _data(plain: pa.Array) -> np.ndarray:
@@ -169,7 +155,7 @@ def unfinished_lines(plain: pa.Array, rows: np.ndarray) -> np.ndarray:
     if not len(cand):
         return out
     tail_len = ends[cand] - last[cand] - 1
-    win = _windows(data, last[cand] + 1, NAME_MAX + 1)
+    win = byte_windows(data, last[cand] + 1, NAME_MAX + 1)
     token = _TOKEN[win] & (np.arange(NAME_MAX + 1) < tail_len[:, None])
     name = np.where(token.all(axis=1), NAME_MAX + 1, np.argmin(token, axis=1))   # the name's length
     named = (name >= 1) & (name <= NAME_MAX)
