@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from uetrace.capture import uprobe_multi
 from uetrace.errors import UetraceError
 
 LIBBPF_NAMES = ("libbpf.so.1", "/usr/lib/x86_64-linux-gnu/libbpf.so.1", "/usr/lib64/libbpf.so.1")
@@ -104,6 +105,8 @@ _PROTOTYPES = {
     "bpf_program__name": (c_char_p, [c_void_p]),
     "bpf_program__section_name": (c_char_p, [c_void_p]),
     "bpf_program__set_autoload": (c_int, [c_void_p, c_bool]),
+    "bpf_program__set_expected_attach_type": (c_int, [c_void_p, c_int]),
+    "bpf_program__expected_attach_type": (c_int, [c_void_p]),
     "bpf_program__fd": (c_int, [c_void_p]),
     "bpf_program__attach": (c_void_p, [c_void_p]),
     "bpf_program__attach_perf_event": (c_void_p, [c_void_p, c_int]),
@@ -409,6 +412,19 @@ class Program:
         kind = "uretprobe" if retprobe else "uprobe"
         return self._link(ptr, f"{kind} {binary}:{func or hex(offset)} pid {pid}")
 
+    @property
+    def uprobe_multi(self) -> bool:
+        """Whether this program was loaded for uprobe_multi links (BpfObject.use_uprobe_multi)."""
+        return lib().bpf_program__expected_attach_type(self.ptr) == uprobe_multi.BPF_TRACE_UPROBE_MULTI
+
+    def attach_uprobe_multi(self, binary: str, offsets: list[int], pid: int = -1, retprobe: bool = False) -> Link:
+        """One link for every offset (capture/uprobe_multi.py); the program must have been loaded for it."""
+        what = f"{'uretprobe' if retprobe else 'uprobe'}.multi {binary} x{len(offsets)} pid {pid}"
+        try:
+            return FdLink(uprobe_multi.link_create(self.fd, binary, offsets, retprobe, pid), what)
+        except OSError as e:
+            raise BpfError(f"attach {self.name} ({what})", e.errno or errno_mod.EINVAL) from None
+
     def attach_xdp(self, ifindex: int) -> Link:
         ctypes.set_errno(0)
         return self._link(lib().bpf_program__attach_xdp(self.ptr, ifindex), f"xdp ifindex {ifindex}")
@@ -480,6 +496,18 @@ class BpfObject:
         recent_log(clear=True)
         _check_int(lib().bpf_object__load(self.ptr), f"load BPF object {os.path.basename(self.path)}")
         self.loaded = True
+
+    def use_uprobe_multi(self) -> bool:
+        """Before load: load every program of a bare "uprobe"/"uretprobe" section for uprobe_multi links,
+        where the kernel has them (they detach in one grace period, not one per probe). Then those
+        programs attach only with Program.attach_uprobe_multi. Returns whether it did."""
+        if not uprobe_multi.supported():
+            return False
+        for prog in self.programs():
+            if prog.section in ("uprobe", "uretprobe"):
+                _check_int(lib().bpf_program__set_expected_attach_type(prog.ptr, uprobe_multi.BPF_TRACE_UPROBE_MULTI),
+                           f"set {prog.name} for uprobe_multi")
+        return True
 
     def keep(self, link: Link) -> Link:
         self.links.append(link)

@@ -23,6 +23,7 @@ from uetrace.capture.libbpf import BpfError, BpfObject
 from uetrace.capture.options import SNAPLEN
 from uetrace.capture.procfs import live_pids, read_maps, root_path
 from uetrace.capture.tracers.contract import NotAttached, Tracer
+from uetrace.capture.tracers.function_probes import attach_functions
 from uetrace.capture.tracers.sock import addresses_to_text
 from uetrace.capture.tracers.uprobe_offsets import function_offsets
 from uetrace.errors import UetraceError
@@ -72,6 +73,7 @@ class TlsTracer(Tracer):
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         rodata["snaplen"] = SNAPLEN.clamp(self.opts.snaplen)
         rodata["sock_id_key"] = self.opts.sock_id_key
+        obj.use_uprobe_multi()
 
     def attach(self, obj: BpfObject) -> None:
         # The syscall tracepoint first: an SSL call that starts before it would not learn its socket.
@@ -91,17 +93,8 @@ class TlsTracer(Tracer):
         except (OSError, UetraceError) as e:
             self.failures.append({"point": lib, "error": str(e)})
             return 0
-        attached = 0
-        for prog, func, ret in PROBES:
-            point = f"{'uretprobe' if ret else 'uprobe'} {lib}:{func}"
-            if func not in offsets:
-                # SSL_read_ex and SSL_write_ex exist since 1.1.1 only.
-                self.failures.append({"point": point, "error": f"find function {func}: not in {lib}"})
-                continue
-            # By offset, like the other uprobe tracers (capture/tracers/uprobe_offsets.py).
-            link = self.try_attach(point, obj.program(prog).attach_uprobe, lib, "", -1, ret, offsets[func])
-            attached += link is not None and func in _DATA_FUNCS
-        return attached
+        # SSL_read_ex and SSL_write_ex exist since 1.1.1 only: a miss is a failure of that point alone.
+        return len(attach_functions(self, obj, PROBES, lib, offsets, point_pid=False) & _DATA_FUNCS)
 
     def postprocess(self, kind: str, table: pa.Table) -> pa.Table:
         fam = table.column("family").to_numpy()

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from uetrace.capture.libbpf import BpfError, BpfObject
 from uetrace.capture.tracers import uprobe_targets as tg
 from uetrace.capture.tracers.contract import NotAttached, Tracer
+from uetrace.capture.tracers.function_probes import attach_functions
 from uetrace.capture.tracers.python_stackmap import PyStackMap
 from uetrace.capture.tracers.stack_maps import dump_stacks, unwritten
 from uetrace.capture.tracers.uprobe_offsets import function_offsets
@@ -60,6 +61,7 @@ class UprobeTracer(Tracer):
         rodata["filter_pids"] = 0
         rodata["filter_comm"] = 0
         self.python = PyStackMap(obj, self.object_file, self.name)
+        obj.use_uprobe_multi()
 
     def attach(self, obj: BpfObject) -> None:
         me = os.getpid()
@@ -101,13 +103,7 @@ class UprobeTracer(Tracer):
         except (OSError, UetraceError) as e:
             self.failures.append({"point": f"{binary} pid {pid}", "error": str(e)})
             return
-        for prog, func, ret in self.probes:
-            point = f"{'uretprobe' if ret else 'uprobe'} {binary}:{func} pid {pid}"
-            if func not in offsets:
-                self.failures.append({"point": point, "error": f"find function {func}: not in {binary}"})
-                continue
-            # By offset: libbpf 1.1 rejects names with two versions (see capture/tracers/uprobe_offsets.py).
-            self.try_attach(point, obj.program(prog).attach_uprobe, binary, "", pid, ret, offsets[func])
+        attach_functions(self, obj, self.probes, binary, offsets, pid)
 
     def _attach_new(self, pid: int) -> None:
         target, problem = tg.describe(pid)
