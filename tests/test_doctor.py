@@ -12,7 +12,7 @@ from uetrace.capture.doctor import run_checks
 def test_doctor_reports_this_machine(kernel):
     checks = {c.name: c for c in run_checks()}
     for needed in ("privileges", "kernel BTF", "tracefs", "tracepoint", "tp_btf (BTF tracepoint)", "uprobe",
-                   "perf_event cpu-clock", "XDP (generic, lo)"):
+                   "perf_event cpu-clock", "XDP (generic, lo)", "uprobe_multi link"):
         assert checks[needed].ok, (needed, checks[needed].detail)
     # Measured on these machines: kernel lockdown refuses kprobes and fentry.
     assert not checks["kprobe"].ok and checks["kprobe"].needed_by == ""
