@@ -145,25 +145,38 @@ static __always_inline void announce_conn(struct sock *sk, __u64 sk_addr, int fd
 	bpf_sk_storage_delete(&conn_pending, sk);
 }
 
-/* Copy up to `want` bytes from an iovec array into the ring slot's payload. */
+/* Copy up to `want` bytes from an iovec array into the ring slot's payload.
+ * The array is read in one call; when its first piece holds all `want` bytes
+ * (one-buffer sendmsg/recvmsg) they go straight into the slot. */
 static __always_inline __u32 copy_iov(__u8 *payload, __u64 iov_addr, __u32 iovcnt, __u32 want)
 {
+	struct iovec iovs[MAX_IOV] = {};
 	__u32 zero = 0, got = 0;
+	__u32 pieces = iovcnt < MAX_IOV ? iovcnt : MAX_IOV;
+	__u64 size = pieces * sizeof(struct iovec);
+	asm volatile("" : "+r"(size)); /* keep the bound check below where the verifier sees it */
+	if (size > sizeof(iovs))
+		size = sizeof(iovs);
+	if (bpf_probe_read_user(iovs, size, (void *)iov_addr)) {
+		count_drop(UE_DROP_READ_FAULT);
+		return 0;
+	}
+	if (iovs[0].iov_len >= want) {
+		if (bpf_probe_read_user(payload, want, iovs[0].iov_base)) {
+			count_drop(UE_DROP_READ_FAULT);
+			return 0;
+		}
+		return want;
+	}
 	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return 0;
-	struct iovec iov;
-	__u32 pieces = iovcnt < MAX_IOV ? iovcnt : MAX_IOV;
 	for (__u32 i = 0; i < MAX_IOV; i++) {
 		if (i >= pieces || got >= want)
 			break;
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iov_addr + i * sizeof(iov)))) {
-			count_drop(UE_DROP_READ_FAULT);
-			break;
-		}
-		__u32 len = iov.iov_len < want - got ? iov.iov_len : want - got;
+		__u32 len = iovs[i].iov_len < want - got ? iovs[i].iov_len : want - got;
 		if (len && bpf_probe_read_user(s->buf + (got & (SOCK_MAX_SNAPLEN - 1)), len & (SOCK_MAX_SNAPLEN - 1),
-					       iov.iov_base)) {
+					       iovs[i].iov_base)) {
 			count_drop(UE_DROP_READ_FAULT);
 			break;
 		}
