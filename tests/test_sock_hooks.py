@@ -88,3 +88,35 @@ def test_loopback_write_starts_before_the_read_of_its_bytes_returns(kernel, tmp_
         pos += nbytes
     # The case the order is about (a write's exit time would not do as its start).
     assert early > 0
+
+
+def test_connection_records_one_per_event_with_the_full_tuple(kernel, tmp_path, capture_run):
+    """accept, connect and close from socket tracepoints: connect and accept are written once the
+    local port is known, each socket closes once (the loopback peer's FIN in softirq is not a close
+    of the peer), and the listener's close keeps its port."""
+    out = tmp_path / "conn.tar.zst"
+    run = capture_run(out, "-d", "6s", "--tracers", "sock")
+    run.wait_attached()
+    fx = run_fixture("tcp_exchange.py", "--delay", "0", "--rounds", "3")
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    with open_archive_db(out) as cap:
+        rows = cap.query("SELECT op, lport, rport, fd, ret, sock_id FROM sock_conn WHERE pid = ? ORDER BY ts",
+                         [fx["pid"]])
+        data_socks = {r[0]: r[1] for r in cap.query(
+            "SELECT DISTINCT sock_id, lport FROM sock_data WHERE pid = ?", [fx["pid"]])}
+    accept, connect, close = 1, 2, 3
+    client, server = fx["client_port"], fx["server_port"]
+    ops = [(op, lport, rport) for op, lport, rport, *_ in rows]
+    assert ops.count((connect, client, server)) == 1
+    assert ops.count((accept, server, client)) == 1
+    assert ops.count((close, client, server)) == 1
+    assert ops.count((close, server, client)) == 1
+    assert ops.count((close, server, 0)) == 1  # the listener
+    assert len(ops) == 5, rows
+    by_op = {(op, lport): (fd, ret, sock_id) for op, lport, _, fd, ret, sock_id in rows}
+    assert by_op[(connect, client)][1] == 0  # a blocking connect returns 0
+    fd, ret, sock_id = by_op[(accept, server)]
+    assert ret == fd  # accept returns the fd
+    # The same sock_id as the data records of that socket.
+    assert data_socks[sock_id] == server and data_socks[by_op[(connect, client)][2]] == client
