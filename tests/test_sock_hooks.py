@@ -120,3 +120,16 @@ def test_connection_records_one_per_event_with_the_full_tuple(kernel, tmp_path, 
     assert ret == fd  # accept returns the fd
     # The same sock_id as the data records of that socket.
     assert data_socks[sock_id] == server and data_socks[by_op[(connect, client)][2]] == client
+
+
+def test_nonblocking_connect_record_says_einprogress(kernel, tmp_path, capture_run):
+    out = tmp_path / "nb.tar.zst"
+    run = capture_run(out, "-d", "5s", "--tracers", "sock")
+    run.wait_attached()
+    fx = run_fixture("tcp_exchange.py", "--delay", "0", "--rounds", "1", "--nonblocking-connect")
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    with open_archive_db(out) as cap:
+        rows = cap.query("SELECT ret FROM sock_conn WHERE pid = ? AND op = 2 AND lport = ?",
+                         [fx["pid"], fx["client_port"]])
+    assert rows == [(-115,)]  # -EINPROGRESS, what the non-blocking connect() returned
