@@ -72,7 +72,7 @@ struct {
 
 #define MAX_IOV 8
 
-/* readv/writev/recvmsg/sendmsg gather their pieces here first: twice the
+/* An iovec whose first piece is short gathers its pieces here: twice the
  * largest snaplen lets the verifier bound each piece's offset and length with
  * a mask; the result is then copied into the ring slot in one read. */
 struct scratch {
