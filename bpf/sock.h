@@ -15,12 +15,14 @@ enum ue_sock_syscall {
 
 enum ue_sock_direction { DIR_EGRESS = 0, DIR_INGRESS = 1 };
 
-/* One read- or write-like syscall on a TCP/UDP socket that moved bytes. */
+/* One read- or write-like syscall on a TCP/UDP socket that moved bytes (a
+ * sendfile(2) to a socket: one record per chunk the kernel pushed). */
 struct ue_sock_data {
 	__u32 kind;          /* UE_KIND_SOCK_DATA */
 	__u32 cpu;
-	__u64 ts_enter;      /* CLOCK_MONOTONIC ns at syscall entry */
-	__u64 ts_exit;       /* CLOCK_MONOTONIC ns at syscall exit */
+	__u64 ts_enter;      /* CLOCK_MONOTONIC ns: a TCP send's start (before its first byte is queued);
+	                      * = ts_exit for receives and UDP sends (no hook marks their start) */
+	__u64 ts_exit;       /* CLOCK_MONOTONIC ns when the bytes had moved, just before the syscall returns */
 	__u64 sock_id;       /* struct sock address xor a per-capture key: identity within a capture */
 	__u32 pid;           /* tgid */
 	__u32 tid;
@@ -42,7 +44,10 @@ struct ue_sock_data {
 
 enum ue_sock_conn_op { CONN_ACCEPT = 1, CONN_CONNECT = 2, CONN_CLOSE = 3 };
 
-/* A socket's life: accepted, connected or closed (with its 5-tuple). */
+/* A TCP socket's life: accepted, connected or closed (with its 5-tuple).
+ * ts: connect: its start; close: the first state change the close() makes (a
+ * close() that does not release the socket, e.g. of a dup'ed fd, has none);
+ * accept: the accepted socket's first data call or close in the process. */
 struct ue_sock_conn {
 	__u32 kind;          /* UE_KIND_SOCK_CONN */
 	__u32 cpu;
@@ -51,7 +56,7 @@ struct ue_sock_conn {
 	__u32 pid;
 	__u32 tid;
 	__s32 fd;
-	__s32 ret;           /* syscall return value (connect: 0 or -EINPROGRESS) */
+	__s32 ret;           /* connect: 0, or -EINPROGRESS on a non-blocking socket; accept: the fd */
 	__u16 op;            /* enum ue_sock_conn_op */
 	__u16 family;
 	__u16 protocol;

@@ -116,9 +116,29 @@ def run_checks() -> list[Check]:
     left = leftover_filters()
     checks.append(Check("leftover clsact filters", not left, ", ".join(f"{f[1]} prog {f[4]}" for f in left) or
                         "none", "", "sudo trace doctor --cleanup (a capture crashed while attached)"))
+    checks.append(_socket_tracepoints())
     checks.append(_python_check())
     ctypes.set_errno(0)
     return checks
+
+
+def _socket_tracepoints() -> Check:
+    """The BTF tracepoints the sock and tls programs attach to (their objects' tp_btf sections),
+    looked up in the kernel's BTF: without one of them the object does not load."""
+    wanted: set[str] = set()
+    for tracer in ("sock", "tls"):
+        with BpfObject(object_path(tracer)) as obj:
+            wanted |= {p.section.removeprefix("tp_btf/") for p in obj.programs() if p.section.startswith("tp_btf/")}
+    try:
+        with open("/sys/kernel/btf/vmlinux", "rb") as fh:
+            strings = fh.read()
+    except OSError as e:
+        return Check("socket tracepoints", False, f"kernel BTF: {e.strerror}", "sock, tls", "")
+    # Each BTF tracepoint has a `btf_trace_<name>` typedef, whose name is a NUL-terminated string.
+    missing = sorted(tp for tp in wanted if b"\0btf_trace_" + tp.encode() + b"\0" not in strings)
+    detail = f"missing {', '.join(missing)}" if missing else ", ".join(sorted(wanted))
+    return Check("socket tracepoints", not missing, detail, "sock, tls",
+                 "a kernel that has these tracepoints (tcp_sendmsg_locked is the most recent)")
 
 
 def _python_check() -> Check:

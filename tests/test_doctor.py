@@ -12,8 +12,9 @@ from uetrace.capture.doctor import run_checks
 def test_doctor_reports_this_machine(kernel):
     checks = {c.name: c for c in run_checks()}
     for needed in ("privileges", "kernel BTF", "tracefs", "tracepoint", "tp_btf (BTF tracepoint)", "uprobe",
-                   "perf_event cpu-clock", "XDP (generic, lo)", "uprobe_multi link"):
+                   "perf_event cpu-clock", "XDP (generic, lo)", "uprobe_multi link", "socket tracepoints"):
         assert checks[needed].ok, (needed, checks[needed].detail)
+    assert "tcp_sendmsg_locked" in checks["socket tracepoints"].detail
     # Measured on these machines: kernel lockdown refuses kprobes and fentry.
     assert not checks["kprobe"].ok and checks["kprobe"].needed_by == ""
     assert not checks["fentry"].ok and checks["fentry"].needed_by == ""

@@ -108,7 +108,10 @@ def _events(db: ArchiveDb, st: SpanStory, result: CorrelationResult) -> None:
                 "WHERE pid = ? AND tid = ? AND ts_exit >= ? AND ts_enter <= ? AND bytes > 0 ORDER BY ts_enter", args):
             verb, prep = ("wrote", "to") if direction == egress else ("read", "from")
             peer = f"[{raddr}]:{rport}" if ":" in raddr else f"{raddr}:{rport}"
-            ev.append(Event(ts_enter, ts_exit - ts_enter, "sock", f"{verb} {nbytes:,} B {prep} {peer}"))
+            # Since the sock tracer left sys_enter, a read's (and a UDP send's) start is not
+            # recorded: ts_enter == ts_exit, a duration nobody measured.
+            dur = ts_exit - ts_enter if ts_exit > ts_enter else None
+            ev.append(Event(ts_enter, dur, "sock", f"{verb} {nbytes:,} B {prep} {peer}"))
     if db.has("lock"):
         acquire = int(db.enums.value("lock", "ue_lock_op", "LOCK_OP_ACQUIRE"))
         fns = {v: k for k, v in db.enums.values("lock", "ue_lock_fn").items()}

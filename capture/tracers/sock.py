@@ -1,5 +1,8 @@
 """Socket tracer: read/write-like syscalls on TCP and UDP sockets, plus accept,
-connect and close, with a payload prefix of --snaplen bytes (bpf/sock.bpf.c)."""
+connect and close of TCP sockets, with a payload prefix of --snaplen bytes
+(bpf/sock.bpf.c). Its programs sit on the kernel's socket tracepoints
+(sock_send_length, sock_recv_length, tcp_sendmsg_locked, inet_sock_set_state),
+not on every system call; the loader attaches every program of the object."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ class SockTracer(Tracer):
     name = "sock"
     structs = ["ue_sock_data", "ue_sock_conn"]
     fixed_slot = True
-    description = "socket syscalls (accept, connect, read/write family, close) with payload prefix"
+    description = "socket syscalls (read/write family; TCP accept, connect, close) with payload prefix"
 
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
         rodata["snaplen"] = SNAPLEN.clamp(self.opts.snaplen)

@@ -3,7 +3,8 @@
 Records land in `tls_data`, whose columns are those of `sock_data` (the kernel
 side checks the struct copy; tests compare the BTF), so the HTTP analyzer
 decodes HTTPS from it exactly like plain HTTP. The socket of each call comes
-from the syscalls made inside it, with the same sock_id as the socket tracer's.
+from the socket sends and receives made inside it (the sock_send_length and
+sock_recv_length tracepoints), with the same sock_id as the socket tracer's.
 
 Uprobes are attached to each libssl file system-wide (pid -1): SSL calls are
 rare next to malloc or mutex calls, so one link per library file is cheap and
@@ -76,7 +77,7 @@ class TlsTracer(Tracer):
         obj.use_uprobe_multi()
 
     def attach(self, obj: BpfObject) -> None:
-        # The syscall tracepoint first: an SSL call that starts before it would not learn its socket.
+        # The socket tracepoints first: an SSL call that starts before them would not learn its socket.
         for prog in obj.programs():
             if prog.section.startswith("tp_btf/"):
                 self.try_attach(prog.section, prog.attach)
