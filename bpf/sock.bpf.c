@@ -136,7 +136,7 @@ static __always_inline void emit_conn(struct sock *sk, __u64 sk_addr, __u64 pid_
 static __always_inline void announce_conn(struct sock *sk, __u64 sk_addr, int fd, __u64 ts)
 {
 	struct conn_pending *p = bpf_sk_storage_get(&conn_pending, sk, 0, 0);
-	if (!p)
+	if (!p || p->op == CONN_CLOSE)
 		return;
 	if (p->op == CONN_ACCEPT)
 		emit_conn(sk, sk_addr, bpf_get_current_pid_tgid(), fd, fd, CONN_ACCEPT, ts);
@@ -408,6 +408,15 @@ int BPF_PROG(ue_sock_state, const struct sock *sk, const int oldstate, const int
 	if (!file_released(s->sk_socket->file))
 		return 0;
 	announce_conn(s, sk_addr, fd, now);
+	/* Once per socket: on loopback the peer's answer to our FIN can move this
+	 * socket on again inside the same close() (softirq on this task), and such a
+	 * step can pass close_step() too (seen: one close in ~6 written twice). */
+	struct conn_pending *p = bpf_sk_storage_get(&conn_pending, s, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (p) {
+		if (p->op == CONN_CLOSE)
+			return 0;
+		p->op = CONN_CLOSE;
+	}
 	emit_conn(s, sk_addr, id, fd, 0, CONN_CLOSE, now);
 	return 0;
 }

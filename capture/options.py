@@ -62,6 +62,10 @@ class UprobeOptions:
     alloc_sample: int = ALLOC_SAMPLE.default
 
 
+# --sock-hooks: what the sock and tls tracers' programs sit on (capture/socket_hooks.py)
+SOCK_HOOKS = ("auto", "tracepoints", "syscalls")
+
+
 @dataclass
 class CaptureOptions:
     output: Path
@@ -70,6 +74,7 @@ class CaptureOptions:
     pids: list[int] = field(default_factory=list)     # --pid, repeatable (kernel-side filter)
     comms: list[str] = field(default_factory=list)    # --comm (kernel-side filter, first one)
     snaplen: int = SNAPLEN.default
+    sock_hooks: str = "auto"                # --sock-hooks: see capture/socket_hooks.py
     ring_size: int = RING_MIB.default << 20  # bytes per tracer ring: mapped twice, so twice that of RSS
     segment_bytes: int = SEGMENT_BYTES
     segment_seconds: float = SEGMENT_SECONDS
@@ -96,7 +101,8 @@ class CaptureOptions:
     def to_manifest(self) -> dict:
         # Flat keys, as archives have always had them: analyze reads options.net_snaplen, alloc_sample...
         return {"duration": self.duration, "tracers": self.tracers, "pids": self.pids, "comms": self.comms,
-                "snaplen": self.snaplen, "ring_size": self.ring_size, "segment_bytes": self.segment_bytes,
+                "snaplen": self.snaplen, "sock_hooks": self.sock_hooks, "ring_size": self.ring_size,
+                "segment_bytes": self.segment_bytes,
                 "segment_seconds": self.segment_seconds, "max_size": self.max_size,
                 "alloc_sample": self.uprobe.alloc_sample, "all_processes": self.uprobe.all_processes,
                 "net_ifaces": list(self.net.ifaces), "net_xdp_mode": self.net.xdp_mode,

@@ -12,7 +12,7 @@ from uetrace.capture import options as o
 # The keys archives have always had under "options" (analyze reads net_snaplen, alloc_sample...).
 MANIFEST_KEYS = {"duration", "tracers", "pids", "comms", "snaplen", "ring_size", "segment_bytes", "segment_seconds",
                  "alloc_sample", "all_processes", "net_ifaces", "net_xdp_mode", "net_snaplen", "net_tc_attach",
-                 "freq", "offcpu", "max_size", "redact"}
+                 "freq", "offcpu", "max_size", "redact", "sock_hooks"}
 
 
 def test_manifest_options_keep_their_keys_and_values():
@@ -21,7 +21,7 @@ def test_manifest_options_keep_their_keys_and_values():
     m = opts.to_manifest()
     assert set(m) == MANIFEST_KEYS
     assert (m["net_ifaces"], m["net_snaplen"], m["freq"], m["offcpu"], m["alloc_sample"]) == (["lo"], 64, 49, True, 8)
-    assert (m["snaplen"], m["net_xdp_mode"], m["net_tc_attach"]) == (512, "generic", "auto")
+    assert (m["snaplen"], m["net_xdp_mode"], m["net_tc_attach"], m["sock_hooks"]) == (512, "generic", "auto", "auto")
     assert m["redact"] is True and o.CaptureOptions(output=Path("x"), redaction=None).to_manifest()["redact"] is False
 
 

@@ -7,6 +7,7 @@ import bisect
 import threading
 from pathlib import Path
 
+import pytest
 from helpers import run_fixture
 
 from uetrace.analyze.archive_db import open_archive_db
@@ -56,13 +57,14 @@ def test_default_capture_has_no_program_on_every_syscall(kernel, tmp_path, captu
         assert n >= 4 * 300  # each round: a request and a response, each written and read
 
 
-def test_loopback_write_starts_before_the_read_of_its_bytes_returns(kernel, tmp_path, capture_run):
+@pytest.mark.parametrize("hooks", ["auto", "syscalls"])
+def test_loopback_write_starts_before_the_read_of_its_bytes_returns(kernel, tmp_path, capture_run, hooks):
     """On loopback the send path hands the bytes to the receiver before the send returns, so the
     server's read can return first. The client's write must still start (ts_enter) no later than the
     read of its bytes returns (ts_exit): the correlation's windows rely on that order. Writes larger
     than the socket buffers make it certain that reads return while their write is in progress."""
     out = tmp_path / "order.tar.zst"
-    run = capture_run(out, "-d", "6s", "--tracers", "sock", "--snaplen", "0")
+    run = capture_run(out, "-d", "6s", "--tracers", "sock", "--snaplen", "0", "--sock-hooks", hooks)
     run.wait_attached()
     fx = run_fixture("loopback_bulk.py")
     rc, _, err = run.wait()
@@ -90,12 +92,14 @@ def test_loopback_write_starts_before_the_read_of_its_bytes_returns(kernel, tmp_
     assert early > 0
 
 
-def test_connection_records_one_per_event_with_the_full_tuple(kernel, tmp_path, capture_run):
+@pytest.mark.parametrize("hooks", ["auto", "syscalls"])
+def test_connection_records_one_per_event_with_the_full_tuple(kernel, tmp_path, capture_run, hooks):
     """accept, connect and close from socket tracepoints: connect and accept are written once the
     local port is known, each socket closes once (the loopback peer's FIN in softirq is not a close
-    of the peer), and the listener's close keeps its port."""
+    of the peer), and the listener's close keeps its port. The system-call object (older kernels)
+    gives the same records."""
     out = tmp_path / "conn.tar.zst"
-    run = capture_run(out, "-d", "6s", "--tracers", "sock")
+    run = capture_run(out, "-d", "6s", "--tracers", "sock", "--sock-hooks", hooks)
     run.wait_attached()
     fx = run_fixture("tcp_exchange.py", "--delay", "0", "--rounds", "3")
     rc, _, err = run.wait()

@@ -35,10 +35,12 @@ def make_cert(folder: Path) -> None:
                     "-subj", "/CN=localhost"], check=True, capture_output=True, timeout=30)
 
 
-@pytest.fixture(scope="module")
-def tls_capture(tmp_path_factory) -> tuple[Path, dict, dict]:
+@pytest.fixture(scope="module", params=["auto", "syscalls"], ids=["socket-tracepoints", "syscall-hooks"])
+def tls_capture(request, tmp_path_factory) -> tuple[Path, dict, dict]:
     """(archive, Python-client exchange, curl exchange). Module scope: one capture for all the
-    tests below, as captures are the slow part (the kernel fixture is function-scoped)."""
+    tests below, as captures are the slow part (the kernel fixture is function-scoped). Once with
+    the socket learnt from the socket tracepoints, once from the system-call object that kernels
+    without them load (capture/socket_hooks.py)."""
     require_kernel()
     for tool in ("openssl", "curl"):
         if shutil.which(tool) is None:
@@ -48,7 +50,7 @@ def tls_capture(tmp_path_factory) -> tuple[Path, dict, dict]:
     out = tmp / "run.tar.zst"
     # --no-redact: these tests compare the plaintext byte for byte (the query value included);
     # test_redaction_capture.py checks what redaction does to TLS plaintext.
-    run = CaptureRun(out, "-d", "7s", "--tracers", "sock,tls,proc", "--no-redact")
+    run = CaptureRun(out, "-d", "7s", "--tracers", "sock,tls,proc", "--no-redact", "--sock-hooks", request.param)
     try:
         run.wait_attached()
         result: dict = {}

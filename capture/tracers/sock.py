@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from uetrace.bpf import object_path
+from uetrace.capture import socket_hooks
 from uetrace.capture.libbpf import BpfObject
 from uetrace.capture.options import SNAPLEN
 from uetrace.capture.tracers.contract import Tracer
@@ -23,7 +25,12 @@ class SockTracer(Tracer):
     fixed_slot = True
     description = "socket syscalls (read/write family; TCP accept, connect, close) with payload prefix"
 
+    @property
+    def object_file(self) -> str:
+        return str(object_path(socket_hooks.object_name(self.name, self.opts.sock_hooks)))
+
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
+        self.notes.append(socket_hooks.note(self.opts.sock_hooks))
         rodata["snaplen"] = SNAPLEN.clamp(self.opts.snaplen)
         # Socket identity without writing kernel addresses into a file that may be shared.
         rodata["sock_id_key"] = self.opts.sock_id_key

@@ -20,6 +20,8 @@ import re
 
 import pyarrow as pa
 
+from uetrace.bpf import object_path
+from uetrace.capture import socket_hooks
 from uetrace.capture.libbpf import BpfError, BpfObject
 from uetrace.capture.options import SNAPLEN
 from uetrace.capture.procfs import live_pids, read_maps, root_path
@@ -71,7 +73,13 @@ class TlsTracer(Tracer):
         if not self.libraries:
             raise NotAttached("no libssl found")
 
+    @property
+    def object_file(self) -> str:
+        return str(object_path(socket_hooks.object_name(self.name, self.opts.sock_hooks)))
+
     def configure(self, obj: BpfObject, rodata: dict[str, object]) -> None:
+        if socket_hooks.use_syscall_hooks(self.opts.sock_hooks):
+            self.notes.append("the socket of an SSL call from a program on every system call (raw sys_enter)")
         rodata["snaplen"] = SNAPLEN.clamp(self.opts.snaplen)
         rodata["sock_id_key"] = self.opts.sock_id_key
         obj.use_uprobe_multi()
