@@ -11,6 +11,7 @@ import pytest
 from helpers import run_fixture
 
 from uetrace.analyze.archive_db import open_archive_db
+from uetrace.capture import socket_hooks
 
 # Raw tracepoints that run on every system call of every process, and the per-call syscall tracepoints
 # (their perf path is per call, but attaching any of them puts every task on the syscall slow path).
@@ -137,3 +138,17 @@ def test_nonblocking_connect_record_says_einprogress(kernel, tmp_path, capture_r
         rows = cap.query("SELECT ret FROM sock_conn WHERE pid = ? AND op = 2 AND lport = ?",
                          [fx["pid"], fx["client_port"]])
     assert rows == [(-115,)]  # -EINPROGRESS, what the non-blocking connect() returned
+
+
+def test_a_kernel_without_the_tracepoints_is_told_apart(tmp_path):
+    """The choice reads the kernel's BTF strings: every tracepoint the objects use, and only those
+    the file lacks, are missing (a kernel without them gets the system-call objects)."""
+    wanted = socket_hooks.tracepoints_wanted()
+    assert {"sock_send_length", "sock_recv_length", "tcp_sendmsg_locked", "inet_sock_set_state"} <= wanted
+    btf = tmp_path / "vmlinux"
+    btf.write_bytes(b"\0".join([b"x", b"btf_trace_sock_send_length", b"btf_trace_inet_sock_set_state",
+                                b"btf_trace_tcp_sendmsg_locked_more", b""]))
+    assert set(socket_hooks.missing_tracepoints(str(btf))) == wanted - {"sock_send_length", "inet_sock_set_state"}
+    assert socket_hooks.missing_tracepoints() == ()   # this machine's kernel has them all
+    assert socket_hooks.object_name("sock", "auto") == "sock"
+    assert socket_hooks.object_name("tls", "syscalls") == "tls_syscalls"
