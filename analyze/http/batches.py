@@ -16,8 +16,9 @@ segments' order): two syscalls on one socket do not enter and return in the same
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -26,6 +27,8 @@ from uetrace.analyze.enums import DEFAULT, Enums
 from uetrace.analyze.http.connection import Connection, Ends, pair_ends
 from uetrace.analyze.http.stream_loading import RowRun, sockets_from_rows
 from uetrace.analyze.http.streams import EGRESS, INGRESS
+
+T = TypeVar("T")
 
 # Rows of one batch (connections are never split, so a batch holds at least one whole connection).
 DEFAULT_BATCH_ROWS = 50_000
@@ -152,32 +155,31 @@ def _sort_groups(batches: Iterator[list[Pair]]) -> Iterator[list[list[Pair]]]:
     """Consecutive batches up to SORT_GROUP_ROWS rows: each group is one sort in DuckDB. A sort of
     every payload of a big capture would not fit its memory limit even spilling (it failed at 7 M
     rows under 192 MB); a group is one scan of the table more, and a bounded sort."""
-    group: list[list[Pair]] = []
-    n = 0
-    for batch in batches:
-        m = sum(s.rows for pair in batch for s in pair if s is not None)
-        if group and n + m > SORT_GROUP_ROWS:
-            yield group
-            group, n = [], 0
-        group.append(batch)
-        n += m
-    if group:
-        yield group
+    return _packed(batches, lambda batch: sum(_rows(pair) for pair in batch), SORT_GROUP_ROWS)
 
 
 def _group(pairs: list[Pair], batch_rows: int) -> Iterator[list[Pair]]:
     """Consecutive connections up to batch_rows rows together; a bigger connection alone."""
-    batch: list[Pair] = []
+    return _packed(pairs, _rows, batch_rows)
+
+
+def _rows(pair: Pair) -> int:
+    return sum(s.rows for s in pair if s is not None)
+
+
+def _packed(items: Iterable[T], size: Callable[[T], int], limit: int) -> Iterator[list[T]]:
+    """Consecutive items in lists of at most `limit` total size; an item bigger than that alone."""
+    pack: list[T] = []
     n = 0
-    for pair in pairs:
-        m = sum(s.rows for s in pair if s is not None)
-        if batch and n + m > batch_rows:
-            yield batch
-            batch, n = [], 0
-        batch.append(pair)
+    for item in items:
+        m = size(item)
+        if pack and n + m > limit:
+            yield pack
+            pack, n = [], 0
+        pack.append(item)
         n += m
-    if batch:
-        yield batch
+    if pack:
+        yield pack
 
 
 class _RowSource:
