@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from uetrace.analyze import correlate
 from uetrace.analyze.capture_set import Capture
 from uetrace.analyze.clock_sync import ClockOffset, Sample, solve
-from uetrace.analyze.correlate.result import CorrelationResult, Request, Span
+from uetrace.analyze.correlate.result import SERVER, CorrelationResult, Request, Span
 
 MAX_SHIFT = 64  # exchanges one capture may have seen on a connection before the other started
 
@@ -200,26 +200,27 @@ def link(captures: Sequence[Capture], results: Sequence[CorrelationResult]) -> C
         assert c is not None and s is not None
         if s.link == "traceparent":
             continue  # the header names the caller: already linked (or deliberately elsewhere)
-        s.parent_span_id, s.link = c.span_id, "connection"
-    _retrace([s for res in results for s in res.spans])
+        results[p.server.capture].set_parent(p.server.request.request_id, SERVER, c.span_id, "connection")
+    _retrace(results)
     return xh
 
 
-def _retrace(spans: list[Span]) -> None:
+def _retrace(results: Sequence[CorrelationResult]) -> None:
     """Every span takes the trace id of its root among all captures' spans (a root's own id stands:
     its capture gave it from a traceparent or generated it)."""
-    by_id = {s.span_id: s for s in spans}
-    roots: dict[int, str] = {}
-    for s in spans:
-        cur, seen = s, 0
-        while cur.parent_span_id and cur.parent_span_id in by_id and seen <= len(spans):
-            nxt = by_id[cur.parent_span_id]
-            if nxt is cur:
+    spans = [(res, row, s) for res in results for row, s in zip(range(res.span_count()), res.spans)]
+    by_id = {s.span_id: k for k, (_, _, s) in enumerate(spans)}
+    roots: list[str] = []
+    for k in range(len(spans)):
+        cur, seen = k, 0
+        while spans[cur][2].parent_span_id and spans[cur][2].parent_span_id in by_id and seen <= len(spans):
+            nxt = by_id[spans[cur][2].parent_span_id]
+            if nxt == cur:
                 break
             cur, seen = nxt, seen + 1
-        roots[id(s)] = cur.trace_id
-    for s in spans:
-        s.trace_id = roots[id(s)]
+        roots.append(spans[cur][2].trace_id)
+    for (res, row, _), trace in zip(spans, roots):
+        res.table.trace_ids[row] = trace
 
 
 def cross_host(captures: Sequence[Capture]) -> CrossHost:

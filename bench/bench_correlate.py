@@ -74,9 +74,9 @@ def main() -> None:
         c0, t0 = _cpu(), time.perf_counter()
         result = correlate.correlate(db)
         took, cpu = time.perf_counter() - t0, _cpu() - c0
-        spans = len(result.spans)
-        linked = sum(1 for s in result.spans if s.parent_span_id)
-        sampled = sum(1 for r in result.requests if r.server and r.server.evidence.cpu_samples)
+        spans, linked = result.span_count(), result.linked_count()
+        samples = result.table.evidence["cpu_samples"][0]
+        sampled = int(((samples > 0) & (result.table.side == 1)).sum())
         print(f"correlation: {len(result.requests)} requests, {spans} spans ({linked} linked), {sampled} with "
               f"samples in {took:.2f} s wall ({cpu:.2f} CPU-s) = {len(result.requests) / took:,.0f} requests/s")
         if sampled != n_samples or linked != len(result.requests):

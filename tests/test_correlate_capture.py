@@ -207,7 +207,7 @@ def test_outgoing_calls_nest(capture, result):
         back = result.requests[call.request_id]
         assert back.exchange.path == "/back" and back.server is not None
         assert back.server.parent_span_id == call.span_id and back.server.link == "connection"
-        assert back.client is call
+        assert back.client == call
         assert server.trace_id == call.trace_id == back.server.trace_id
         if tp is None:
             assert server.parent_span_id is None and server.traceparent is None

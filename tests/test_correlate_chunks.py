@@ -41,8 +41,10 @@ def _lossy_client(rows: list[dict]) -> None:
 
 
 def _windows(db: ArchiveDb) -> list[tuple]:
-    exchanges = correlate.exchange_order(http.run(db, http.HttpParams()).exchanges)
-    return [(w.index, w.side, w.window, w.head) for w in windows.side_windows(db, exchanges)]
+    x = http.run(db, http.HttpParams()).exchanges
+    w = windows.side_windows(db, x, correlate.exchange_order(x))
+    return [(int(w.index[k]), int(w.side[k]), int(w.pid[k]), int(w.tid[k]), int(w.start[k]), int(w.end[k]),
+             bool(w.exact[k]), w.heads.get(k, b"")) for k in range(len(w))]
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 7])
@@ -51,17 +53,18 @@ def test_chunked_narrowed_windows_equal_one_whole_read(tmp_path, monkeypatch, ch
     _lossy_client(rows)
     db = _db(tmp_path, rows)
     try:
-        exchanges = correlate.exchange_order(http.run(db, http.HttpParams()).exchanges)
+        x = http.run(db, http.HttpParams()).exchanges
+        exchanges = x.take(correlate.exchange_order(x))
         assert {e.measured_at for e in exchanges} == {"client", "server"}
         got = _windows(db)
         # Far clients: windows found through the lookback.
-        assert any(side == "client" and exchanges[i].measured_at == "server" for i, side, _, _ in got)
+        assert any(side == 0 and exchanges[i].measured_at == "server" for i, side, *_ in got)
         with monkeypatch.context() as m:
-            m.setattr(windows, "QUERIES_PER_CHUNK", chunk)
+            m.setattr(windows, "REQUESTS_PER_CHUNK", chunk)
             assert _windows(db) == got
         with monkeypatch.context() as m:  # the whole lookback, read at once: the windows as they were
             m.setattr(windows, "narrowed_lo", lambda con, source, egress, cols, far: np.asarray(cols["lo"]))
-            m.setattr(windows, "QUERIES_PER_CHUNK", 10**9)
+            m.setattr(windows, "REQUESTS_PER_CHUNK", 10**9)
             assert _windows(db) == got
     finally:
         db.close()
@@ -71,5 +74,5 @@ def test_chunked_correlation_of_a_real_capture(monkeypatch):
     with open_archive_db(FIXTURE) as db:
         whole = correlate.correlate(db).to_json()
         db.cache.clear()
-        monkeypatch.setattr(windows, "QUERIES_PER_CHUNK", 3)
+        monkeypatch.setattr(windows, "REQUESTS_PER_CHUNK", 3)
         assert correlate.correlate(db).to_json() == whole

@@ -237,12 +237,12 @@ def _exchange_request(i: int, path: str, side: str, t: int):
 
 def test_pairing_lines_up_connections_seen_partly():
     """The server's capture started three exchanges late and ran two longer: the overlap pairs, in place."""
-    from uetrace.analyze.correlate.result import CorrelateParams, CorrelationResult
+    from uetrace.analyze.correlate.result import from_requests
     from uetrace.analyze.cross_host import pair
 
     clients = [_exchange_request(i, f"/r{i}", "client", 1_000 * i) for i in range(10)]
     servers = [_exchange_request(j, f"/r{j + 3}", "server", 5_000_000 + 1_000 * (j + 3) + 20) for j in range(9)]
-    pairs = pair([CorrelationResult(CorrelateParams(), clients), CorrelationResult(CorrelateParams(), servers)])
+    pairs = pair([from_requests(clients), from_requests(servers)])
     assert [(p.client.request.exchange.path, p.server.request.exchange.path) for p in pairs] == \
         [(f"/r{i}", f"/r{i}") for i in range(3, 10)]
     assert {(p.client.capture, p.server.capture) for p in pairs} == {(0, 1)}

@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from uetrace.analyze import http
+import numpy as np
+
+from uetrace.analyze import heap, http
 from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.correlate import evidence as ev_mod
-from uetrace.analyze.correlate.result import CLIENT, CorrelateParams, CorrelationResult, Request, Span
-from uetrace.analyze.correlate.spans import IdMaker, TraceParent, link, parse_traceparent
-from uetrace.analyze.correlate.windows import side_windows, split_addr
-from uetrace.analyze.http.exchange import Exchange
-from uetrace.analyze.http.result import endpoint_of
+from uetrace.analyze.correlate.result import CorrelateParams, CorrelationResult
+from uetrace.analyze.correlate.span_table import SpanTable
+from uetrace.analyze.correlate.spans import IdMaker, TraceParent, link_table, parse_traceparent
+from uetrace.analyze.correlate.windows import SideWindows, side_windows, split_addr
+from uetrace.analyze.http.exchange_table import ExchangeTable
+from uetrace.analyze.http.result import endpoint_codes
 
 NAME = "correlation"
 VIEWS: tuple[str, ...] = ()
@@ -32,10 +35,11 @@ def archive_key(db: ArchiveDb) -> str:
     return json.dumps([m.get("clock"), m.get("host"), m.get("command_line")], sort_keys=True, default=str)
 
 
-def exchange_order(exchanges: list[Exchange]) -> list[Exchange]:
-    """Time order (the order of request ids): first timestamp, then connection and stream."""
-    return sorted(exchanges, key=lambda e: (e.start_ts if e.start_ts is not None else (e.end_ts or 0),
-                                            e.conn_id, e.stream_id or 0))
+def exchange_order(x: ExchangeTable) -> np.ndarray:
+    """Time order (the order of request ids): first timestamp, then connection and stream; the rows
+    of x in that order."""
+    when = np.where(x.valid("start_ts"), x.ints("start_ts"), x.ints("end_ts"))
+    return np.lexsort((x.ints("stream_id"), x.ints("conn_id"), when, )).astype(np.int64)
 
 
 def correlate(db: ArchiveDb) -> CorrelationResult:
@@ -43,49 +47,71 @@ def correlate(db: ArchiveDb) -> CorrelationResult:
     cached = db.cache.get(_CACHE)
     if cached is not None:
         return cached
-    exchanges = exchange_order(http.run(db, http.HttpParams()).exchanges)
+    full = http.run(db, http.HttpParams())
+    x = full.exchanges
+    order = exchange_order(x)
+    names, codes = full.endpoint_codes() if full.params.normalize_paths else endpoint_codes(x)
     ids = IdMaker(archive_key(db))
-    requests = []
-    names: dict[tuple, str] = {}
-    for i, e in enumerate(exchanges):
-        key = (e.protocol, e.method, e.path, e.grpc_service, e.grpc_method)
-        name = names.get(key) or names.setdefault(key, endpoint_of(e))
-        requests.append(Request(i, e, name))
-    first_on_conn: set[int] = set()
-    seen_conns: set[int] = set()
-    for r in requests:
-        if r.exchange.conn_id not in seen_conns:
-            seen_conns.add(r.exchange.conn_id)
-            first_on_conn.add(r.request_id)
-    headers: dict[int, TraceParent] = {}
-    windows = side_windows(db, exchanges)
-    probes = [ev_mod.Probe(sw.window, split_addr(requests[sw.index].exchange.client),
-                           split_addr(requests[sw.index].exchange.server), sw.index in first_on_conn)
-              for sw in windows]
     notes: list[str] = []
-    for sw, evidence in zip(windows, ev_mod.gather(db, probes, notes)):
-        r = requests[sw.index]
-        e = r.exchange
-        span = Span(ids.span_id(r.request_id, int(sw.side != CLIENT)), "", r.request_id, sw.side, sw.window,
-                    evidence=evidence)
-        if sw.side == CLIENT:
-            r.client = span
-        else:
-            r.server = span
-        tp = parse_traceparent(sw.head) if sw.head else None
-        if tp is None and e.traceparent:  # decoded by the h2 parser (HPACK hides it from a byte search)
-            tp = parse_traceparent(b"traceparent: " + e.traceparent.encode("latin-1"))
-        if tp is not None and (sw.side == CLIENT or r.request_id not in headers):
-            headers[r.request_id] = tp
-    placed = bool(windows)
-    del windows, probes  # their Windows live on in the spans; the rest would only add to the peak
-    link(requests, headers, ids)
-    result = CorrelationResult(CorrelateParams(), requests, ev_mod.sampling_period_ns(db),
-                               ev_mod.recorded_sources(db), notes)
-    if not placed and exchanges:
+    sw = side_windows(db, x, order)
+    heap.release()
+    table = SpanTable(sw.index, sw.side, sw.pid, sw.tid, sw.start, sw.end, sw.exact)
+    table.evidence = ev_mod.gather(db, _probes(x, order, sw), notes)
+    table.period_ns, table.alloc_rate = ev_mod.sampling_period_ns(db), ev_mod.alloc_rate(db)
+    table.span = ids.span_ids(sw.index, sw.side)
+    table.headers = _headers(x, order, sw)
+    del sw
+    heap.release()
+    link_table(table, ids)
+    result = CorrelationResult(CorrelateParams(), x, order, names, codes[order], table, ids,
+                               ev_mod.sampling_period_ns(db), ev_mod.recorded_sources(db), notes)
+    if not len(table) and len(x):
         result.notes.append("no exchange could be placed on a thread (no socket syscalls in their windows)")
     db.cache[_CACHE] = result
     return result
+
+
+def _probes(x: ExchangeTable, order: np.ndarray, sw: SideWindows) -> ev_mod.Probes:
+    """The windows with their connections, and whether each is its connection's first request."""
+    (clients, ccode), (servers, scode) = x.strings("client"), x.strings("server")
+    pairs, inverse = np.unique(np.stack([ccode, scode], axis=1), axis=0, return_inverse=True)
+    conns: list[tuple[str, int, str, int]] = []
+    code = np.full(len(pairs), -1, np.int64)
+    for k, (c, s) in enumerate(pairs.tolist()):
+        a = split_addr(clients[c]) if c >= 0 else None
+        b = split_addr(servers[s]) if s >= 0 else None
+        if a is not None and b is not None:
+            code[k] = len(conns)
+            conns.append((*a, *b))
+    conn = code[inverse.reshape(-1)[order[sw.index]]]
+    _, first = np.unique(x.ints("conn_id")[order], return_index=True)  # each connection's first request
+    first_on = np.zeros(len(order), bool)
+    first_on[first] = True
+    return ev_mod.Probes(sw.pid, sw.tid, sw.start, sw.end, conn, conns, first_on[sw.index])
+
+
+def _headers(x: ExchangeTable, order: np.ndarray, sw: SideWindows) -> dict[int, TraceParent]:
+    """request id -> the traceparent its request carried, as each side saw it (its header bytes, else
+    the one the h2 parser decoded: HPACK hides it from a byte search); the client side's wins."""
+    values, codes = x.strings("traceparent")
+    decoded = [parse_traceparent(b"traceparent: " + v.encode("latin-1")) if v else None for v in values] + [None]
+    by_request: dict[int, TraceParent] = {}
+    if any(decoded):
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        for row in np.flatnonzero(np.array([d is not None for d in decoded])[codes]).tolist():
+            by_request[int(rank[row])] = decoded[codes[row]]  # type: ignore[assignment]
+    rows = set(sw.heads)
+    if by_request:
+        rows.update(np.flatnonzero(np.isin(sw.index, np.fromiter(by_request, np.int64))).tolist())
+    out: dict[int, TraceParent] = {}
+    for row in sorted(rows):
+        rid = int(sw.index[row])
+        tp = parse_traceparent(sw.heads[row]) if row in sw.heads else None
+        tp = tp or by_request.get(rid)
+        if tp is not None and (sw.side[row] == 0 or rid not in out):
+            out[rid] = tp
+    return out
 
 
 def run(db: ArchiveDb, params: CorrelateParams | None = None) -> CorrelationResult:

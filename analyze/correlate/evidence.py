@@ -23,23 +23,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.chunks import packed
 from uetrace.analyze.correlate import timeline
-from uetrace.analyze.correlate.result import THIN_SAMPLES, Evidence, Window
 
+PACKETS_PER_QUERY = 1_000_000  # packets read and summed at once (see _packets)
 BLOCKING_LOCK_FNS = ("LOCK_FN_LOCK", "LOCK_FN_TIMEDLOCK", "LOCK_FN_RDLOCK", "LOCK_FN_WRLOCK",
                      "LOCK_FN_TIMEDRDLOCK", "LOCK_FN_TIMEDWRLOCK")
 EOWNERDEAD = 130
-BLOCKED_SHARE = 0.9  # off-CPU for this share of a window: few samples there are no gap in the evidence
 
 
-@dataclass(slots=True)
-class Probe:
-    """One window to gather evidence in, with the connection it belongs to ("addr", port pairs)."""
+@dataclass
+class Probes:
+    """The windows to gather evidence in, as arrays (one per span), with the connection of each: a code
+    into `conns` ((client addr, port, server addr, port)), -1 when unknown."""
 
-    window: Window
-    client: tuple[str, int] | None = None
-    server: tuple[str, int] | None = None
-    first_on_connection: bool = False
+    pid: np.ndarray
+    tid: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    conn: np.ndarray
+    conns: list[tuple[str, int, str, int]]
+    first_on_connection: np.ndarray  # bool
+
+    @property
+    def key(self) -> np.ndarray:
+        return (self.pid.astype(np.int64) << 32) | self.tid.astype(np.int64)
+
+
+Columns = dict[str, tuple[np.ndarray, "np.ndarray | None"]]
 
 
 def recorded_sources(db: ArchiveDb) -> tuple[str, ...]:
@@ -64,20 +75,20 @@ def sampling_period_ns(db: ArchiveDb) -> int | None:
     return int(round(1e9 / float(freq)))
 
 
-def gather(db: ArchiveDb, probes: list[Probe], notes: list[str] | None = None) -> list[Evidence]:
-    """Evidence per probe, in the same order. A source whose table cannot be read as this version
-    expects (an archive from elsewhere) is left out with a line in `notes`, not the whole analysis."""
-    out = [Evidence() for _ in probes]
-    if not probes:
+def gather(db: ArchiveDb, probes: Probes, notes: list[str] | None = None) -> Columns:
+    """Evidence columns (see span_table.EVIDENCE_FIELDS), a row per probe. A source whose table cannot
+    be read as this version expects (an archive from elsewhere) is left out with a line in `notes`, not
+    the whole analysis."""
+    out: Columns = {}
+    if not len(probes.pid):
         return out
-    sources = recorded_sources(db)
     w = _Windows(probes)
-    steps = {"cpu": lambda: _cpu(db, out, w, sampling_period_ns(db)), "offcpu": lambda: _offcpu(db, out, w),
+    steps = {"cpu": lambda: _cpu(db, out, w), "offcpu": lambda: _offcpu(db, out, w),
              "lock": lambda: _locks(db, out, w), "alloc": lambda: _allocs(db, out, w),
              "net": lambda: _packets(db, out, probes, w)}
     db.con.register("_corr_threads", pa.table({"pid": pa.array(np.unique(w.key >> 32), pa.int64())}))
     try:
-        for name in sources:
+        for name in recorded_sources(db):
             try:
                 steps[name]()
             except duckdb.Error as e:
@@ -85,25 +96,34 @@ def gather(db: ArchiveDb, probes: list[Probe], notes: list[str] | None = None) -
                     notes.append(f"{name} evidence left out: its table could not be read ({str(e).splitlines()[0]})")
     finally:
         db.con.unregister("_corr_threads")
-    period = sampling_period_ns(db)
-    if period:
-        for ev, p in zip(out, probes):
-            _thin_cpu(ev, p.window)
     return out
+
+
+def alloc_rate(db: ArchiveDb) -> int:
+    """Allocations were kept 1 in this many (1 when all were, or none recorded)."""
+    if not db.has("alloc"):
+        return 1
+    from uetrace.analyze import leaks
+    return max(int(leaks.sample_rate(db)), 1)
 
 
 class _Windows:
     """The probes' windows as arrays; key = pid << 32 | tid (a tid alone may be reused by another process)."""
 
-    def __init__(self, probes: list[Probe]):
-        self.key = np.array([(p.window.pid << 32) | p.window.tid for p in probes], np.int64)
-        self.s = np.array([p.window.start_ts for p in probes], np.int64)
-        self.e = np.array([p.window.end_ts for p in probes], np.int64)
+    def __init__(self, probes: Probes):
+        self.key = probes.key
+        self.s = probes.start.astype(np.int64, copy=False)
+        self.e = probes.end.astype(np.int64, copy=False)
 
 
 def _arrays(db: ArchiveDb, sql: str) -> list[np.ndarray]:
     t = db.con.sql(sql).to_arrow_table()
-    return [pc.fill_null(t.column(i), 0).to_numpy().astype(np.int64) for i in range(t.num_columns)]
+    out = []
+    for i in range(t.num_columns):  # a column at a time, each let go of in Arrow once in numpy
+        col = t.column(i)
+        out.append((pc.fill_null(col, 0) if col.null_count else col).to_numpy().astype(np.int64, copy=False))
+    del t
+    return out
 
 
 # Only the processes that served or made a request: the rest of a system-wide capture is not read twice.
@@ -111,39 +131,22 @@ _KEY = "(pid::BIGINT << 32) | tid::BIGINT"
 _MINE = "pid IN (SELECT pid FROM _corr_threads)"
 
 
-def _thin_cpu(ev: Evidence, window: Window) -> None:
-    """Say so when the samples are too few to tell where the CPU time went, unless the thread was
-    off-CPU for nearly all the window (it barely ran: the off-CPU figures are the finding)."""
-    n = ev.cpu_samples or 0
-    wall_ms = window.duration_ns / 1e6
-    if n >= THIN_SAMPLES:
-        return
-    if ev.offcpu_ms is not None and ev.offcpu_ms >= BLOCKED_SHARE * wall_ms:
-        return
-    ev.notes.append(f"thin: {n} CPU sample{'s' if n != 1 else ''} in {wall_ms:.3f} ms, too few to say where "
-                    "its CPU time went")
-
-
-def _cpu(db: ArchiveDb, out: list[Evidence], w: _Windows, period_ns: int | None) -> None:
+def _cpu(db: ArchiveDb, out: Columns, w: _Windows) -> None:
     keys, ts = _arrays(db, f"SELECT {_KEY}, ts::BIGINT FROM stack_sample WHERE {_MINE}")
     counts, _ = timeline.points_in(keys, ts, [], w.key, w.s, w.e)
-    for ev, n in zip(out, counts.tolist()):
-        ev.cpu_samples = n
-        ev.cpu_ms = n * period_ns / 1e6 if period_ns else None
+    out["cpu_samples"] = (counts.astype(np.int32), None)
 
 
-def _offcpu(db: ArchiveDb, out: list[Evidence], w: _Windows) -> None:
+def _offcpu(db: ArchiveDb, out: Columns, w: _Windows) -> None:
     if not db.has("offcpu"):
-        for ev in out:
-            ev.offcpu_ms = 0.0
+        out["offcpu_ms"] = (np.zeros(len(w.key)), None)
         return
     keys, a, b = _arrays(db, f"SELECT {_KEY}, ts::BIGINT, ts::BIGINT + dur_ns::BIGINT FROM offcpu WHERE {_MINE}")
     _, total = timeline.overlap(keys, a, b, w.key, w.s, w.e)
-    for ev, ns in zip(out, total.tolist()):
-        ev.offcpu_ms = ns / 1e6
+    out["offcpu_ms"] = (total / 1e6, None)
 
 
-def _locks(db: ArchiveDb, out: list[Evidence], w: _Windows) -> None:
+def _locks(db: ArchiveDb, out: Columns, w: _Windows) -> None:
     enums = db.enums
     acquire = int(enums.value("lock", "ue_lock_op", "LOCK_OP_ACQUIRE"))
     trylock = int(enums.value("lock", "ue_lock_op", "LOCK_OP_TRYLOCK"))
@@ -159,53 +162,69 @@ def _locks(db: ArchiveDb, out: list[Evidence], w: _Windows) -> None:
         SELECT {_KEY}, ts, next_ts FROM ev
         WHERE op IN ({acquire}, {trylock}) AND ret IN (0, {EOWNERDEAD}) AND next_op = {unlock}""")
     _, held = timeline.overlap(*timeline.union(keys, a, b), w.key, w.s, w.e)
-    for ev, n, ns, hold in zip(out, waits.tolist(), waited.tolist(), held.tolist()):
-        ev.lock_waits, ev.lock_wait_ms, ev.lock_hold_ms = n, ns / 1e6, hold / 1e6
+    out["lock_waits"] = (waits.astype(np.int32), None)
+    out["lock_wait_ms"] = (waited / 1e6, None)
+    out["lock_hold_ms"] = (held / 1e6, None)
 
 
-def _allocs(db: ArchiveDb, out: list[Evidence], w: _Windows) -> None:
+def _allocs(db: ArchiveDb, out: Columns, w: _Windows) -> None:
     from uetrace.analyze import leaks
     leaks.register_views(db)
-    rate = max(int(leaks.sample_rate(db)), 1)
+    rate = alloc_rate(db)
     keys, ts, size, kept = _arrays(db, f"""
         SELECT {_KEY}, ts::BIGINT, size::BIGINT,
                CASE WHEN freed_ts IS NULL AND NOT coalesce(missed_free, false) THEN size ELSE 0 END::BIGINT
         FROM alloc_blocks WHERE {_MINE}""")
     counts, (sizes, kepts) = timeline.points_in(keys, ts, [size, kept], w.key, w.s, w.e)
-    for ev, n, nbytes, k in zip(out, counts.tolist(), sizes.tolist(), kepts.tolist()):
-        ev.allocs, ev.alloc_bytes, ev.outstanding_bytes = n * rate, nbytes * rate, k * rate
-        if rate > 1:
-            ev.notes.append(f"allocations sampled 1 in {rate}: alloc figures are estimates")
+    out["allocs"] = (counts.astype(np.int64) * rate, None)
+    out["alloc_bytes"] = (sizes.astype(np.int64) * rate, None)
+    out["outstanding_bytes"] = (kepts.astype(np.int64) * rate, None)
 
 
-def _packets(db: ArchiveDb, out: list[Evidence], probes: list[Probe], w: _Windows) -> None:
+def _packets(db: ArchiveDb, out: Columns, probes: Probes, w: _Windows) -> None:
     from uetrace.analyze import flows
     flows.register_views(db)
-    codes: dict[tuple, int] = {}
-    wconn = np.array([codes.setdefault((*p.client, *p.server), len(codes)) if p.client and p.server else -1
-                      for p in probes], np.int64)
-    if not codes:
+    conns, wconn = probes.conns, probes.conn
+    if not conns:
         return
-    conns = list(codes)
-    db.con.register("_corr_conns", pa.table({
+    table = pa.table({
         "code": pa.array(range(len(conns)), pa.int64()), "caddr": pa.array([c[0] for c in conns], pa.string()),
         "cport": pa.array([c[1] for c in conns], pa.int64()), "saddr": pa.array([c[2] for c in conns], pa.string()),
-        "sport": pa.array([c[3] for c in conns], pa.int64())}))
+        "sport": pa.array([c[3] for c in conns], pa.int64())})
+    db.con.register("_corr_conns", table)
     try:
-        code, ts, size, retx = _arrays(db, _PACKETS_SQL)
         rtts = db.query(_HANDSHAKE_SQL)
     finally:
         db.con.unregister("_corr_conns")
-    counts, (sizes, retxs) = timeline.points_in(code, ts, [size, retx], wconn, w.s, w.e)
-    for ev, c, n, nbytes, r in zip(out, wconn.tolist(), counts.tolist(), sizes.tolist(), retxs.tolist()):
-        if c >= 0:
-            ev.packets, ev.packet_bytes, ev.retransmits = n, nbytes, r
-    handshakes = {c: (syn, synack) for c, syn, synack in rtts}
-    for ev, p, c in zip(out, probes, wconn.tolist()):
-        syn, synack = handshakes.get(c, (None, None))
-        if p.first_on_connection and syn is not None and synack is not None and synack >= syn \
-                and syn <= p.window.end_ts:
-            ev.handshake_rtt_ms = (synack - syn) / 1e6
+    n = len(wconn)
+    counts, sizes, retxs = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    # The packets of a group of connections at a time: their sequence windows in DuckDB and their
+    # arrays here hold one group's packets, not every packet of the capture.
+    per_conn = {c: n for c, _, _, n in rtts}
+    for group in packed(range(len(conns)), lambda c: per_conn.get(c, 0), PACKETS_PER_QUERY):
+        db.con.register("_corr_conns", table.take(pa.array(group, pa.int64())))
+        try:
+            code, ts, size, retx = _arrays(db, _PACKETS_SQL)
+        finally:
+            db.con.unregister("_corr_conns")
+        mine = np.flatnonzero(np.isin(wconn, group))
+        got, (nbytes, r) = timeline.points_in(code, ts, [size, retx], wconn[mine], w.s[mine], w.e[mine])
+        counts[mine], sizes[mine], retxs[mine] = got, nbytes, r
+        del code, ts, size, retx
+    known = wconn >= 0
+    out["packets"] = (counts.astype(np.int32), known)
+    out["packet_bytes"] = (sizes, known)
+    out["retransmits"] = (retxs.astype(np.int32), known)
+    syn = np.full(len(conns), -1, np.int64)
+    synack = np.full(len(conns), -1, np.int64)
+    for c, a, b, _ in rtts:
+        if a is not None and b is not None:
+            syn[c], synack[c] = a, b
+    c = np.where(known, wconn, 0)
+    s, sa = syn[c], synack[c]
+    # The handshake belongs to the connection's first exchange, when it came before that window ended.
+    has = known & probes.first_on_connection & (s >= 0) & (sa >= s) & (s <= probes.end)
+    out["handshake_rtt_ms"] = ((sa - s) / 1e6, has)
 
 
 # The connection's packets (loopback: the egress copy only, see flows.py), each marked when it is a
@@ -231,7 +250,7 @@ _PACKETS_SQL = """
 
 _HANDSHAKE_SQL = """
     SELECT c.code, min(p.ts) FILTER (WHERE p.saddr = c.caddr AND p.tcp_flags & 18 = 2),
-           min(p.ts) FILTER (WHERE p.saddr = c.saddr AND p.tcp_flags & 18 = 18)
+           min(p.ts) FILTER (WHERE p.saddr = c.saddr AND p.tcp_flags & 18 = 18), count(*)
     FROM net_observed p JOIN _corr_conns c
       ON p.protocol = 6 AND ((p.saddr = c.caddr AND p.sport = c.cport AND p.daddr = c.saddr AND p.dport = c.sport)
           OR (p.saddr = c.saddr AND p.sport = c.sport AND p.daddr = c.caddr AND p.dport = c.cport))

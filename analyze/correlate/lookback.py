@@ -27,7 +27,7 @@ _RANGE_SQL = f"SELECT q.q, max(d.ts_enter) FROM _corr_far q JOIN ({_WRITES}) d O
              "AND d.ts_enter <= q.start AND d.ts_exit >= q.lo GROUP BY q.q"
 
 
-def narrowed_lo(con: duckdb.DuckDBPyConnection, source: str, egress: int, cols: dict[str, list],
+def narrowed_lo(con: duckdb.DuckDBPyConnection, source: str, egress: int, cols: dict[str, np.ndarray],
                 far: np.ndarray) -> np.ndarray:
     """cols["lo"] with each far client's (mask `far`) lower bound raised to when its latest request
     write begun at or before its start began (the window's `fc_start`), or to its start when there is

@@ -25,11 +25,8 @@ def render_text(result: CorrelationResult) -> str:
     from uetrace.analyze.render import text_table
     if not result.requests:
         return "no requests to correlate"
-    spans = result.spans
-    linked = sum(1 for s in spans if s.parent_span_id)
-    traces = len({s.trace_id for s in spans})
-    out = [f"{len(result.requests):,} requests, {len(spans):,} spans ({linked:,} with a parent) in "
-           f"{traces:,} traces; evidence recorded: {', '.join(result.recorded) or 'none'}"]
+    out = [f"{len(result.requests):,} requests, {result.span_count():,} spans ({result.linked_count():,} with a "
+           f"parent) in {result.trace_count():,} traces; evidence recorded: {', '.join(result.recorded) or 'none'}"]
     rows = []
     for r in result.slowest():
         s = r.main

@@ -7,151 +7,147 @@ need: ids as lowercase hex (W3C trace context), windows as CLOCK_MONOTONIC ns, e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from uetrace.analyze.correlate.objects import (  # noqa: F401  (the result's parts, imported from here)
+    CLIENT,
+    SERVER,
+    THIN_SAMPLES,
+    CorrelateParams,
+    Evidence,
+    Request,
+    Span,
+    Window,
+)
+from uetrace.analyze.correlate.span_table import EVIDENCE_FIELDS, LINKS, SIDES, SpanTable
 from uetrace.analyze.http.exchange import Exchange
+from uetrace.analyze.http.exchange_table import ExchangeTable
 
-CLIENT, SERVER = "client", "server"
-# Below this many samples a CPU figure is a guess (one sample more or less is 100% of it): the
-# evidence says so instead of drawing conclusions.
-THIN_SAMPLES = 5
-
-
-@dataclass(frozen=True)
-class CorrelateParams:
-    slowest: int = 10  # requests in the slowest-requests table of the text report
-    request_id: int | None = None  # keep only this request (all spans are still linked first)
-
-
-@dataclass(slots=True)
-class Window:
-    """Where one end handled an exchange: the thread and the CLOCK_MONOTONIC ns interval. Server side:
-    from the first request byte read to the last response byte written; client side: from the first
-    request byte written to the last response byte read. `exact`: the end's own syscalls gave both
-    bounds; False when the other end's times stand in (that end's syscalls did not show them)."""
-
-    pid: int
-    tid: int
-    start_ts: int
-    end_ts: int
-    exact: bool = True
-
-    @property
-    def duration_ns(self) -> int:
-        return max(self.end_ts - self.start_ts, 0)
-
-    def contains(self, other: Window) -> bool:
-        return self.start_ts <= other.start_ts and other.end_ts <= self.end_ts
-
-
-@dataclass(slots=True)
-class Evidence:
-    """What the tracers saw on the span's thread inside its window. A figure is None when its tracer
-    did not run (not recorded is not zero)."""
-
-    cpu_samples: int | None = None
-    cpu_ms: float | None = None  # samples x sampling period
-    offcpu_ms: float | None = None  # off-CPU time overlapping the window (--offcpu)
-    lock_waits: int | None = None  # blocking lock calls that waited
-    lock_wait_ms: float | None = None  # time blocked in them, inside the window
-    lock_hold_ms: float | None = None  # time holding locks, inside the window
-    allocs: int | None = None
-    alloc_bytes: int | None = None  # bytes allocated in the window
-    outstanding_bytes: int | None = None  # of those, not freed when recording stopped
-    packets: int | None = None  # of the connection, inside the window
-    packet_bytes: int | None = None
-    retransmits: int | None = None
-    handshake_rtt_ms: float | None = None  # SYN to SYN-ACK, when the connection opened for this exchange
-    notes: list[str] = field(default_factory=list)  # thin evidence, said rather than guessed
-
-
-@dataclass(slots=True)
-class Span:
-    span_id: str  # 16 hex digits
-    trace_id: str  # 32 hex digits
-    request_id: int
-    side: str  # CLIENT or SERVER
-    window: Window
-    parent_span_id: str | None = None
-    link: str = ""  # how the parent was found: "traceparent", "connection", "inside", or "" (a root)
-    traceparent: str | None = None  # the header on the request, as recorded
-    evidence: Evidence = field(default_factory=Evidence)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(slots=True)
-class Request:
-    """One exchange and its spans. `request_id` is the exchange's rank in time order among all the
-    capture's exchanges: the same id for the same archive, whatever filters a command applies."""
-
-    request_id: int
-    exchange: Exchange
-    endpoint: str
-    client: Span | None = None
-    server: Span | None = None
-
-    @property
-    def main(self) -> Span | None:
-        """The span that speaks for the request in one-row views: the serving side's when captured."""
-        return self.server or self.client
-
-    @property
-    def spans(self) -> list[Span]:
-        return [s for s in (self.client, self.server) if s is not None]
-
-    def row(self) -> dict:
-        """The fields `trace requests --json` adds to an exchange's row."""
-        s = self.main
-        ev = s.evidence if s else Evidence()
-        return {"request_id": self.request_id, "trace_id": s.trace_id if s else None,
-                "span_id": s.span_id if s else None, "parent_span_id": s.parent_span_id if s else None,
-                "cpu_ms": ev.cpu_ms, "offcpu_ms": ev.offcpu_ms, "lock_wait_ms": ev.lock_wait_ms,
-                "alloc_bytes": ev.alloc_bytes, "outstanding_bytes": ev.outstanding_bytes,
-                "packets": ev.packets, "retransmits": ev.retransmits}
+if TYPE_CHECKING:
+    from uetrace.analyze.correlate.spans import IdMaker
 
 
 @dataclass
 class CorrelationResult:
+    """The correlation of every exchange (see analyzer.py), held as columns: the exchanges' table, the
+    request order, the span table. `requests` makes Request objects (with their exchange and spans)
+    on demand, so a report of the slowest ten does not hold two million of them."""
+
     params: CorrelateParams
-    requests: list[Request] = field(default_factory=list)  # index = request_id
+    exchanges: ExchangeTable = field(default_factory=ExchangeTable)  # the http analysis, unfiltered
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # request id -> exchange row
+    endpoint_names: list[str] = field(default_factory=list)
+    endpoint_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per request
+    table: SpanTable = field(default_factory=SpanTable.empty)
+    ids: IdMaker | None = None
     period_ns: int | None = None  # CPU sampling period (None: no stack samples recorded)
     recorded: tuple[str, ...] = ()  # evidence sources the archive holds: cpu, offcpu, lock, alloc, net
     notes: list[str] = field(default_factory=list)
-    _by_exchange: dict[int, Request] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self._by_exchange = {id(r.exchange): r for r in self.requests}
+        n = len(self.order)
+        self._client = np.full(n, -1, np.int64)
+        self._server = np.full(n, -1, np.int64)
+        t = self.table
+        for side, where in ((0, self._client), (1, self._server)):
+            rows = np.flatnonzero(t.side == side)
+            where[t.request[rows]] = rows
+        self._rank = np.full(len(self.exchanges), -1, np.int64)
+        self._rank[self.order] = np.arange(n)
+
+    # -- objects on demand -----------------------------------------------------------------------
+    @property
+    def requests(self) -> RequestList:
+        return RequestList(self)
+
+    def request(self, request_id: int, exchange: Exchange | None = None) -> Request:
+        if exchange is None:
+            exchange = self.exchanges[int(self.order[request_id])]
+        r = Request(request_id, exchange, self.endpoint_names[int(self.endpoint_code[request_id])])
+        c, s = int(self._client[request_id]), int(self._server[request_id])
+        if c >= 0:
+            r.client = self.table.span_of(c, self.ids)
+        if s >= 0:
+            r.server = self.table.span_of(s, self.ids)
+        return r
+
+    def request_of_row(self, row: int) -> int | None:
+        """The request id of the exchange at `row` of the http analysis (ExchangeTable.rows())."""
+        rid = int(self._rank[row]) if 0 <= row < len(self._rank) else -1
+        return rid if rid >= 0 else None
 
     @property
     def spans(self) -> list[Span]:
+        """Every span as an object: for small results (tests, several captures' links); whole-result
+        figures are span_count, linked_count and trace_count."""
         return [s for r in self.requests for s in r.spans]
 
-    def of(self, exchange: Exchange) -> Request | None:
-        """The request of an exchange object of the same analysis (the http analyzer's cached one)."""
-        return self._by_exchange.get(id(exchange))
+    # -- whole-result figures, on the columns ----------------------------------------------------
+    def span_count(self) -> int:
+        return len(self.table)
+
+    def linked_count(self) -> int:
+        return int((self.table.parent != 0).sum())
+
+    def trace_count(self) -> int:
+        t = self.table
+        if t.trace_ids:  # set across captures: as strings
+            return len({t.trace_id(row, self.ids) for row in range(len(t))})
+        roots = np.unique(t.trace_root)
+        header = t.trace_from_header[roots]
+        from_headers = {t.headers[int(t.request[r])].trace_id for r in roots[header].tolist()}
+        return len(from_headers) + int((~header).sum())
+
+    def main_rows(self) -> np.ndarray:
+        """Per request, the row of the span that speaks for it (the server's when captured), -1: none."""
+        return np.where(self._server >= 0, self._server, self._client)
+
+    def slowest(self) -> list[Request]:
+        x = self.exchanges
+        lat = x.ints("latency_ns")[self.order]
+        timed = np.flatnonzero(x.valid("latency_ns")[self.order] & (self.main_rows() >= 0))
+        pick = timed[np.lexsort((timed, -lat[timed]))][:self.params.slowest]
+        return [self.request(int(i)) for i in pick]
 
     def find(self, ident: str) -> Request | None:
         """A request by id (its number), or by one of its span ids."""
         ident = ident.strip().lower()
-        if ident.isdigit() and int(ident) < len(self.requests):
-            return self.requests[int(ident)]
-        return next((r for r in self.requests if any(s.span_id == ident for s in r.spans)), None)
+        if ident.isdigit() and int(ident) < len(self.order):
+            return self.request(int(ident))
+        if not re.fullmatch(r"[0-9a-f]{1,16}", ident):
+            return None
+        rows = np.flatnonzero(self.table.span == np.uint64(int(ident, 16)))
+        return self.request(int(self.table.request[rows[0]])) if rows.size else None
+
+    def span_request(self, span_id: str) -> tuple[Span, Request] | None:
+        """The span with this id (the last one, should ids repeat) and its request."""
+        rows = np.flatnonzero(self.table.span == np.uint64(int(span_id, 16)))
+        if not rows.size:
+            return None
+        r = self.request(int(self.table.request[rows[-1]]))
+        return next(s for s in r.spans if s.span_id == span_id), r
 
     def children(self, span: Span) -> list[Span]:
-        kids = [s for s in self.spans if s.parent_span_id == span.span_id and s is not span]
-        return sorted(kids, key=lambda s: s.window.start_ts)
+        t = self.table
+        rows = np.flatnonzero(t.parent == np.uint64(int(span.span_id, 16)))
+        rows = rows[~((t.request[rows] == span.request_id) & (t.side[rows] == SIDES.index(span.side)))]
+        rows = rows[np.argsort(t.start[rows], kind="stable")]
+        return [t.span_of(int(row), self.ids) for row in rows]
 
-    def slowest(self) -> list[Request]:
-        timed = [r for r in self.requests if r.exchange.latency_ns is not None and r.main is not None]
-        timed.sort(key=lambda r: (-(r.exchange.latency_ns or 0), r.request_id))
-        return timed[:self.params.slowest]
+    def set_parent(self, request_id: int, side: str, parent_span_id: str, link: str) -> None:
+        row = int((self._client if side == CLIENT else self._server)[request_id])
+        self.table.parent[row] = np.uint64(int(parent_span_id, 16))
+        self.table.link[row] = LINKS.index(link)
 
-    def selected(self) -> list[Request]:
+    def selected(self) -> Sequence[Request]:
         if self.params.request_id is None:
             return self.requests
-        return [r for r in self.requests if r.request_id == self.params.request_id]
+        return [r for r in [self.find(str(self.params.request_id))] if r is not None]
 
     def to_json(self) -> dict:
         return {
@@ -166,3 +162,63 @@ class CorrelationResult:
     def to_text(self) -> str:
         from uetrace.analyze.correlate.report import render_text
         return render_text(self)
+
+
+class RequestList(Sequence[Request]):
+    """The requests of a result by id, made when read (a chunk of exchanges at a time when iterated)."""
+
+    def __init__(self, result: CorrelationResult) -> None:
+        self.result = result
+
+    def __len__(self) -> int:
+        return len(self.result.order)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return list(self.take(range(*i.indices(len(self)))))
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.result.request(i)
+
+    def __iter__(self) -> Iterator[Request]:
+        return self.take(range(len(self)))
+
+    def take(self, ids: Iterable[int], chunk: int = 4096) -> Iterator[Request]:
+        """The requests of these ids, in this order."""
+        ids = np.fromiter(ids, np.int64)
+        res = self.result
+        for c0 in range(0, len(ids), chunk):
+            part = ids[c0:c0 + chunk]
+            for rid, e in zip(part.tolist(), res.exchanges.take(res.order[part])):
+                yield res.request(rid, e)
+
+
+
+def from_requests(requests: Sequence[Request], params: CorrelateParams | None = None) -> CorrelationResult:
+    """A result holding these Request objects (hand-built: tests, tools); request ids are positions."""
+    from uetrace.analyze.correlate.spans import parse_traceparent
+    rows = [(k, s) for k, r in enumerate(requests) for s in r.spans]
+    t = SpanTable(np.array([k for k, _ in rows], np.int64), np.array([SIDES.index(s.side) for _, s in rows], np.int8),
+                  *(np.array([getattr(s.window, f) for _, s in rows], np.int64) for f in ("pid", "tid", "start_ts",
+                                                                                          "end_ts")),
+                  np.array([s.window.exact for _, s in rows], bool))
+    t.span = np.array([int(s.span_id, 16) for _, s in rows], np.uint64)
+    t.parent = np.array([int(s.parent_span_id, 16) if s.parent_span_id else 0 for _, s in rows], np.uint64)
+    t.link = np.array([LINKS.index(s.link) for _, s in rows], np.int8)
+    t.trace_root, t.trace_from_header = np.arange(len(rows)), np.zeros(len(rows), bool)
+    t.trace_ids = {row: s.trace_id for row, (_, s) in enumerate(rows)}
+    for k, s in rows:
+        tp = parse_traceparent(b"traceparent: " + s.traceparent.encode()) if s.traceparent else None
+        if tp is not None:
+            t.headers[k] = tp
+    for name, dtype in EVIDENCE_FIELDS.items():
+        values = [getattr(s.evidence, name) for _, s in rows]
+        if any(v is not None for v in values):
+            mask = np.array([v is not None for v in values])
+            t.evidence[name] = (np.array([v or 0 for v in values], dtype), None if mask.all() else mask)
+    names = list(dict.fromkeys(r.endpoint for r in requests))
+    return CorrelationResult(params or CorrelateParams(), ExchangeTable.of(r.exchange for r in requests),
+                             np.arange(len(requests)), names, np.array([names.index(r.endpoint) for r in requests],
+                                                                       np.int64), t)

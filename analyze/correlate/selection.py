@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from uetrace.analyze.correlate.result import CorrelationResult, Request
 from uetrace.errors import BadInputError
 
@@ -21,10 +23,19 @@ def endpoint_requests(result: CorrelationResult, endpoint: str) -> list[Request]
     """Requests of an endpoint as the http section names it ("GET /users/{id}", "pkg.Svc/Method"); a
     literal path ("GET /users/42") matches too."""
     want = " ".join(endpoint.split())
-    out = [r for r in result.requests
-           if r.endpoint == want or f"{r.exchange.method} {r.exchange.path.split('?', 1)[0]}" == want]
+    x = result.exchanges
+    match = np.zeros(len(result.order), bool)
+    if want in result.endpoint_names:
+        match |= result.endpoint_code == result.endpoint_names.index(want)
+    if len(x):
+        (methods, mcode), (paths, pcode) = x.strings("method"), x.strings("path")
+        pairs, inverse = np.unique(np.stack([mcode, pcode], axis=1), axis=0, return_inverse=True)
+        literal = np.array([f"{methods[m] if m >= 0 else ''} {(paths[p] if p >= 0 else '').split('?', 1)[0]}" == want
+                            for m, p in pairs.tolist()])
+        match |= literal[inverse.reshape(-1)][result.order]
+    out = list(result.requests.take(np.flatnonzero(match).tolist()))
     if not out:
-        known = sorted({r.endpoint for r in result.requests})
+        known = sorted(result.endpoint_names)
         hint = ", ".join(repr(k) for k in known[:8]) + (", ..." if len(known) > 8 else "")
         raise BadInputError(f"no requests of endpoint {endpoint!r}" + (f"; endpoints: {hint}" if known else ""))
     return out

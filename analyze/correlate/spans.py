@@ -15,8 +15,14 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from uetrace.analyze.correlate.result import Request, Span
+import numpy as np
+
+from uetrace.analyze.correlate.span_table import LINKS, SIDES, SpanTable, hex16
+
+if TYPE_CHECKING:
+    from uetrace.analyze.correlate.objects import Request
 
 # version-traceid-parentid-flags; version ff is invalid, all-zero ids are invalid (W3C trace context §3.2)
 _TRACEPARENT = re.compile(rb"(?im)^traceparent[ \t]*:[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -45,6 +51,7 @@ def parse_traceparent(head: bytes) -> TraceParent | None:
 
 
 _MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
 
 
 def _mix(x: int) -> int:
@@ -54,10 +61,18 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def _mix_np(x: np.ndarray) -> np.ndarray:
+    """_mix of every uint64 (numpy's uint64 products wrap modulo 2**64, as the mask does)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
 class IdMaker:
     """Stable ids from the archive's identity (its clock anchors and host) and a span's key: a keyed
-    64-bit mix, a few hundred ns per id (a cryptographic hash per span cost 7 us, a third of the
-    correlation's time at 100 000 requests). Ids identify, they do not authenticate."""
+    64-bit mix (a cryptographic hash per span cost 7 us, a third of the correlation's time at 100 000
+    requests), computed for every span at once. Ids identify, they do not authenticate."""
 
     def __init__(self, archive_key: str):
         digest = hashlib.blake2b(archive_key.encode(), digest_size=24, person=b"uetrace-span").digest()
@@ -65,93 +80,159 @@ class IdMaker:
 
     def span_id(self, request_id: int, side: int) -> str:
         """side: 0 client, 1 server."""
-        v = _mix((self._seeds[0] + 2 * request_id + side) & _MASK) or 1
-        return f"{v:016x}"
+        return f"{int(self.span_ids(np.array([request_id]), np.array([side]))[0]):016x}"
+
+    def span_ids(self, request_id: np.ndarray, side: np.ndarray) -> np.ndarray:
+        """span_id of each (request, side), as uint64."""
+        with np.errstate(over="ignore"):
+            v = _mix_np(np.uint64(self._seeds[0]) + np.uint64(2) * request_id.astype(np.uint64)
+                        + side.astype(np.uint64))
+        return np.where(v == 0, np.uint64(1), v)
 
     def trace_id(self, root_span_id: str) -> str:
         x = int(root_span_id, 16)
         hi = _mix(self._seeds[1] ^ x)
-        lo = _mix((self._seeds[2] ^ x) + 0x9E3779B97F4A7C15 & _MASK) or 1
+        lo = _mix((self._seeds[2] ^ x) + _GOLDEN & _MASK) or 1
         return f"{hi:016x}{lo:016x}"
 
 
-def link(requests: list[Request], headers: dict[int, TraceParent], ids: IdMaker) -> None:
-    """Set parent_span_id, link and trace_id of every span. headers: request_id -> its traceparent."""
-    taken = {s.span_id for r in requests for s in r.spans}
-    for r in requests:
-        tp = headers.get(r.request_id)
-        if tp is None:
-            continue
-        for s in r.spans:
-            s.traceparent = tp.header
-        # The header names the calling span: when that call was captured, it is the client span.
-        if r.client is not None and tp.parent_id not in taken:
-            taken.discard(r.client.span_id)
-            r.client.span_id = tp.parent_id
-            taken.add(tp.parent_id)
-    for r in requests:
-        tp = headers.get(r.request_id)
-        if r.server is not None:
-            if r.client is not None:
-                r.server.parent_span_id, r.server.link = r.client.span_id, "connection"
-            elif tp is not None:
-                r.server.parent_span_id, r.server.link = tp.parent_id, "traceparent"
-    _link_outgoing(requests)
-    _trace_ids(requests, headers, ids)
+def link_table(t: SpanTable, ids: IdMaker) -> None:
+    """Set the parent, link and trace root of every span of t (its ids and t.headers given); a
+    traceparent's parent id replaces the client span's own id when no other span has it. Span ids are
+    unique (generated ones are a bijection of (request, side); a header's is adopted only when free),
+    so a parent id names one span."""
+    n_req = int(t.request.max()) + 1 if len(t) else 0
+    client = np.full(n_req, -1, np.int32)
+    server = np.full(n_req, -1, np.int32)
+    rows = np.arange(len(t), dtype=np.int32)
+    client[t.request[t.side == 0]] = rows[t.side == 0]
+    server[t.request[t.side == 1]] = rows[t.side == 1]
+    del rows
+    if t.headers:
+        _adopt_header_ids(t, client)
+    t.parent = np.zeros(len(t), np.uint64)
+    t.link = np.zeros(len(t), np.int8)
+    parent_row = np.full(len(t), -1, np.int32)
+    # The server span is the child of the client span (connection), else of the header's parent.
+    both = (client >= 0) & (server >= 0)
+    t.parent[server[both]] = t.span[client[both]]
+    t.link[server[both]] = LINKS.index("connection")
+    parent_row[server[both]] = client[both]
+    del both, client
+    by_header = []
+    for rid, tp in t.headers.items():
+        if server[rid] >= 0 and t.link[server[rid]] == 0:
+            t.parent[server[rid]], t.link[server[rid]] = np.uint64(int(tp.parent_id, 16)), LINKS.index("traceparent")
+            by_header.append(server[rid])
+    if by_header:  # the caller may be a span of this capture
+        at = np.array(by_header, np.int64)
+        order = np.argsort(t.span)
+        pos = np.minimum(np.searchsorted(t.span, t.parent[at], sorter=order), len(t) - 1)
+        parent_row[at] = np.where(t.span[order[pos]] == t.parent[at], order[pos], -1)
+    _link_outgoing(t, parent_row)
+    _trace_roots(t, parent_row)
 
 
-def _link_outgoing(requests: list[Request]) -> None:
+def _adopt_header_ids(t: SpanTable, client: np.ndarray) -> None:
+    """The header names the calling span: when that call was captured, it is the client span."""
+    taken = set(t.span.tolist())
+    for rid in sorted(t.headers):
+        c = client[rid] if rid < len(client) else -1
+        parent = int(t.headers[rid].parent_id, 16)
+        if c >= 0 and parent not in taken:
+            taken.discard(int(t.span[c]))
+            t.span[c] = np.uint64(parent)
+            taken.add(parent)
+
+
+def _link_outgoing(t: SpanTable, parent_row: np.ndarray) -> None:
     """A client span whose window lies inside a server span of the same thread (else of the same
     process, when only one serving window there contains it) is that request's child; the innermost
     window wins (an event loop's thread serves several requests at once)."""
-    servers: dict[int, list[Span]] = {}
-    for r in requests:
-        if r.server is not None:
-            servers.setdefault(r.server.window.pid, []).append(r.server)
-    for r in requests:
-        c = r.client
-        if c is None:
-            continue
-        around = [s for s in servers.get(c.window.pid, ()) if s.request_id != r.request_id
-                  and s.window.contains(c.window)]
-        same_thread = [s for s in around if s.window.tid == c.window.tid]
-        pick = same_thread or (around if len(around) == 1 else [])
-        if pick:
-            parent = max(pick, key=lambda s: (s.window.start_ts, -s.window.end_ts))
-            c.parent_span_id, c.link = parent.span_id, "inside"
+    servers = np.flatnonzero(t.side == 1)
+    clients = np.flatnonzero(t.side == 0)
+    shared = np.intersect1d(t.pid[servers], t.pid[clients])
+    if not shared.size:
+        return
+    for pid in shared.tolist():
+        ss = servers[t.pid[servers] == pid]
+        ss = ss[np.argsort(t.start[ss], kind="stable")]
+        s_start, s_end = t.start[ss], t.end[ss]
+        for c in clients[t.pid[clients] == pid].tolist():
+            cand = ss[:np.searchsorted(s_start, t.start[c], side="right")]
+            around = cand[(s_end[:len(cand)] >= t.end[c]) & (t.request[cand] != t.request[c])]
+            same_thread = around[t.tid[around] == t.tid[c]]
+            pick = same_thread if same_thread.size else (around if around.size == 1 else around[:0])
+            if pick.size:
+                # the innermost: latest start, then earliest end, first in request order on ties
+                best = pick[np.lexsort((pick, t.end[pick], -t.start[pick]))[0]]
+                t.parent[c], t.link[c], parent_row[c] = t.span[best], LINKS.index("inside"), best
 
 
-def _trace_ids(requests: list[Request], headers: dict[int, TraceParent], ids: IdMaker) -> None:
-    by_id = {s.span_id: s for r in requests for s in r.spans}
-    done: dict[int, str] = {}  # id(span) -> trace id
+def _trace_roots(t: SpanTable, parent_row: np.ndarray) -> None:
+    """Each span's trace comes from the first span up its parent chain whose request carried a
+    traceparent (that header's trace id), else from the chain's root (an id generated from its span
+    id). A chain that loops (ids forged in payloads) stops where it would meet itself."""
+    n = len(t)
+    header = np.zeros(n, bool)
+    if t.headers:
+        header = np.isin(t.request, np.fromiter(t.headers, np.int64, len(t.headers)))
+    me = np.arange(n, dtype=np.int32)
+    stop = header | (parent_row < 0) | (parent_row == me)
+    up = np.where(stop, me, parent_row)
+    del me
+    for _ in range(64):  # pointer jumping: chains halve each round
+        if stop[up].all():
+            break
+        nxt = up[up]
+        if np.array_equal(nxt, up):
+            break
+        up = nxt
+    if not stop[up].all():  # a loop
+        up = _roots_by_walking(header, parent_row, len(np.unique(t.span)))
+    t.trace_root, t.trace_from_header = up, header[up]
 
-    def resolve(s: Span) -> str:
-        chain: list[Span] = []
-        cur: Span | None = s
-        trace = None
-        while cur is not None and id(cur) not in done:
-            tp = headers.get(cur.request_id)
-            if tp is not None:
-                trace = tp.trace_id
+
+def _roots_by_walking(header: np.ndarray, parent_row: np.ndarray, distinct_ids: int) -> np.ndarray:
+    """The trace roots one span at a time, when chains loop: a walk stops at a header, at a span
+    resolved before, at a root, or after more steps than there are span ids (a forged loop: the span it
+    stopped on is its root)."""
+    done: dict[int, int] = {}
+    for s in range(len(parent_row)):
+        chain: list[int] = []
+        cur: int | None = s
+        res = None
+        while cur is not None and cur not in done:
+            if header[cur]:
+                res = done[cur] = cur
                 break
             chain.append(cur)
-            if len(chain) > len(by_id):  # a cycle (ids forged in payloads): stop at the root found
+            if len(chain) > distinct_ids:
                 break
-            parent = by_id.get(cur.parent_span_id) if cur.parent_span_id else None
-            cur = parent if parent is not cur else None
-        if trace is None:
-            if cur is not None and id(cur) in done:
-                trace = done[id(cur)]
-            else:
-                root = chain[-1]
-                trace = ids.trace_id(root.span_id)
-        else:
-            done[id(cur)] = trace
+            p = int(parent_row[cur])
+            cur = p if p >= 0 and p != cur else None
+        if res is None:
+            res = done[cur] if cur is not None and cur in done else chain[-1]
         for x in chain:
-            done[id(x)] = trace
-        return done.get(id(s), trace)
+            done[x] = res
+    return np.array([done[s] for s in range(len(parent_row))], np.int64)
 
-    for r in requests:
-        for s in r.spans:
-            s.trace_id = resolve(s)
 
+def link(requests: list[Request], headers: dict[int, TraceParent], ids: IdMaker) -> None:
+    """link_table on Request objects (hand-built spans): sets their span, parent and trace ids."""
+    spans = [s for r in requests for s in r.spans]
+    t = SpanTable(np.array([s.request_id for s in spans], np.int64), np.array([SIDES.index(s.side) for s in spans],
+                                                                              np.int8),
+                  np.array([s.window.pid for s in spans], np.int64), np.array([s.window.tid for s in spans], np.int64),
+                  np.array([s.window.start_ts for s in spans], np.int64),
+                  np.array([s.window.end_ts for s in spans], np.int64), np.ones(len(spans), bool))
+    t.span = np.array([int(s.span_id, 16) for s in spans], np.uint64)
+    t.headers = {r.request_id: headers[r.request_id] for r in requests if r.request_id in headers}
+    link_table(t, ids)
+    for row, s in enumerate(spans):
+        s.span_id = hex16(int(t.span[row]))
+        parent = int(t.parent[row])
+        s.parent_span_id, s.link = (hex16(parent) if parent else None), LINKS[int(t.link[row])]
+        tp = t.headers.get(s.request_id)
+        s.traceparent = tp.header if tp is not None else None
+        s.trace_id = t.trace_id(row, ids)

@@ -70,7 +70,6 @@ class Story:
 
 
 def build_story(db: ArchiveDb, result: CorrelationResult, request: Request) -> Story:
-    by_span = {s.span_id: (s, r) for r in result.requests for s in r.spans}
     comms = db.process_names()
     out: list[SpanStory] = []
     seen: set[str] = set()
@@ -81,14 +80,15 @@ def build_story(db: ArchiveDb, result: CorrelationResult, request: Request) -> S
         seen.add(span.span_id)
         out.append(SpanStory(span, req, depth, comms.get(span.window.pid, "")))
         for kid in result.children(span):
-            walk(kid, by_span[kid.span_id][1], depth + 1)
+            walk(kid, result.request(kid.request_id), depth + 1)
 
     roots = request.spans
     for s in roots:
         if s.parent_span_id is None or s.parent_span_id not in {x.span_id for x in roots}:
             walk(s, request, 0)
     outer = roots[0] if roots else None
-    parent = by_span.get(outer.parent_span_id, (None, None))[0] if outer and outer.parent_span_id else None
+    found = result.span_request(outer.parent_span_id) if outer and outer.parent_span_id else None
+    parent = found[0] if found else None
     if parent is not None and parent.span_id in seen:
         parent = None
     for st in out:
@@ -138,7 +138,7 @@ def _events(db: ArchiveDb, st: SpanStory, result: CorrelationResult) -> None:
                 f"AND dur_ns >= {MIN_OFFCPU_NS} ORDER BY ts", args):
             ev.append(Event(ts, dur, "offcpu", f"off CPU {dur / 1e6:.3f} ms"))
     for kid in result.children(st.span):
-        kr = result.requests[kid.request_id]
+        kr = result.request(kid.request_id)
         ev.append(Event(kid.window.start_ts, kid.window.duration_ns, "call",
                         f"{kid.side} span {kid.span_id}: {kr.endpoint} {kr.exchange.client} -> {kr.exchange.server} "
                         f"(request {kr.request_id})"))

@@ -23,23 +23,32 @@ import pyarrow.compute as pc
 
 from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.correlate.lookback import narrowed_lo
-from uetrace.analyze.correlate.result import CLIENT, SERVER, Window
-from uetrace.analyze.http.exchange import Exchange
+from uetrace.analyze.correlate.objects import SERVER
+from uetrace.analyze.http.exchange_table import ExchangeTable
 
 # How far before a server's first read a client's request write may have begun (measured at the server).
 FAR_CLIENT_LOOKBACK_NS = 10_000_000_000
 # Request bytes kept per side to look for headers (a traceparent sits in the header block).
 HEAD_BYTES = 8192
-# Queries (one per exchange and side) whose rows are read at once.
-QUERIES_PER_CHUNK = 20_000
+# Requests whose windows are found at once (one query for their rows).
+REQUESTS_PER_CHUNK = 10_000
 
 
-@dataclass(slots=True)
-class SideWindow:
-    index: int  # into the exchanges given
-    side: str
-    window: Window
-    head: bytes  # the first request bytes this side moved in the window (headers), as captured
+@dataclass
+class SideWindows:
+    """The windows found, one row per captured side of an exchange, in request order, client first."""
+
+    index: np.ndarray  # the request: position in the order given
+    side: np.ndarray  # int8: 0 client, 1 server
+    pid: np.ndarray
+    tid: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    exact: np.ndarray
+    heads: dict[int, bytes]  # row -> the first request bytes this side moved in the window (headers), as captured
+
+    def __len__(self) -> int:
+        return len(self.index)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -57,55 +66,111 @@ _COLS = "direction, ts_enter, ts_exit, pid, tid, payload, protocol, bytes, laddr
 # A TLS exchange was parsed from the TLS tracer's plaintext: its ends' SSL calls time it and carry its
 # headers (the socket's bytes are ciphertext).
 _ROWS_SQL = f"""
-    SELECT q.q, d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid, d.payload
+    SELECT q.q, d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid,
+           CASE WHEN (d.direction = {{egress}}) <> q.srv THEN d.payload END AS payload
     FROM _corr_sides q JOIN ({{source}}) d
       ON d.lport = q.lport AND d.rport = q.rport AND {_NORM.format(c='d.laddr')} = q.laddr
          AND {_NORM.format(c='d.raddr')} = q.raddr AND d.tls = q.tls
     WHERE d.protocol = 6 AND d.bytes > 0 AND d.ts_exit >= q.lo AND d.ts_enter <= q.hi
       AND d.ts_exit >= {{lo}} AND d.ts_enter <= {{hi}}
-    ORDER BY q.q, d.ts_enter, d.ts_exit"""
+    ORDER BY q.q, d.ts_enter, d.ts_exit"""  # payload: of the request bytes only (the headers' side)
 
 
-def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
+def addresses(x: ExchangeTable, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A client or server column split: (host of each row, port of each row, rows with a port)."""
+    values, codes = x.strings(column)
+    split = [split_addr(v) for v in values] + [None]  # the last: a null address
+    hosts = np.array([h[0] if h else "" for h in split], dtype=object)
+    ports = np.array([h[1] if h else -1 for h in split], dtype=np.int64)
+    return hosts[codes], ports[codes], ports[codes] >= 0
+
+
+@dataclass
+class _Requests:
+    """What the windows need of each exchange, in request order."""
+
+    start: np.ndarray  # first timestamp (the end's when there is no start)
+    end: np.ndarray
+    host: tuple[np.ndarray, np.ndarray]  # (client, server)
+    port: tuple[np.ndarray, np.ndarray]
+    pid: tuple[np.ndarray, np.ndarray]
+    tid: tuple[np.ndarray, np.ndarray]
+    tid_ok: tuple[np.ndarray, np.ndarray]
+    captured: tuple[np.ndarray, np.ndarray]  # the side's pid is known (and the exchange can be placed)
+    at_server: np.ndarray  # measured at the server
+    tls: np.ndarray
+
+    @classmethod
+    def of(cls, x: ExchangeTable, order: np.ndarray) -> _Requests:
+        def col(name: str) -> np.ndarray:
+            return x.ints(name)[order]
+
+        def has(name: str) -> np.ndarray:
+            return x.valid(name)[order]
+
+        st, en, st_ok, en_ok = col("start_ts"), col("end_ts"), has("start_ts"), has("end_ts")
+        chost, cport, c_ok = (a[order] for a in addresses(x, "client"))
+        shost, sport, s_ok = (a[order] for a in addresses(x, "server"))
+        placed = (st_ok | en_ok) & c_ok & s_ok
+        values, codes = x.strings("measured_at")
+        return cls(np.where(st_ok, st, en), np.where(en_ok, en, st), (chost, shost), (cport, sport),
+                   (col("client_pid"), col("server_pid")), (col("client_tid"), col("server_tid")),
+                   (has("client_tid"), has("server_tid")),
+                   (placed & has("client_pid"), placed & has("server_pid")),
+                   np.array([v == SERVER for v in values] + [False])[codes][order],
+                   x.column("tls").to_numpy(zero_copy_only=False)[order])
+
+
+def side_windows(db: ArchiveDb, x: ExchangeTable, order: np.ndarray) -> SideWindows:
     """The windows of every exchange's captured ends (an end is captured when the parsers named its
-    pid), in exchange order, client side first."""
-    wanted: list[tuple[int, str, bool]] = []  # (exchange index, side, measured there)
-    cols: dict[str, list] = {c: [] for c in ("q", "laddr", "lport", "raddr", "rport", "lo", "hi", "start", "tls")}
-    add_q, add_la, add_lp, add_ra, add_rp, add_lo, add_hi, add_start, add_tls = (cols[c].append for c in cols)
-    add = wanted.append
-    for i, e in enumerate(exchanges):
-        start = e.start_ts if e.start_ts is not None else e.end_ts
-        end = e.end_ts if e.end_ts is not None else e.start_ts
-        client, server = split_addr(e.client), split_addr(e.server)
-        if start is None or end is None or client is None or server is None:
-            continue
-        for side, pid in ((CLIENT, e.client_pid), (SERVER, e.server_pid)):
-            if pid is None:
-                continue
-            measured = e.measured_at == side
-            local, remote = (client, server) if side == CLIENT else (server, client)
-            add_q(len(wanted))
-            add_la(local[0])
-            add_lp(local[1])
-            add_ra(remote[0])
-            add_rp(remote[1])
-            add_lo(max(start - FAR_CLIENT_LOOKBACK_NS if side == CLIENT and not measured else start, 0))
-            add_hi(end)
-            add_start(start)
-            add_tls(e.tls)
-            add((i, side, measured))
-    if not wanted:
-        return []
-    n = len(wanted)
-    side_server = np.array([w[1] == SERVER for w in wanted])
-    measured = np.array([w[2] for w in wanted])
-    start = np.array(cols["start"], np.int64)
-    end = np.array(cols["hi"], np.int64)
+    pid), for the exchanges x[order], client side first. A chunk of requests at a time (they are in
+    time order: each chunk reads the segments of its own stretch of time), so what is held besides the
+    windows found stays bounded however long the capture."""
+    reqs = _Requests.of(x, order)
     egress = int(db.enums.value("sock_data", "ue_sock_direction", "DIR_EGRESS"))
     source = _source(db)
+    parts: list[SideWindows] = []
+    found = 0
+    for r0 in range(0, len(order), REQUESTS_PER_CHUNK):
+        part = _chunk(db, source, egress, reqs, r0, min(r0 + REQUESTS_PER_CHUNK, len(order)))
+        part.heads = {found + k: v for k, v in part.heads.items()}
+        found += len(part)
+        parts.append(part)
+    if not parts:
+        return _empty()
+    heads = {k: v for p in parts for k, v in p.heads.items()}
+    return SideWindows(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                         ("index", "side", "pid", "tid", "start", "end", "exact")), heads)
+
+
+def _chunk(db: ArchiveDb, source: str | None, egress: int, reqs: _Requests, r0: int, r1: int) -> SideWindows:
+    """The windows of requests [r0, r1)."""
+    # Queries: one per exchange and captured side, in exchange order, client side first.
+    q_client = r0 + np.flatnonzero(reqs.captured[0][r0:r1])
+    q_server = r0 + np.flatnonzero(reqs.captured[1][r0:r1])
+    req = np.concatenate([q_client, q_server])
+    srv = np.concatenate([np.zeros(len(q_client), bool), np.ones(len(q_server), bool)])
+    by = np.lexsort((srv, req))
+    req, side_server = req[by], srv[by]
+    n = len(req)
+    if not n:
+        return _empty()
+    measured = reqs.at_server[req] == side_server
+    start, end = reqs.start[req], reqs.end[req]
+    local, remote = side_server.astype(np.int64), 1 - side_server.astype(np.int64)
+
+    def pick(pair: tuple[np.ndarray, np.ndarray], which: np.ndarray) -> np.ndarray:
+        return np.where(which == 1, pair[1][req], pair[0][req])
+
+    cols: dict[str, np.ndarray] = {
+        "q": np.arange(n, dtype=np.int64), "srv": side_server,
+        "laddr": pick(reqs.host, local), "lport": pick(reqs.port, local),
+        "raddr": pick(reqs.host, remote), "rport": pick(reqs.port, remote),
+        "lo": np.maximum(np.where(~side_server & ~measured, start - FAR_CLIENT_LOOKBACK_NS, start), 0),
+        "hi": end, "start": start, "tls": reqs.tls[req]}
     if source is not None:
         try:
-            cols["lo"] = narrowed_lo(db.con, source, egress, cols, ~side_server & ~measured).tolist()
+            cols["lo"] = narrowed_lo(db.con, source, egress, cols, ~side_server & ~measured)
         except duckdb.Error:
             source = None
     # Per query: its window, exactness and thread; the defaults hold when it has no rows (measured there:
@@ -113,20 +178,15 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
     w_start, w_end = start.copy(), end.copy()
     exact = np.ones(n, bool)
     ok = measured.copy()
-    thread: dict[int, tuple[int, int]] = {}
-    threads: dict[tuple[int, int], tuple[int, int]] = {}  # one (pid, tid) object per thread, not per window
+    t_pid, t_tid, t_ok = pick(reqs.pid, local), pick(reqs.tid, local), pick(reqs.tid_ok, local)
     heads: dict[int, bytes] = {}
-    # A chunk of queries at a time (they are in time order: each chunk reads the segments of its own
-    # stretch of time), so the rows held at once stay bounded however long the capture.
-    for c0 in range(0, n if source is not None else 0, QUERIES_PER_CHUNK):
-        got = _rows(db, source, cols, c0, min(c0 + QUERIES_PER_CHUNK, n))
-        if got is None:
-            continue
+    got = _rows(db, source, cols, egress) if source is not None else None
+    if got is not None:
         q, direction, ts_enter, ts_exit, pid, tid, payload = got
         qs, first = np.unique(q, return_index=True)
         srv = side_server[q]
-        req = (direction == egress) != srv  # the request goes client -> server
-        resp = ~req
+        is_req = (direction == egress) != srv  # the request goes client -> server
+        resp = ~is_req
         lo_r, hi_r = start[q], end[q]
 
         def seg(values: np.ndarray, mask: np.ndarray, ufunc, fill: int, first: np.ndarray = first) -> np.ndarray:
@@ -134,13 +194,13 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
 
         big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
         # The far server: its reads of the request returned, and its response writes began, in the window.
-        in_req_srv = req & (ts_exit >= lo_r) & (ts_exit <= hi_r)
+        in_req_srv = is_req & (ts_exit >= lo_r) & (ts_exit <= hi_r)
         in_resp_srv = resp & (ts_enter >= lo_r) & (ts_enter <= hi_r)
         fs_start = seg(ts_exit, in_req_srv, np.minimum, big)
         fs_end = seg(ts_exit, in_resp_srv, np.maximum, small)
         # The far client: its last request write begun before the server had the request, its first
         # response read returned after.
-        before = req & (ts_enter <= lo_r)
+        before = is_req & (ts_enter <= lo_r)
         after = resp & (ts_exit >= lo_r)
         fc_start = seg(ts_enter, before, np.maximum, small)
         fc_end = seg(ts_exit, after, np.minimum, big)
@@ -154,33 +214,26 @@ def side_windows(db: ArchiveDb, exchanges: list[Exchange]) -> list[SideWindow]:
         exact[qs] = ~far_cli | (fc_after == 1)
         # Request bytes this side moved in its window (for the headers).
         ws_r, we_r = w_start[q], w_end[q]
-        in_req = np.where(srv, req & (ts_exit >= ws_r) & (ts_exit <= we_r),
-                          req & (ts_enter >= ws_r) & (ts_enter <= we_r))
+        in_req = np.where(srv, is_req & (ts_exit >= ws_r) & (ts_exit <= we_r),
+                          is_req & (ts_enter >= ws_r) & (ts_enter <= we_r))
         in_req &= np.where(measured[q] | srv, True, ts_enter == ws_r)
         # The thread: the one that wrote (server) or read (client) the response's last byte.
         mine = resp & (ts_exit >= ws_r) & (ts_exit <= we_r)
         last = seg(np.arange(len(q)), mine, np.maximum, -1)
-        for qq, li in zip(qs.tolist(), last.tolist()):
-            if li >= 0:
-                pt = (int(pid[li]), int(tid[li]))
-                thread[qq] = threads.setdefault(pt, pt)
-        maybe = np.flatnonzero(in_req & payload[1])
-        for i in maybe.tolist():
+        hit = last >= 0
+        t_pid[qs[hit]], t_tid[qs[hit]], t_ok[qs[hit]] = pid[last[hit]], tid[last[hit]], True
+        for i in np.flatnonzero(in_req & payload[1]).tolist():
             heads[int(q[i])] = heads.get(int(q[i]), b"") + payload[0][i]
-    out = []
-    for qq, (i, side, _m), good, a, b, x in zip(range(n), wanted, ok.tolist(), w_start.tolist(), w_end.tolist(),
-                                                exact.tolist()):
-        if not good:
-            continue
-        pid_tid = thread.get(qq)
-        if pid_tid is None:
-            e = exchanges[i]
-            pid_tid = (e.client_pid, e.client_tid) if side == CLIENT else (e.server_pid, e.server_tid)
-            if pid_tid[0] is None or pid_tid[1] is None:
-                continue
-        head = heads.get(qq)
-        out.append(SideWindow(i, side, Window(pid_tid[0], pid_tid[1], a, b, x), head[:HEAD_BYTES] if head else b""))
-    return out
+    keep = np.flatnonzero(ok & t_ok)
+    where = {int(qq): k for k, qq in enumerate(keep.tolist()) if int(qq) in heads} if heads else {}
+    return SideWindows(req[keep].astype(np.int64), side_server[keep].astype(np.int8), t_pid[keep].astype(np.int32),
+                       t_tid[keep].astype(np.int32), w_start[keep], w_end[keep], exact[keep],
+                       {k: heads[qq][:HEAD_BYTES] for qq, k in where.items()})
+
+
+def _empty() -> SideWindows:
+    z = np.zeros(0, np.int64)
+    return SideWindows(z, z.astype(np.int8), z, z, z, z, z.astype(bool), {})
 
 
 def _source(db: ArchiveDb) -> str | None:
@@ -189,20 +242,20 @@ def _source(db: ArchiveDb) -> str | None:
     return " UNION ALL ".join(sources) if sources else None
 
 
-def _rows(db: ArchiveDb, source: str, cols: dict[str, list], c0: int, c1: int) -> tuple | None:
-    """The sock_data rows of the socket of each query in [c0, c1) in its time bounds, sorted by query:
-    (q, direction, ts_enter, ts_exit, pid, tid, (payloads, mask of those that may hold a traceparent))."""
-    lo, hi = cols["lo"][c0:c1], cols["hi"][c0:c1]
-    table = pa.table({"q": pa.array(cols["q"][c0:c1], pa.int64()), "tls": pa.array(cols["tls"][c0:c1], pa.bool_()),
-                      "laddr": pa.array(cols["laddr"][c0:c1], pa.string()),
-                      "lport": pa.array(cols["lport"][c0:c1], pa.int32()),
-                      "raddr": pa.array(cols["raddr"][c0:c1], pa.string()),
-                      "rport": pa.array(cols["rport"][c0:c1], pa.int32()), "lo": pa.array(lo, pa.int64()),
-                      "hi": pa.array(hi, pa.int64())})
+def _rows(db: ArchiveDb, source: str, cols: dict[str, np.ndarray], egress: int) -> tuple | None:
+    """The sock_data rows of the socket of each query in its time bounds, sorted by query: (q,
+    direction, ts_enter, ts_exit, pid, tid, (payloads, mask of those that may hold a traceparent))."""
+    lo, hi = cols["lo"], cols["hi"]
+    table = pa.table({"q": pa.array(cols["q"], pa.int64()), "tls": pa.array(cols["tls"], pa.bool_()),
+                      "srv": pa.array(cols["srv"], pa.bool_()),
+                      "laddr": pa.array(cols["laddr"], pa.string()), "lport": pa.array(cols["lport"], pa.int32()),
+                      "raddr": pa.array(cols["raddr"], pa.string()), "rport": pa.array(cols["rport"], pa.int32()),
+                      "lo": pa.array(lo, pa.int64()), "hi": pa.array(hi, pa.int64())})
     db.con.register("_corr_sides", table)
     try:
         # The chunk's whole stretch as constants too: DuckDB skips the row groups outside it.
-        got = db.con.sql(_ROWS_SQL.format(source=source, lo=int(min(lo)), hi=int(max(hi)))).to_arrow_table()
+        sql = _ROWS_SQL.format(source=source, lo=int(lo.min()), hi=int(hi.max()), egress=egress)
+        got = db.con.sql(sql).to_arrow_table()
     except duckdb.Error:
         return None
     finally:

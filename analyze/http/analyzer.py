@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
+from uetrace.analyze import heap
 from uetrace.analyze.archive_db import ArchiveDb
-from uetrace.analyze.http.exchange import Exchange
 from uetrace.analyze.http.filters import filter_result
 from uetrace.analyze.http.reconstruct import analyze_http
 from uetrace.analyze.http.result import HttpParams, HttpResult
@@ -41,20 +44,23 @@ def _full_result(cap: ArchiveDb) -> HttpResult:
     cached = cap.cache.get(NAME)
     if cached is None:
         cached = cap.cache[NAME] = analyze_http(cap.con, enums=cap.enums)
-        _add_comms(cap, cached.exchanges)
+        _add_comms(cap, cached)
+        heap.release()  # the parse's garbage, before the next step allocates its own
     return cached
 
 
-def _add_comms(cap: ArchiveDb, exchanges: list[Exchange]) -> None:
+def _add_comms(cap: ArchiveDb, result: HttpResult) -> None:
     """comm of client and server pids (see ArchiveDb.process_names)."""
-    if not exchanges:
+    if not result.exchanges:
         return
     comms = cap.process_names()
-    for e in exchanges:
-        if e.client_pid is not None:
-            e.client_comm = comms.get(e.client_pid) or ""
-        if e.server_pid is not None:
-            e.server_comm = comms.get(e.server_pid) or ""
+    x = result.exchanges
+    for side in ("client", "server"):
+        pids, inverse = np.unique(x.ints(f"{side}_pid"), return_inverse=True)
+        labels = [comms.get(p) or "" for p in pids.tolist()] + [""]  # the last: no pid
+        codes = np.where(x.valid(f"{side}_pid"), inverse.reshape(-1), len(pids)).astype(np.int32)
+        x = x.with_column(f"{side}_comm", pa.DictionaryArray.from_arrays(codes, pa.array(labels, pa.string())))
+    result.exchanges = x
 
 
 class HttpAnalyzer:

@@ -16,14 +16,17 @@ segments' order): two syscalls on one socket do not enter and return in the same
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
+from uetrace.analyze.chunks import packed
 from uetrace.analyze.enums import DEFAULT, Enums
+from uetrace.analyze.http import pieces
 from uetrace.analyze.http.connection import Connection, Ends, pair_ends
 from uetrace.analyze.http.stream_loading import RowRun, sockets_from_rows
 from uetrace.analyze.http.streams import EGRESS, INGRESS
@@ -38,15 +41,21 @@ SORT_GROUP_ROWS = 1_000_000  # rows sorted by one query (see _sort_groups)
 
 _WHERE = "bytes > 0 AND protocol = 6"  # UDP datagrams are not byte streams
 _META_SQL = "SELECT {key} AS k, laddr, lport, raddr, rport, direction, any_value(family) AS family, " \
-            "count(*) AS n, min(ts_enter) AS first FROM {table} WHERE " + _WHERE + " AND direction IN ({dirs}) " \
+            "count(*) AS n, min(ts_enter) AS first, sum(bytes) AS nbytes FROM {table} " \
+            "WHERE " + _WHERE + " AND direction IN ({dirs}) " \
             "GROUP BY ALL ORDER BY k, laddr, lport, raddr, rport, direction"
 _PLAN = "_uetrace_http_plan"
 _ROWS_SQL = "SELECT d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid, d.bytes, d.payload FROM {table} d " \
             "JOIN " + _PLAN + " p ON p.k = {key} AND p.laddr IS NOT DISTINCT FROM d.laddr " \
             "AND p.lport IS NOT DISTINCT FROM d.lport AND p.raddr IS NOT DISTINCT FROM d.raddr " \
             "AND p.rport IS NOT DISTINCT FROM d.rport WHERE " + _WHERE + " AND d.direction IN ({dirs}) " \
-            "AND p.seq >= ? AND p.seq < ? " \
+            "AND p.seq >= ? AND p.seq < ?{time} " \
             "ORDER BY p.seq, d.direction, d.ts_enter, d.ts_exit"
+_PIECE_META_SQL = "SELECT p.seq, d.direction, d.ts_enter, d.bytes FROM {table} d " \
+            "JOIN " + _PLAN + " p ON p.k = {key} AND p.laddr IS NOT DISTINCT FROM d.laddr " \
+            "AND p.lport IS NOT DISTINCT FROM d.lport AND p.raddr IS NOT DISTINCT FROM d.raddr " \
+            "AND p.rport IS NOT DISTINCT FROM d.rport WHERE " + _WHERE + " AND d.direction IN ({dirs}) " \
+            "AND p.seq >= ? AND p.seq < ? ORDER BY d.ts_enter, d.ts_exit"
 
 
 @dataclass(slots=True)
@@ -61,6 +70,7 @@ class PlannedSocket(Ends):
     family: int
     first_ts: int = 0
     runs: list[tuple[int, int, int]] = field(default_factory=list)  # (archive direction, model direction, rows)
+    nbytes: int = 0  # bytes moved, both directions
 
     @property
     def rows(self) -> int:
@@ -90,7 +100,7 @@ def plan(con: duckdb.DuckDBPyConnection, table: str = "sock_data", source: str =
     model = _directions(table, enums)
     dirs = ", ".join(str(int(d)) for d in model)
     sockets: dict[tuple, PlannedSocket] = {}
-    for k, laddr, lport, raddr, rport, direction, family, n, first in con.execute(
+    for k, laddr, lport, raddr, rport, direction, family, n, first, nbytes in con.execute(
             _META_SQL.format(key=_key(source), table=table, dirs=dirs)).fetchall():
         ident = (k, laddr, lport, raddr, rport)
         s = sockets.get(ident)
@@ -99,6 +109,7 @@ def plan(con: duckdb.DuckDBPyConnection, table: str = "sock_data", source: str =
         s.family = family  # as a whole load keeps it: the last direction's
         s.first_ts = min(s.first_ts, int(first))
         s.runs.append((direction, model[direction], n))
+        s.nbytes += int(nbytes)
     return pair_ends(list(sockets.values()))
 
 
@@ -124,62 +135,104 @@ def connection_batches(con: duckdb.DuckDBPyConnection, pairs: list[Pair], table:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {_PLAN} AS SELECT * FROM {_PLAN}_arrow")
     finally:
         con.unregister(_PLAN + "_arrow")
-    dirs = ", ".join(str(int(d)) for d in _directions(table, enums))
-    sql = _ROWS_SQL.format(table=table, key=_key(source), dirs=dirs)
+    model = _directions(table, enums)
+    dirs = ", ".join(str(int(d)) for d in model)
+    sql = _ROWS_SQL.format(table=table, key=_key(source), dirs=dirs, time="")
+    timed = _ROWS_SQL.format(table=table, key=_key(source), dirs=dirs, time=" AND d.ts_enter >= ? AND d.ts_enter < ?")
+    meta = _PIECE_META_SQL.format(table=table, key=_key(source), dirs=dirs)
     # The sort holds payloads while Python holds a parsed batch beside it: under a tighter limit than
     # the connection's, put back when the rows are read.
     limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     try:
         con.execute(f"SET memory_limit = '{SORT_MEMORY_LIMIT}'")
-        first = 0  # seq of the group's first socket
-        for group in _sort_groups(_group(pairs, batch_rows)):
-            n = sum(1 for batch in group for pair in batch for s in pair if s is not None)
-            reader = con.sql(sql, params=[first, first + n]).to_arrow_reader(_READ_ROWS)
-            first += n
-            try:
-                rows = _RowSource(reader)
-                for batch in group:
-                    runs = [RowRun(s, d, n) for pair in batch for s in pair if s is not None for _, d, n in s.runs]
-                    tbl = rows.take(sum(r.n for r in runs))
-                    socks = sockets_from_rows(tbl, runs, source)
-                    del tbl
-                    yield [Connection(socks[id(a)], socks[id(b)] if b is not None else None) for a, b in batch]
-            finally:
-                reader.close()  # the connection takes no other query while a result is open
+        first = 0  # seq of the next socket
+        for segment in _segments(pairs):
+            if isinstance(segment, tuple):  # one long connection: in pieces
+                yield [_pieced(con, segment, first, meta, timed, model, source)]
+                first += _sockets(segment)
+                continue
+            for group in _sort_groups(_group(segment, batch_rows)):
+                n = sum(_sockets(pair) for batch in group for pair in batch)
+                reader = con.sql(sql, params=[first, first + n]).to_arrow_reader(_READ_ROWS)
+                first += n
+                try:
+                    rows = _RowSource(reader)
+                    for batch in group:
+                        runs = [RowRun(s, d, n) for pair in batch for s in pair if s is not None for _, d, n in s.runs]
+                        tbl = rows.take(sum(r.n for r in runs))
+                        socks = sockets_from_rows(tbl, runs, source)
+                        del tbl
+                        yield [Connection(socks[id(a)], socks[id(b)] if b is not None else None) for a, b in batch]
+                finally:
+                    reader.close()  # the connection takes no other query while a result is open
     finally:
         con.execute(f"SET memory_limit = '{limit}'")
         con.execute(f"DROP TABLE IF EXISTS {_PLAN}")
+
+
+def _sockets(pair: Pair) -> int:
+    return sum(1 for s in pair if s is not None)
+
+
+def _segments(pairs: list[Pair]) -> Iterator[list[Pair] | Pair]:
+    """Runs of consecutive connections read whole (lists), and each long connection alone (a tuple)."""
+    run: list[Pair] = []
+    for pair in pairs:
+        if _rows(pair) > pieces.PIECE_ROWS:
+            if run:
+                yield run
+                run = []
+            yield pair
+        else:
+            run.append(pair)
+    if run:
+        yield run
+
+
+def _pieced(con: duckdb.DuckDBPyConnection, pair: Pair, first: int, meta: str, timed: str, model: dict[int, int],
+            source: str) -> pieces.PiecedConnection:
+    """A long connection's cuts, from its rows' metadata; its pieces load when asked for."""
+    ends = [s for s in pair if s is not None]
+    got = con.sql(meta, params=[first, first + len(ends)]).to_arrow_table()
+    to_model = np.zeros(max(model) + 1, np.int64)
+    to_model[list(model)] = list(model.values())
+    rows = pieces.Rows(got.column("seq").to_numpy() - first, to_model[got.column("direction").to_numpy()],
+                       got.column("ts_enter").to_numpy().astype(np.int64), got.column("bytes").to_numpy())
+    at = pieces.cuts(rows, len(ends))
+    counts = pieces.piece_counts(rows, at, [(e, d) for e, s in enumerate(ends) for _, d, _ in s.runs])
+    del got, rows
+    bounds = [0, *at, 2**63 - 1]
+
+    def load(k: int | None) -> Connection:
+        if k is None:
+            reader = con.sql(timed, params=[first, first + len(ends), 0, 2**63 - 1])
+            runs = [RowRun(s, d, n) for s in ends for _, d, n in s.runs]
+        else:
+            reader = con.sql(timed, params=[first, first + len(ends), bounds[k], bounds[k + 1]])
+            runs = [RowRun(s, d, counts[k][(e, d)]) for e, s in enumerate(ends) for _, d, _ in s.runs]
+        tbl = reader.to_arrow_table()
+        socks = sockets_from_rows(tbl, runs, source)
+        del tbl
+        a, b = pair
+        return Connection(socks[id(a)], socks[id(b)] if b is not None else None)
+
+    return pieces.PiecedConnection(load, len(at) + 1, tuple(s.nbytes if s is not None else 0 for s in pair))
 
 
 def _sort_groups(batches: Iterator[list[Pair]]) -> Iterator[list[list[Pair]]]:
     """Consecutive batches up to SORT_GROUP_ROWS rows: each group is one sort in DuckDB. A sort of
     every payload of a big capture would not fit its memory limit even spilling (it failed at 7 M
     rows under 192 MB); a group is one scan of the table more, and a bounded sort."""
-    return _packed(batches, lambda batch: sum(_rows(pair) for pair in batch), SORT_GROUP_ROWS)
+    return packed(batches, lambda batch: sum(_rows(pair) for pair in batch), SORT_GROUP_ROWS)
 
 
 def _group(pairs: list[Pair], batch_rows: int) -> Iterator[list[Pair]]:
     """Consecutive connections up to batch_rows rows together; a bigger connection alone."""
-    return _packed(pairs, _rows, batch_rows)
+    return packed(pairs, _rows, batch_rows)
 
 
 def _rows(pair: Pair) -> int:
     return sum(s.rows for s in pair if s is not None)
-
-
-def _packed(items: Iterable[T], size: Callable[[T], int], limit: int) -> Iterator[list[T]]:
-    """Consecutive items in lists of at most `limit` total size; an item bigger than that alone."""
-    pack: list[T] = []
-    n = 0
-    for item in items:
-        m = size(item)
-        if pack and n + m > limit:
-            yield pack
-            pack, n = [], 0
-        pack.append(item)
-        n += m
-    if pack:
-        yield pack
 
 
 class _RowSource:

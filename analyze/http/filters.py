@@ -6,6 +6,10 @@ import dataclasses
 import fnmatch
 import re
 
+import numpy as np
+import pyarrow.compute as pc
+
+from uetrace.analyze.http.exchange_table import ExchangeTable
 from uetrace.analyze.http.result import HttpParams, HttpResult
 from uetrace.errors import BadInputError
 
@@ -23,25 +27,46 @@ def status_matcher(spec: str):
 
 
 def filter_result(full: HttpResult, p: HttpParams) -> HttpResult:
-    """A new result with what p selects (the full one is left as it was, so it can be filtered again)."""
-    result = dataclasses.replace(full, params=p, exchanges=list(full.exchanges), websockets=list(full.websockets),
-                                 tls=list(full.tls), notes=list(full.notes))
-    keep = result.exchanges
+    """A new result with what p selects (the full one is left as it was, so it can be filtered again).
+    Conditions on strings are decided once per distinct value (paths and statuses repeat)."""
+    result = dataclasses.replace(full, params=p, websockets=list(full.websockets), tls=list(full.tls),
+                                 notes=list(full.notes))
+    x = full.exchanges
+    keep = np.ones(len(x), bool)
     if p.pid is not None:
-        keep = [e for e in keep if p.pid in (e.client_pid, e.server_pid)]
+        keep &= ((x.valid("client_pid") & (x.ints("client_pid") == p.pid))
+                 | (x.valid("server_pid") & (x.ints("server_pid") == p.pid)))
         result.tls = [t for t in result.tls if p.pid in (t.client_pid, t.server_pid)]
     if p.status:
         match = status_matcher(p.status)
-        keep = [e for e in keep if match(e.status) or (e.protocol == "grpc" and match(e.grpc_status))]
+        protocols, codes = x.strings("protocol")
+        grpc = np.array([v == "grpc" for v in protocols] + [False])[codes]
+        keep &= _matching(x, "status", match) | (grpc & _matching(x, "grpc_status", match))
     if p.path:
-        keep = [e for e in keep if fnmatch.fnmatchcase(e.path, p.path)]
+        values, codes = x.strings("path")
+        hit = np.array([fnmatch.fnmatchcase(v, p.path) for v in values] + [False])
+        keep &= hit[codes]
     if p.min_latency_ms is not None:
-        floor = p.min_latency_ms * 1e6
-        keep = [e for e in keep if e.latency_ns is not None and e.latency_ns >= floor]
+        keep &= x.valid("latency_ns") & (x.ints("latency_ns") >= p.min_latency_ms * 1e6)
     if p.anomalies:
-        keep = [e for e in keep if e.anomalies]
-    if keep is not result.exchanges:
-        kept = {(e.conn_id, e.start_ts) for e in keep}
-        result.websockets = [w for w in result.websockets if (w.handshake.conn_id, w.handshake.start_ts) in kept]
-        result.exchanges = keep
+        keep &= pc.list_value_length(x.column("anomalies")).to_numpy(zero_copy_only=False) > 0
+    if not keep.all():
+        kept = x.filter(keep)
+        pairs = set(zip(kept.ints("conn_id").tolist(), kept.column("start_ts").to_pylist()))
+        result.websockets = [w for w in result.websockets if (w.handshake.conn_id, w.handshake.start_ts) in pairs]
+        result.exchanges = kept
     return result
+
+
+def _matching(x: ExchangeTable, column: str, match) -> np.ndarray:
+    """match(value) of an integer column, decided once per distinct value (None for nulls)."""
+    values = x.column(column).to_numpy(zero_copy_only=False)
+    valid = x.valid(column)
+    distinct = np.unique(values[valid].astype(np.int64)) if valid.any() else np.zeros(0, np.int64)
+    hits = {int(v) for v in distinct if match(int(v))}
+    out = np.zeros(len(x), bool)
+    if hits:
+        out[valid] = np.isin(values[valid].astype(np.int64), list(hits))
+    if match(None):
+        out |= ~valid
+    return out

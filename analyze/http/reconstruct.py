@@ -11,11 +11,13 @@ import gc
 import duckdb
 
 from uetrace.analyze.enums import DEFAULT, Enums
-from uetrace.analyze.http import http1, http2, tls, websocket
+from uetrace.analyze.http import http1, http2, pieces, tls, websocket
 from uetrace.analyze.http.batches import DEFAULT_BATCH_ROWS, PlannedSocket, connection_batches, plan
 from uetrace.analyze.http.connection import Connection, Socket, View
 from uetrace.analyze.http.exchange import Exchange
+from uetrace.analyze.http.exchange_table import ExchangeTableBuilder
 from uetrace.analyze.http.filters import filter_result
+from uetrace.analyze.http.pieces import PiecedConnection
 from uetrace.analyze.http.result import HttpParams, HttpResult, TlsConnection
 
 
@@ -66,35 +68,26 @@ def _analyze(con: duckdb.DuckDBPyConnection, views: set[str], result: HttpResult
     result.connections = len(sock_pairs) if "sock_data" in views else len(decrypted)
     # Serial on purpose: a fork-based pool over connections was tried; pickling the results back and
     # copy-on-write faults on the shared streams cost ~25% more CPU, and on a busy 2-CPU host it lost.
-    shared: dict = {}
-    for table, source, pairs, conn_ids, plaintext in (("tls_data", "tls", tls_pairs, tls_ids, True),
-                                                      ("sock_data", "sock", sock_pairs, sock_ids, False)):
+    table = ExchangeTableBuilder()
+    for table_name, source, pairs, conn_ids, plaintext in (("tls_data", "tls", tls_pairs, tls_ids, True),
+                                                           ("sock_data", "sock", sock_pairs, sock_ids, False)):
         i = 0
-        for batch in connection_batches(con, pairs, table, source, enums, batch_rows):
-            n0 = len(result.exchanges)
+        for batch in connection_batches(con, pairs, table_name, source, enums, batch_rows):
+            found: list[Exchange] = []
             for conn in batch:
                 conn_id = conn_ids[i]
                 i += 1
-                _analyze_connection(conn, conn_id, roles, result, plaintext,
-                                    conn_id in decrypted and not plaintext)
-            _share_values(result.exchanges, n0, shared)
+                tls_only = conn_id in decrypted and not plaintext
+                if isinstance(conn, PiecedConnection):
+                    table.add(found)
+                    found = []
+                    _analyze_pieced(conn, conn_id, roles, result, table, plaintext, tls_only)
+                else:
+                    _analyze_connection(conn, conn_id, roles, result, found, plaintext, tls_only)
+            table.add(found)  # as columns: the batch's objects go with it
+    result.exchanges = table.finish()
     for t in result.tls:
         t.decrypted = t.conn_id in decrypted
-
-
-# Exchange fields whose values repeat from one exchange to the next (a connection's addresses and pids, a
-# route's method, host and sizes): the parsers make a new object for each, ~40% of an exchange's memory.
-_SHARED_FIELDS = ("client", "server", "method", "path", "host", "req_bytes", "resp_bytes", "client_pid", "client_tid",
-                  "server_pid", "server_tid")
-
-
-def _share_values(exchanges: list[Exchange], start: int, shared: dict) -> None:
-    """Make equal values of the exchanges from `start` on one object each (they are immutable)."""
-    for e in exchanges[start:]:
-        for name in _SHARED_FIELDS:
-            v = getattr(e, name)
-            if v is not None:
-                setattr(e, name, shared.setdefault(v, v))
 
 
 def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -118,9 +111,58 @@ def _conn_key(s: Socket | PlannedSocket) -> tuple:
     return tuple(sorted((s.local, s.remote)))
 
 
-def _choose_view(conn: Connection, roles: dict[int, bool]) -> View:
+def _analyze_pieced(pc: PiecedConnection, conn_id: int, roles: dict[int, bool], result: HttpResult,
+                    table: ExchangeTableBuilder, plaintext: bool, tls_only: bool) -> None:
+    """A long connection piece by piece (pieces.py) when it speaks HTTP/1 and every piece parses
+    perfectly; else whole, as any other connection."""
+    mark = table.mark()
+    if pc.count > 1 and _pieces_parsed(pc, conn_id, roles, table, plaintext, tls_only):
+        return
+    table.truncate(mark)
+    found: list[Exchange] = []
+    _analyze_connection(pc.whole(), conn_id, roles, result, found, plaintext, tls_only)
+    table.add(found)
+
+
+def _pieces_parsed(pc: PiecedConnection, conn_id: int, roles: dict[int, bool], table: ExchangeTableBuilder,
+                   plaintext: bool, tls_only: bool) -> bool:
+    """Whether every piece of pc parsed perfectly (their exchanges are then in table). The end read
+    and the roles are decided once, on the first piece and the whole connection's byte counts."""
+    try:
+        end = at_client = None
+        for conn in pc.pieces():
+            if end is None:
+                view = _choose_view(conn, roles, pc.nbytes)
+                if not _http1_only(view, plaintext, tls_only):
+                    return False
+                end, at_client = 0 if _same_end(view.conn.sock, conn.sock) else 1, view.at_client
+            else:
+                view = View.of(conn, conn.sock if end == 0 else conn.peer, at_client)  # type: ignore[arg-type]
+            exchanges, switch = http1.parse_exchanges(view, conn_id, tls=plaintext)
+            if switch is not None or not pieces.perfect(exchanges, view.requests.length, view.responses.length):
+                return False
+            table.add(exchanges)
+        return True
+    except Exception:  # the whole connection's parse says what went wrong
+        return False
+
+
+def _same_end(a: Socket, b: Socket) -> bool:
+    return (a.sock_id, a.local, a.remote) == (b.sock_id, b.local, b.remote)
+
+
+def _http1_only(view: View, plaintext: bool, tls_only: bool) -> bool:
+    """Whether _dispatch would read the connection as HTTP/1 from its start."""
+    req, resp = view.requests, view.responses
+    if not plaintext and (tls_only or tls.detect(req, resp) is not None):
+        return False
+    return not http2.starts_with_preface(req) and (http1.looks_like_requests(req) or http1.looks_like_responses(resp))
+
+
+def _choose_view(conn: Connection, roles: dict[int, bool], nbytes: tuple[int, int] | None = None) -> View:
     """Decide which end is the client, from what each end sent, then pick the end to read: the
-    client's (latency as the client saw it) unless the server's capture holds more of the bytes."""
+    client's (latency as the client saw it) unless the server's capture holds more of the bytes
+    (`nbytes`: of conn.sock and conn.peer over the whole connection, when conn is its first piece)."""
     ends = [s for s in (conn.sock, conn.peer) if s is not None]
     client = server = None
     for s in ends:
@@ -140,7 +182,10 @@ def _choose_view(conn: Connection, roles: dict[int, bool]) -> View:
         server = ends[1] if ends[0] is client else ends[0]
     if server is not None and client is None and len(ends) == 2:
         client = ends[1] if ends[0] is server else ends[0]
-    if client is not None and (server is None or _bytes(client) >= _bytes(server)):
+    def size(s: Socket) -> int:
+        return _bytes(s) if nbytes is None else nbytes[0 if s is conn.sock else 1]
+
+    if client is not None and (server is None or size(client) >= size(server)):
         return View.of(conn, client, True)
     assert server is not None
     return View.of(conn, server, False)
@@ -156,15 +201,17 @@ def _bytes(s: Socket) -> int:
 
 
 def _analyze_connection(conn: Connection, conn_id: int, roles: dict[int, bool], result: HttpResult,
-                        plaintext: bool, tls_only: bool = False) -> None:
+                        found: list[Exchange], plaintext: bool, tls_only: bool = False) -> None:
+    """The connection's exchanges into `found`; its WebSocket sessions, TLS facts and notes into result."""
     try:
         view = _choose_view(conn, roles)
-        _dispatch(view, conn_id, result, plaintext, tls_only)
+        _dispatch(view, conn_id, result, found, plaintext, tls_only)
     except Exception as e:  # a parser bug costs one connection, never the analysis
         result.notes.append(f"connection {conn_id}: unparsed ({type(e).__name__}: {e})")
 
 
-def _dispatch(view: View, conn_id: int, result: HttpResult, plaintext: bool, tls_only: bool = False) -> None:
+def _dispatch(view: View, conn_id: int, result: HttpResult, found: list[Exchange], plaintext: bool,
+              tls_only: bool = False) -> None:
     """tls_only: the TLS tracer decrypted this connection, so its socket bytes are ciphertext whatever
     they look like; only a TLS handshake is taken from them."""
     req, resp = view.requests, view.responses
@@ -179,23 +226,23 @@ def _dispatch(view: View, conn_id: int, result: HttpResult, plaintext: bool, tls
         if tls_only:
             return
     if http2.starts_with_preface(req):
-        result.exchanges.extend(http2.exchanges(view, conn_id, tls=plaintext))
+        found.extend(http2.exchanges(view, conn_id, tls=plaintext))
         return
     if http1.looks_like_requests(req) or http1.looks_like_responses(resp):
         exchanges, switch = http1.parse_exchanges(view, conn_id, tls=plaintext)
-        result.exchanges.extend(exchanges)
+        found.extend(exchanges)
         if switch is None:
             return
         if switch.protocol == "websocket":
             result.websockets.append(websocket.parse_session(switch.exchange, req, switch.request_end, resp,
                                                              switch.response_end))
         elif switch.protocol == "h2c":
-            result.exchanges.extend(http2.exchanges(view, conn_id, switch.request_end, switch.response_end,
+            found.extend(http2.exchanges(view, conn_id, switch.request_end, switch.response_end,
                                                     tls=plaintext, upgrade=switch.exchange))
         else:
             switch.exchange.note = switch.exchange.note or f"switched to {switch.protocol}: not decoded"
         return
     if http2.looks_like_frames(req) or http2.looks_like_frames(resp):
-        result.exchanges.extend(http2.exchanges(view, conn_id, tls=plaintext))
+        found.extend(http2.exchanges(view, conn_id, tls=plaintext))
         return
     result.unrecognized += 1

@@ -6,10 +6,12 @@ import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pyarrow.compute as pc
 
 from uetrace.analyze.http import tls
 from uetrace.analyze.http.anomalies import ConnectionAnomalies, by_connection
 from uetrace.analyze.http.exchange import Exchange
+from uetrace.analyze.http.exchange_table import ExchangeTable
 from uetrace.analyze.http.websocket import WebSocketSession
 
 
@@ -61,66 +63,89 @@ class EndpointStats:
 @dataclass
 class HttpResult:
     params: HttpParams
-    exchanges: list[Exchange] = field(default_factory=list)
+    exchanges: ExchangeTable = field(default_factory=ExchangeTable)  # a list is taken too
     websockets: list[WebSocketSession] = field(default_factory=list)
     tls: list[TlsConnection] = field(default_factory=list)
     connections: int = 0  # TCP connections examined
     unrecognized: int = 0  # connections that spoke none of the protocols above
     notes: list[str] = field(default_factory=list)
 
-    # -- statistics ------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        if not isinstance(self.exchanges, ExchangeTable):  # a list, from a test or a small tool
+            self.exchanges = ExchangeTable.of(self.exchanges)
+
+    # -- statistics (on the columns: a big capture has millions of exchanges) -----------------------
     def span_ns(self) -> int:
-        starts = [e.start_ts for e in self.exchanges if e.start_ts is not None]
-        ends = [e.end_ts or e.start_ts for e in self.exchanges if e.start_ts is not None]
-        return max(ends) - min(starts) if starts else 0
+        x = self.exchanges
+        has = x.valid("start_ts")
+        if not has.any():
+            return 0
+        start, end = x.ints("start_ts")[has], x.ints("end_ts")[has]
+        end = np.where(end != 0, end, start)  # an exchange without an end spans its start
+        return int(end.max() - start.min())
+
+    def endpoint_codes(self) -> tuple[list[str], np.ndarray]:
+        """(endpoint names, each exchange's index into them): see endpoint_of."""
+        return endpoint_codes(self.exchanges, self.params.normalize_paths)
 
     def endpoints(self) -> list[EndpointStats]:
         """Per endpoint, busiest first."""
-        groups: dict[str, list[Exchange]] = {}
-        names: dict[tuple, str] = {}  # paths repeat: normalize each distinct one once
-        for e in self.exchanges:
-            key = (e.protocol, e.method, e.path, e.grpc_service, e.grpc_method)
-            name = names.get(key)
-            if name is None:
-                name = names[key] = endpoint_of(e, self.params.normalize_paths)
-            groups.setdefault(name, []).append(e)
+        names, code = self.endpoint_codes()
+        x = self.exchanges
         span = self.span_ns() / 1e9
+        timed = x.valid("latency_ns")
+        lat = x.ints("latency_ns").astype(np.float64) / 1e6
+        errors = error_mask(x)
         out = []
-        for name, exs in groups.items():
-            lat = np.array([e.latency_ns for e in exs if e.latency_ns is not None], dtype=np.float64) / 1e6
-            p = np.percentile(lat, [50, 90, 99]).tolist() if lat.size else [None] * 3
-            out.append(EndpointStats(name, len(exs), sum(is_error(e) for e in exs),
-                                     len(exs) / span if span > 0 else 0.0, *p,
-                                     float(lat.max()) if lat.size else None))
+        order = np.argsort(code, kind="stable")
+        bounds = np.searchsorted(code[order], np.arange(len(names) + 1))
+        for k, name in enumerate(names):
+            members = order[bounds[k]:bounds[k + 1]]
+            if not members.size:
+                continue
+            ms = lat[members[timed[members]]]
+            p = np.percentile(ms, [50, 90, 99]).tolist() if ms.size else [None] * 3
+            out.append(EndpointStats(name, int(members.size), int(errors[members].sum()),
+                                     members.size / span if span > 0 else 0.0, *p,
+                                     float(ms.max()) if ms.size else None))
         out.sort(key=lambda s: (-s.count, s.endpoint))
         return out
 
     def slowest(self) -> list[Exchange]:
-        timed = [e for e in self.exchanges if e.latency_ns is not None]
-        timed.sort(key=lambda e: -(e.latency_ns or 0))
-        return timed[:self.params.slowest]
+        """The params.slowest exchanges of highest latency (ties in analysis order)."""
+        x = self.exchanges
+        timed = np.flatnonzero(x.valid("latency_ns"))
+        order = timed[np.argsort(-x.ints("latency_ns")[timed], kind="stable")][:self.params.slowest]
+        return list(x.take(order))
 
     def connection_anomalies(self) -> list[ConnectionAnomalies]:
         """Framing anomalies counted per connection (those with none are left out)."""
-        return by_connection(self.exchanges)
+        return by_connection(self.exchanges.filter(self._has_anomalies()))
+
+    def _has_anomalies(self) -> np.ndarray:
+        return pc.list_value_length(self.exchanges.column("anomalies")).to_numpy(zero_copy_only=False) > 0
 
     def summary(self) -> dict:
         span = self.span_ns()
+        x = self.exchanges
+        n = len(x)
+        status = x.ints("status")
+        grpc = x.valid("grpc_status") & (x.ints("grpc_status") != 0)
         return {
             "connections": self.connections,
-            "exchanges": len(self.exchanges),
-            "complete": sum(e.complete for e in self.exchanges),
-            "errors": sum(is_error(e) for e in self.exchanges),
-            "status_4xx": sum(1 for e in self.exchanges if e.status and 400 <= e.status < 500),
-            "status_5xx": sum(1 for e in self.exchanges if e.status and e.status >= 500),
-            "grpc_errors": sum(1 for e in self.exchanges if e.grpc_status not in (None, 0)),
+            "exchanges": n,
+            "complete": int(pc.sum(x.column("complete")).as_py() or 0),
+            "errors": int(error_mask(x).sum()),
+            "status_4xx": int(((status >= 400) & (status < 500)).sum()),
+            "status_5xx": int((status >= 500).sum()),
+            "grpc_errors": int(grpc.sum()),
             "span_s": span / 1e9,
-            "rate_per_s": len(self.exchanges) / (span / 1e9) if span > 0 else 0.0,
+            "rate_per_s": n / (span / 1e9) if span > 0 else 0.0,
             "websocket_sessions": len(self.websockets),
             "tls_connections": len(self.tls),
             "tls_decrypted": sum(t.decrypted for t in self.tls),
             "unrecognized_connections": self.unrecognized,
-            "exchanges_with_anomalies": sum(1 for e in self.exchanges if e.anomalies),
+            "exchanges_with_anomalies": int(self._has_anomalies().sum()),
         }
 
     # -- rendering -------------------------------------------------------------------------------
@@ -147,14 +172,42 @@ _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F]{16,}|[0-9a-fA-F]{8}-[0-9a-fA-F-]{27
 def endpoint_of(e: Exchange, normalize: bool = True) -> str:
     """The endpoint an exchange counts under: gRPC "service/method", else "METHOD /path" without the
     query, ids in the path replaced by {id} so that one route is one row."""
-    if e.protocol == "grpc" and e.grpc_method:
-        return f"{e.grpc_service}/{e.grpc_method}"
-    if not e.method and not e.path:
-        return f"({e.protocol}, headers unavailable)"
-    path = e.path.split("?", 1)[0]
+    return endpoint_name(e.protocol, e.method, e.path, e.grpc_service, e.grpc_method, normalize)
+
+
+def endpoint_name(protocol: str, method: str, path: str, grpc_service: str, grpc_method: str,
+                  normalize: bool = True) -> str:
+    if protocol == "grpc" and grpc_method:
+        return f"{grpc_service}/{grpc_method}"
+    if not method and not path:
+        return f"({protocol}, headers unavailable)"
+    path = path.split("?", 1)[0]
     if normalize:
         path = "/".join("{id}" if _ID_SEGMENT.match(seg) else seg for seg in path.split("/"))
-    return f"{e.method} {path}"
+    return f"{method} {path}"
+
+
+_KEY_COLUMNS = ("protocol", "method", "path", "grpc_service", "grpc_method")
+
+
+def endpoint_codes(x: ExchangeTable, normalize: bool = True) -> tuple[list[str], np.ndarray]:
+    """The distinct endpoint names of the exchanges, and each exchange's index into them. Each
+    distinct (protocol, method, path, gRPC service and method) is named once."""
+    if not len(x):
+        return [], np.zeros(0, np.int64)
+    values, codes = zip(*(x.strings(c) for c in _KEY_COLUMNS))
+    keys, inverse = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)
+    index: dict[str, int] = {}
+    key_name = np.array([index.setdefault(endpoint_name(*(v[c] if c >= 0 else "" for v, c in zip(values, key)),
+                                                        normalize=normalize), len(index)) for key in keys.tolist()],
+                        np.int64)
+    return list(index), key_name[inverse.reshape(-1)]
+
+
+def error_mask(x: ExchangeTable) -> np.ndarray:
+    """is_error of every exchange."""
+    status = x.ints("status")
+    return (x.valid("status") & (status >= 400)) | (x.valid("grpc_status") & (x.ints("grpc_status") != 0))
 
 
 def is_error(e: Exchange) -> bool:

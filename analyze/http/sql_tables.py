@@ -35,7 +35,6 @@ _TLS_SCHEMA = pa.schema([
 def store_tables(con: duckdb.DuckDBPyConnection, result: HttpResult) -> None:
     """Create tables http_exchanges (one row per exchange), http_websocket_frames and http_tls, so
     that `trace query` can join them with the raw records (client_tid + time window -> stacks, ...)."""
-    ex = {name: [getattr(e, name) for e in result.exchanges] for name in _EXCHANGE_SCHEMA.names}
     frames: dict[str, list] = {name: [] for name in _FRAME_SCHEMA.names}
     for i, w in enumerate(result.websockets):
         for f in w.frames:
@@ -44,7 +43,7 @@ def store_tables(con: duckdb.DuckDBPyConnection, result: HttpResult) -> None:
                 frames[name].append(row[name])
     tls_rows = [t.to_dict() for t in result.tls]
     tables = {
-        "http_exchanges": pa.table(ex, schema=_EXCHANGE_SCHEMA),
+        "http_exchanges": result.exchanges.table.select(_EXCHANGE_SCHEMA.names).cast(_EXCHANGE_SCHEMA),
         "http_websocket_frames": pa.table(frames, schema=_FRAME_SCHEMA),
         "http_tls": pa.Table.from_pylist(tls_rows, schema=_TLS_SCHEMA),
     }

@@ -92,7 +92,9 @@ def sockets_from_rows(tbl: pa.Table, runs: list[RowRun], source: str = "sock") -
     by_sock: dict[int, dict[int, Stream]] = {}
     i = 0
     for run in runs:
-        by_sock.setdefault(id(run.socket), {})[run.direction] = stream(i, i + run.n, run.direction)
+        streams = by_sock.setdefault(id(run.socket), {})
+        if run.n:  # a piece of a connection (pieces.py) may have no rows in a direction
+            streams[run.direction] = stream(i, i + run.n, run.direction)
         i += run.n
     sockets: dict[int, Socket] = {}
     for run in runs:

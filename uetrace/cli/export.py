@@ -95,7 +95,7 @@ def _export_otlp(archive: Path, output: Path, force: bool, mode: int) -> str:
         doc = to_otlp(db, result)
     write_output(output, json.dumps(doc, separators=(",", ":")) + "\n", force=force, mode=mode)
     spans = sum(len(s["spans"]) for rs in doc["resourceSpans"] for s in rs["scopeSpans"])
-    return f"{spans:,} spans in {len({s.trace_id for s in result.spans}):,} traces"
+    return f"{spans:,} spans in {result.trace_count():,} traces"
 
 
 def _export_otlp_set(archives: tuple[Path, ...], output: Path, force: bool, mode: int) -> str:

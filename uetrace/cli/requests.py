@@ -13,6 +13,8 @@ from uetrace.cli.output import echo_json_list, print_rows
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    import numpy as np
+
     from uetrace.analyze.http.exchange import Exchange
 
 COLUMNS = ("id", "time s", "proto", "method", "path", "status", "latency ms", "req bytes", "resp bytes", "client",
@@ -65,6 +67,8 @@ def command(archives: tuple[Path, ...], status: str | None, path_glob: str | Non
       trace requests run.tar.zst --anomalies
       trace query run.tar.zst "SELECT method, count(*) FROM http_exchanges GROUP BY 1"
     """
+    import numpy as np
+
     from uetrace.analyze import http
     from uetrace.analyze.http.filters import status_matcher
     from uetrace.cli.reading import reading
@@ -82,19 +86,22 @@ def command(archives: tuple[Path, ...], status: str | None, path_glob: str | Non
     with reading(archives[0], http.ANALYZER.applies, missing) as db:
         result = http.ANALYZER.run(db, params)
         t0 = db.info.start_ns or 0
-        # Time order across connections: the parsers emit them connection by connection.
-        exchanges = sorted(result.exchanges, key=lambda e: (_when(e), e.conn_id, e.stream_id or 0))
+        # Time order across connections (the parsers emit them connection by connection), which is
+        # the order of request ids.
+        ids = _request_ids(db, result.exchanges.rows())
+        by_time = np.argsort(ids, kind="stable")
         if as_json:
-            echo_json_list(_json_rows(db, exchanges))
+            echo_json_list(_json_rows(db, ids[by_time]))
             return
-        ids = _request_ids(db)
+        exchanges = list(result.exchanges.take(by_time))
+        ids = ids[by_time].tolist()
     if not t0 and exchanges:
         t0 = min(_when(e) for e in exchanges)
-    rows = [(ids.get(id(e), ""), f"{(_when(e) - t0) / 1e9:.3f}" if _when(e) else "",
+    rows = [(rid, f"{(_when(e) - t0) / 1e9:.3f}" if _when(e) else "",
              e.protocol + (" tls" if e.tls else ""), e.method,
              _path(e), http.status_text(e), "" if e.latency_ns is None else f"{e.latency_ns / 1e6:.2f}",
              e.req_bytes, e.resp_bytes, http.process_label(e.client_pid, e.client_comm),
-             http.process_label(e.server_pid, e.server_comm), e.note) for e in exchanges]
+             http.process_label(e.server_pid, e.server_comm), e.note) for rid, e in zip(ids, exchanges)]
     columns = COLUMNS
     if anomalous:
         columns = (*COLUMNS, "anomalies")
@@ -102,22 +109,24 @@ def command(archives: tuple[Path, ...], status: str | None, path_glob: str | Non
     print_rows(columns, rows, fmt, title=f"{len(rows)} exchanges")
 
 
-def _request_ids(db) -> dict[int, int]:
-    """Exchange (by identity: the http analysis is cached per archive) -> its request id, the rank in
-    time order among all the capture's exchanges (`trace request ARCHIVE ID`)."""
+def _request_ids(db, rows: np.ndarray) -> np.ndarray:
+    """The request id of each exchange (by its row in the http analysis): its rank in time order among
+    all the capture's exchanges (`trace request ARCHIVE ID`)."""
+    import numpy as np
+
     from uetrace.analyze import correlate, http
-    return {id(e): i for i, e in enumerate(correlate.exchange_order(http.run(db, http.HttpParams()).exchanges))}
+    order = correlate.exchange_order(http.run(db, http.HttpParams()).exchanges)
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[rows]
 
 
-def _json_rows(db, exchanges: list[Exchange]) -> Iterator[dict]:
+def _json_rows(db, request_ids: np.ndarray) -> Iterator[dict]:
     """Each exchange's fields and what the correlation engine found for it (see analyze/correlate),
     one row at a time."""
     from uetrace.analyze import correlate
-    corr = correlate.correlate(db)
-    for e in exchanges:
-        r = corr.of(e)
-        yield {**e.to_dict(), **(r.row() if r is not None else correlate.Request(-1, e, "").row()),
-               **({"request_id": None} if r is None else {})}
+    for r in correlate.correlate(db).requests.take(request_ids.tolist()):
+        yield {**r.exchange.to_dict(), **r.row()}
 
 
 def _when(e: Exchange) -> int:

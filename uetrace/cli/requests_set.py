@@ -33,8 +33,10 @@ def several(archives: tuple[Path, ...], params, missing: str, as_json: bool, fmt
             if not http.ANALYZER.applies(c.db):
                 continue
             corr = xh.results[i]
-            for e in http.ANALYZER.run(c.db, params).exchanges:
-                r = corr.of(e) or correlate.Request(-1, e, "")
+            exchanges = http.ANALYZER.run(c.db, params).exchanges
+            for e, row in zip(exchanges, exchanges.rows().tolist()):
+                rid = corr.request_of_row(row)
+                r = corr.request(rid, e) if rid is not None else correlate.Request(-1, e, "")
                 items.append((xh.aligned_ns(i, _when(e)) or 0, i, e.conn_id, e.stream_id or 0, e, r))
         items.sort(key=lambda t: t[:4])
         if as_json:

@@ -1,0 +1,171 @@
+"""The exchanges of an analysis as one Arrow table, read as Exchange objects only where they are wanted.
+
+A busy capture has millions of exchanges. As Python objects they cost ~700 bytes each (a slotted
+dataclass of 31 fields, its ints and strings): 1.4 GB for two million, more than the whole analysis
+may take. The parsers still make Exchange objects, a connection batch at a time; each batch becomes
+Arrow columns at once (strings dictionary-encoded: a connection's addresses, a route's method and path
+repeat), ~100 bytes an exchange. Statistics, filters, ordering and the SQL tables work on the columns;
+`ExchangeTable` is a read-only sequence that makes an Exchange for an index on demand (the slowest
+ten, one request's story), so code that reads exchanges one by one still can, without holding them.
+
+`row` is each exchange's index in the whole (unfiltered) analysis: a filtered table keeps it, so a
+row can be matched with what was computed for the whole (request ids, spans).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import fields
+from typing import overload
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from uetrace.analyze.http.exchange import Exchange
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Exchange))
+_STR = pa.dictionary(pa.int32(), pa.string())
+_TYPES: dict[str, pa.DataType] = {
+    "protocol": _STR, "conn_id": pa.int64(), "client": _STR, "server": _STR, "method": _STR, "path": _STR,
+    "host": _STR, "status": pa.int32(), "req_bytes": pa.int64(), "resp_bytes": pa.int64(), "start_ts": pa.uint64(),
+    "end_ts": pa.uint64(), "latency_ns": pa.int64(), "client_pid": pa.uint32(), "client_tid": pa.uint32(),
+    "server_pid": pa.uint32(), "server_tid": pa.uint32(), "measured_at": _STR, "complete": pa.bool_(), "note": _STR,
+    "stream_id": pa.int64(), "grpc_service": _STR, "grpc_method": _STR, "grpc_status": pa.int32(),
+    "grpc_message": _STR, "tls": pa.bool_(), "client_comm": _STR, "server_comm": _STR,
+    "anomalies": pa.list_(pa.string()), "traceparent": _STR,
+}
+assert set(_TYPES) == set(FIELDS), "exchange_table._TYPES must name every Exchange field"
+SCHEMA = pa.schema([(name, _TYPES[name]) for name in FIELDS] + [("row", pa.int64())])
+_DICT = frozenset(n for n, t in _TYPES.items() if t == _STR)
+_CHUNK = 4096  # rows turned into objects at a time when iterating
+_ROW = operator.attrgetter(*FIELDS)  # an exchange's fields as a tuple, in one call
+
+
+def batch_of(exchanges: Sequence[Exchange], first_row: int) -> pa.RecordBatch:
+    """Exchanges as one record batch of SCHEMA, their rows numbered from first_row."""
+    arrays = []
+    columns = zip(*map(_ROW, exchanges)) if exchanges else [()] * len(FIELDS)
+    for name, values in zip(FIELDS, columns):
+        if name in _DICT:
+            arrays.append(pa.array(values, pa.string()).dictionary_encode())
+        else:
+            arrays.append(pa.array(values, _TYPES[name]))
+    arrays.append(pa.array(np.arange(first_row, first_row + len(exchanges), dtype=np.int64)))
+    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+
+class ExchangeTable(Sequence[Exchange]):
+    """A read-only sequence of Exchange over an Arrow table of SCHEMA (see the module's docstring)."""
+
+    def __init__(self, table: pa.Table | None = None) -> None:
+        self.table = table if table is not None else SCHEMA.empty_table()
+
+    @classmethod
+    def of(cls, exchanges: Iterable[Exchange]) -> ExchangeTable:
+        exchanges = list(exchanges)
+        return cls(pa.Table.from_batches([batch_of(exchanges, 0)], schema=SCHEMA))
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @overload
+    def __getitem__(self, i: int) -> Exchange: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Exchange]: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return list(self._objects(self.table.slice(*_bounds(i, len(self)))))
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return next(self._objects(self.table.slice(i, 1)))
+
+    def __iter__(self) -> Iterator[Exchange]:
+        for start in range(0, len(self), _CHUNK):
+            yield from self._objects(self.table.slice(start, _CHUNK))
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (ExchangeTable, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @staticmethod
+    def _objects(part: pa.Table) -> Iterator[Exchange]:
+        columns = [part.column(name).to_pylist() for name in FIELDS]
+        for values in zip(*columns):
+            yield Exchange(*values)
+
+    # -- columns ---------------------------------------------------------------------------------
+    def column(self, name: str) -> pa.ChunkedArray:
+        return self.table.column(name)
+
+    def ints(self, name: str, fill: int = 0) -> np.ndarray:
+        """An integer column as int64, nulls as `fill`."""
+        return pc.fill_null(self.table.column(name), fill).to_numpy().astype(np.int64, copy=False)
+
+    def valid(self, name: str) -> np.ndarray:
+        return pc.is_valid(self.table.column(name)).to_numpy(zero_copy_only=False)
+
+    def strings(self, name: str) -> tuple[list[str], np.ndarray]:
+        """A string column as (distinct values, code of each row): per-value work done once per value."""
+        col = self.table.column(name).combine_chunks() if self.table.num_rows else pa.array([], _STR)
+        if not pa.types.is_dictionary(col.type):
+            col = col.dictionary_encode()
+        col = col.unify_dictionaries() if isinstance(col, pa.ChunkedArray) else col
+        return col.dictionary.to_pylist(), pc.fill_null(col.indices, -1).to_numpy().astype(np.int64)
+
+    def rows(self) -> np.ndarray:
+        """Each exchange's index in the whole analysis."""
+        return self.table.column("row").to_numpy()
+
+    # -- selections ------------------------------------------------------------------------------
+    def filter(self, mask: np.ndarray) -> ExchangeTable:
+        return ExchangeTable(self.table.filter(pa.array(mask, pa.bool_())))
+
+    def take(self, indices: np.ndarray | list[int]) -> ExchangeTable:
+        return ExchangeTable(self.table.take(pa.array(np.asarray(indices, dtype=np.int64))))
+
+    def with_column(self, name: str, values: pa.Array) -> ExchangeTable:
+        i = self.table.schema.get_field_index(name)
+        return ExchangeTable(self.table.set_column(i, SCHEMA.field(name), values))
+
+
+class ExchangeTableBuilder:
+    """Exchanges appended a batch at a time (each batch becomes columns at once), then one table."""
+
+    def __init__(self) -> None:
+        self.batches: list[pa.RecordBatch] = []
+        self.count = 0
+
+    def add(self, exchanges: Sequence[Exchange]) -> None:
+        if exchanges:
+            self.batches.append(batch_of(exchanges, self.count))
+            self.count += len(exchanges)
+
+    def mark(self) -> tuple[int, int]:
+        return len(self.batches), self.count
+
+    def truncate(self, mark: tuple[int, int]) -> None:
+        """Drop what was added since mark() (a long connection read in pieces is read again whole)."""
+        del self.batches[mark[0]:]
+        self.count = mark[1]
+
+    def finish(self) -> ExchangeTable:
+        return ExchangeTable(pa.Table.from_batches(self.batches, schema=SCHEMA))
+
+
+def _bounds(s: slice, n: int) -> tuple[int, int]:
+    start, stop, step = s.indices(n)
+    if step != 1:
+        raise ValueError("ExchangeTable slices take no step")
+    return start, max(stop - start, 0)

@@ -1,0 +1,129 @@
+"""Long connections read in pieces (analyze/http/pieces.py) give exactly what one whole read gives:
+cut between exchanges where both ends are quiet, every piece parsed perfectly, else read whole."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from helpers import need_program, run_fixture
+from http_rows import MS, Conn, keepalive, open_rows, request, response
+
+from uetrace.analyze.archive_db import open_archive_db
+from uetrace.analyze.http import analyze_http, batches, pieces
+
+WHOLE = 10**9
+
+
+class Loads:
+    """What connection_batches hands out: pieces loaded, whole connections loaded."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.pieces = self.wholes = 0
+        made = batches._pieced
+
+        def spy(*args, **kwargs):
+            pc = made(*args, **kwargs)
+            load = pc.load
+
+            def counted(k):
+                if k is None:
+                    self.wholes += 1
+                else:
+                    self.pieces += 1
+                return load(k)
+
+            pc.load = counted
+            return pc
+
+        monkeypatch.setattr(batches, "_pieced", spy)
+
+
+def _as_tracepoints(rows: list[dict]) -> list[dict]:
+    """Reads timed as the socket tracepoints time them (a receive's ts_enter is its ts_exit)."""
+    for r in rows:
+        if r["direction"] == 1:
+            r["ts_enter"] = r["ts_exit"]
+    return rows
+
+
+def _long(rows: list[dict], n: int, capture_server: bool = True, expect_at: int | None = None) -> None:
+    conn = Conn(rows, capture_server=capture_server)
+    t = 10 * MS
+    for j in range(n):
+        if j == expect_at:  # headers, 100 Continue, then the body: the body's write looks like a cut
+            head = request("POST", f"/up/{j}", b"b" * 9, headers="Expect: 100-continue\r\n")
+            split = head.index(b"\r\n\r\n") + 4
+            conn.send(True, head[:split], t)
+            conn.send(False, b"HTTP/1.1 100 Continue\r\n\r\n", t + MS)
+            conn.send(True, head[split:], t + 2 * MS)
+            conn.send(False, response(200, b"ok"), t + 3 * MS)
+            t += 5 * MS
+            continue
+        keepalive(conn, [(request("GET", f"/k/{j}"), response(200, b"x" * (j % 50)), MS)], t0=t)
+        t += 3 * MS
+
+
+@pytest.mark.parametrize("capture_server", [True, False])
+def test_pieces_equal_the_whole_connection(tmp_path, monkeypatch, capture_server):
+    rows: list[dict] = []
+    _long(rows, 60, capture_server)
+    con = open_rows(tmp_path, _as_tracepoints(rows))
+    whole = analyze_http(con, batch_rows=WHOLE)
+    assert len(whole.exchanges) == 60
+    loads = Loads(monkeypatch)
+    monkeypatch.setattr(pieces, "PIECE_ROWS", 16)
+    cut = analyze_http(con, batch_rows=WHOLE)
+    assert loads.pieces >= 6 and loads.wholes == 0  # really read in pieces
+    assert cut.to_json() == whole.to_json()
+    assert cut.exchanges.table.to_pylist() == whole.exchanges.table.to_pylist()  # row numbers too
+
+
+def test_a_piece_that_does_not_parse_perfectly_reads_the_connection_whole(tmp_path, monkeypatch):
+    rows: list[dict] = []
+    _long(rows, 40, expect_at=20)
+    con = open_rows(tmp_path, _as_tracepoints(rows))
+    whole = analyze_http(con, batch_rows=WHOLE)
+    assert [e.path for e in whole.exchanges][20] == "/up/20" and whole.exchanges[20].complete
+    loads = Loads(monkeypatch)
+    monkeypatch.setattr(pieces, "PIECE_ROWS", 8)
+    cut = analyze_http(con, batch_rows=WHOLE)
+    assert loads.wholes == 1  # a piece began with the body of /up/20
+    assert cut.to_json() == whole.to_json()
+
+
+def test_blocking_reads_timed_at_entry_are_never_cut(tmp_path, monkeypatch):
+    """The system-call hooks time a blocking read from before its data was sent: no point is quiet,
+    so the connection is read whole (as before pieces)."""
+    rows: list[dict] = []
+    _long(rows, 30)
+    con = open_rows(tmp_path, rows)
+    whole = analyze_http(con, batch_rows=WHOLE)
+    loads = Loads(monkeypatch)
+    monkeypatch.setattr(pieces, "PIECE_ROWS", 8)
+    assert analyze_http(con, batch_rows=WHOLE).to_json() == whole.to_json()
+    assert loads.pieces <= 1
+
+
+def test_pieces_of_a_real_capture_equal_the_whole(kernel, tmp_path, capture_run, monkeypatch):
+    """nginx serving curl (one keep-alive connection of several requests, a 100 kB body read in many
+    reads) captured on the socket tracepoints: cut into pieces of a few rows, the same exchanges."""
+    need_program("nginx")
+    need_program("curl")
+    out = tmp_path / "run.tar.zst"
+    run = capture_run(out, "-d", "60s", "--tracers", "sock,proc")
+    run.wait_attached()
+    try:
+        run_fixture("nginx_files.py", timeout=60)
+    finally:
+        run.signal(signal.SIGTERM)
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    with open_archive_db(out) as db:
+        whole = analyze_http(db.con, enums=db.enums, batch_rows=WHOLE)
+        assert len(whole.exchanges) >= 3
+        loads = Loads(monkeypatch)
+        monkeypatch.setattr(pieces, "PIECE_ROWS", 4)
+        cut = analyze_http(db.con, enums=db.enums, batch_rows=WHOLE)
+        assert loads.pieces > loads.wholes  # some connection was read in pieces
+        assert cut.to_json() == whole.to_json()
