@@ -32,7 +32,7 @@ from uetrace.archive_format import EVENTS_DIR, SYMBOLS_DIR
 
 # What DuckDB may hold in memory per opened archive before it spills (issue 13: every offline command
 # within 1 GB on a 10 M-record capture, Python's share included).
-DUCKDB_MEMORY_LIMIT = "512MB"
+DUCKDB_MEMORY_LIMIT = "256MB"
 SPILL_DIR = ".duckdb-spill"
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from uetrace.analyze import heap, http
+from uetrace.analyze import flows, heap, http
 from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.correlate import evidence as ev_mod
 from uetrace.analyze.correlate.result import CorrelateParams, CorrelationResult
@@ -53,6 +53,11 @@ def correlate(db: ArchiveDb) -> CorrelationResult:
     names, codes = full.endpoint_codes() if full.params.normalize_paths else endpoint_codes(x)
     ids = IdMaker(archive_key(db))
     notes: list[str] = []
+    if "net" in ev_mod.recorded_sources(db):
+        # The flows table the network evidence reads is built first, while little else is held: it
+        # is DuckDB's biggest query (windows over every packet), and its memory peaks by itself.
+        flows.register_views(db)
+        heap.release()
     sw = side_windows(db, x, order)
     heap.release()
     table = SpanTable(sw.index, sw.side, sw.pid, sw.tid, sw.start, sw.end, sw.exact)
@@ -76,7 +81,7 @@ def _probes(x: ExchangeTable, order: np.ndarray, sw: SideWindows) -> ev_mod.Prob
     (clients, ccode), (servers, scode) = x.strings("client"), x.strings("server")
     pairs, inverse = np.unique(np.stack([ccode, scode], axis=1), axis=0, return_inverse=True)
     conns: list[tuple[str, int, str, int]] = []
-    code = np.full(len(pairs), -1, np.int64)
+    code = np.full(len(pairs), -1, np.int32)
     for k, (c, s) in enumerate(pairs.tolist()):
         a = split_addr(clients[c]) if c >= 0 else None
         b = split_addr(servers[s]) if s >= 0 else None

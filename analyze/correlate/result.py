@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
 from uetrace.analyze.correlate.objects import (  # noqa: F401  (the result's parts, imported from here)
     CLIENT,
@@ -24,12 +25,36 @@ from uetrace.analyze.correlate.objects import (  # noqa: F401  (the result's par
     Span,
     Window,
 )
-from uetrace.analyze.correlate.span_table import EVIDENCE_FIELDS, LINKS, SIDES, SpanTable
+from uetrace.analyze.correlate.span_table import EVIDENCE_FIELDS, LINKS, SIDES, SpanTable, hex16
 from uetrace.analyze.http.exchange import Exchange
-from uetrace.analyze.http.exchange_table import ExchangeTable
+from uetrace.analyze.http.exchange_table import FIELDS, ExchangeTable, python_values
 
 if TYPE_CHECKING:
     from uetrace.analyze.correlate.spans import IdMaker
+
+
+@dataclass
+class _Index:
+    """Per request its client and server span rows (-1: not captured); per exchange row its request."""
+
+    client: np.ndarray
+    server: np.ndarray
+    rank: np.ndarray
+
+    @classmethod
+    def of(cls, result: CorrelationResult) -> _Index:
+        n = len(result.order)
+        out = cls(np.full(n, -1, np.int32), np.full(n, -1, np.int32), np.full(len(result.exchanges), -1, np.int32))
+        t = result.table
+        for side, where in ((0, out.client), (1, out.server)):
+            rows = np.flatnonzero(t.side == side)
+            where[t.request[rows]] = rows
+        out.rank[result.order] = np.arange(n)
+        return out
+
+
+# The evidence fields of Request.row(), in its order.
+_ROW_EVIDENCE = ("cpu_ms", "offcpu_ms", "lock_wait_ms", "alloc_bytes", "outstanding_bytes", "packets", "retransmits")
 
 
 @dataclass
@@ -48,17 +73,23 @@ class CorrelationResult:
     period_ns: int | None = None  # CPU sampling period (None: no stack samples recorded)
     recorded: tuple[str, ...] = ()  # evidence sources the archive holds: cpu, offcpu, lock, alloc, net
     notes: list[str] = field(default_factory=list)
+    _index: _Index | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        n = len(self.order)
-        self._client = np.full(n, -1, np.int64)
-        self._server = np.full(n, -1, np.int64)
-        t = self.table
-        for side, where in ((0, self._client), (1, self._server)):
-            rows = np.flatnonzero(t.side == side)
-            where[t.request[rows]] = rows
-        self._rank = np.full(len(self.exchanges), -1, np.int64)
-        self._rank[self.order] = np.arange(n)
+        if self._index is None:  # kept by dataclasses.replace (run() gives the cached result new params)
+            self._index = _Index.of(self)
+
+    @property
+    def _client(self) -> np.ndarray:
+        return self._index.client
+
+    @property
+    def _server(self) -> np.ndarray:
+        return self._index.server
+
+    @property
+    def _rank(self) -> np.ndarray:
+        return self._index.rank
 
     # -- objects on demand -----------------------------------------------------------------------
     @property
@@ -143,6 +174,40 @@ class CorrelationResult:
         row = int((self._client if side == CLIENT else self._server)[request_id])
         self.table.parent[row] = np.uint64(int(parent_span_id, 16))
         self.table.link[row] = LINKS.index(link)
+
+    def json_rows(self, request_ids: Sequence[int], chunk: int = 4096) -> Iterator[dict]:
+        """`{**exchange.to_dict(), **request.row()}` of each request, in the order given, straight from
+        the columns (making the objects first cost ~8 times as much)."""
+        ids = np.asarray(request_ids, dtype=np.int64)
+        main = self.main_rows()
+        t = self.table
+        keys = (*FIELDS, "request_id", "trace_id", "span_id", "parent_span_id", *_ROW_EVIDENCE)
+        for c0 in range(0, len(ids), chunk):
+            part = ids[c0:c0 + chunk]
+            sub = self.exchanges.table.take(pa.array(self.order[part]))
+            columns = [python_values(sub.column(name)) for name in FIELDS]
+            rows = main[part]
+            has = rows >= 0
+            at = np.where(has, rows, 0)
+            span = [hex16(v) if h else None for v, h in zip(t.span[at].tolist(), has.tolist())]
+            parent = [hex16(v) if h and v else None for v, h in zip(t.parent[at].tolist(), has.tolist())]
+            trace = [t.trace_id(r, self.ids) if h else None for r, h in zip(at.tolist(), has.tolist())]
+            evidence = [self._evidence_column(name, at, has) for name in _ROW_EVIDENCE]
+            for values in zip(*columns, part.tolist(), trace, span, parent, *evidence):
+                yield dict(zip(keys, values))
+
+    def _evidence_column(self, name: str, rows: np.ndarray, has: np.ndarray) -> list:
+        """An Evidence field of the spans at rows (None where has is False), as Evidence objects give it."""
+        t = self.table
+        source = "cpu_samples" if name == "cpu_ms" else name
+        if source not in t.evidence or (name == "cpu_ms" and not t.period_ns):
+            return [None] * len(rows)
+        values, mask = t.evidence[source]
+        ok = has if mask is None else has & mask[rows]
+        got = values[rows].tolist()
+        if name == "cpu_ms":
+            got = [n * t.period_ns / 1e6 for n in got]
+        return [v if k else None for v, k in zip(got, ok.tolist())]
 
     def selected(self) -> Sequence[Request]:
         if self.params.request_id is None:

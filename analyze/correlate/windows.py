@@ -226,7 +226,7 @@ def _chunk(db: ArchiveDb, source: str | None, egress: int, reqs: _Requests, r0: 
             heads[int(q[i])] = heads.get(int(q[i]), b"") + payload[0][i]
     keep = np.flatnonzero(ok & t_ok)
     where = {int(qq): k for k, qq in enumerate(keep.tolist()) if int(qq) in heads} if heads else {}
-    return SideWindows(req[keep].astype(np.int64), side_server[keep].astype(np.int8), t_pid[keep].astype(np.int32),
+    return SideWindows(req[keep].astype(np.int32), side_server[keep].astype(np.int8), t_pid[keep].astype(np.int32),
                        t_tid[keep].astype(np.int32), w_start[keep], w_end[keep], exact[keep],
                        {k: heads[qq][:HEAD_BYTES] for qq, k in where.items()})
 

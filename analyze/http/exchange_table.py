@@ -8,8 +8,9 @@ repeat), ~100 bytes an exchange. Statistics, filters, ordering and the SQL table
 `ExchangeTable` is a read-only sequence that makes an Exchange for an index on demand (the slowest
 ten, one request's story), so code that reads exchanges one by one still can, without holding them.
 
-`row` is each exchange's index in the whole (unfiltered) analysis: a filtered table keeps it, so a
-row can be matched with what was computed for the whole (request ids, spans).
+`rows()` is each exchange's index in the whole (unfiltered) analysis: a filtered table keeps it (in a
+`row` column the whole table does without), so a row can be matched with what was computed for the
+whole (request ids, spans).
 """
 
 from __future__ import annotations
@@ -37,22 +38,22 @@ _TYPES: dict[str, pa.DataType] = {
     "anomalies": pa.list_(pa.string()), "traceparent": _STR,
 }
 assert set(_TYPES) == set(FIELDS), "exchange_table._TYPES must name every Exchange field"
-SCHEMA = pa.schema([(name, _TYPES[name]) for name in FIELDS] + [("row", pa.int64())])
+SCHEMA = pa.schema([(name, _TYPES[name]) for name in FIELDS])
+ROW_COLUMN = "row"  # a selection's column: each exchange's row in the whole table
 _DICT = frozenset(n for n, t in _TYPES.items() if t == _STR)
 _CHUNK = 4096  # rows turned into objects at a time when iterating
-_ROW = operator.attrgetter(*FIELDS)  # an exchange's fields as a tuple, in one call
+_FIELDS_OF = operator.attrgetter(*FIELDS)  # an exchange's fields as a tuple, in one call
 
 
-def batch_of(exchanges: Sequence[Exchange], first_row: int) -> pa.RecordBatch:
-    """Exchanges as one record batch of SCHEMA, their rows numbered from first_row."""
+def batch_of(exchanges: Sequence[Exchange]) -> pa.RecordBatch:
+    """Exchanges as one record batch of SCHEMA."""
     arrays = []
-    columns = zip(*map(_ROW, exchanges)) if exchanges else [()] * len(FIELDS)
+    columns = zip(*map(_FIELDS_OF, exchanges)) if exchanges else [()] * len(FIELDS)
     for name, values in zip(FIELDS, columns):
         if name in _DICT:
             arrays.append(pa.array(values, pa.string()).dictionary_encode())
         else:
             arrays.append(pa.array(values, _TYPES[name]))
-    arrays.append(pa.array(np.arange(first_row, first_row + len(exchanges), dtype=np.int64)))
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
 
@@ -65,7 +66,7 @@ class ExchangeTable(Sequence[Exchange]):
     @classmethod
     def of(cls, exchanges: Iterable[Exchange]) -> ExchangeTable:
         exchanges = list(exchanges)
-        return cls(pa.Table.from_batches([batch_of(exchanges, 0)], schema=SCHEMA))
+        return cls(pa.Table.from_batches([batch_of(exchanges)], schema=SCHEMA))
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -101,8 +102,7 @@ class ExchangeTable(Sequence[Exchange]):
 
     @staticmethod
     def _objects(part: pa.Table) -> Iterator[Exchange]:
-        columns = [part.column(name).to_pylist() for name in FIELDS]
-        for values in zip(*columns):
+        for values in zip(*(python_values(part.column(name)) for name in FIELDS)):
             yield Exchange(*values)
 
     # -- columns ---------------------------------------------------------------------------------
@@ -126,18 +126,42 @@ class ExchangeTable(Sequence[Exchange]):
 
     def rows(self) -> np.ndarray:
         """Each exchange's index in the whole analysis."""
-        return self.table.column("row").to_numpy()
+        if ROW_COLUMN in self.table.column_names:
+            return self.table.column(ROW_COLUMN).to_numpy()
+        return np.arange(len(self), dtype=np.int64)
 
     # -- selections ------------------------------------------------------------------------------
     def filter(self, mask: np.ndarray) -> ExchangeTable:
-        return ExchangeTable(self.table.filter(pa.array(mask, pa.bool_())))
+        return self.take(np.flatnonzero(mask))
 
     def take(self, indices: np.ndarray | list[int]) -> ExchangeTable:
-        return ExchangeTable(self.table.take(pa.array(np.asarray(indices, dtype=np.int64))))
+        at = np.asarray(indices, dtype=np.int64)
+        rows = self.rows()[at]
+        table = self.table.take(pa.array(at))
+        if ROW_COLUMN in table.column_names:
+            return ExchangeTable(table.set_column(table.column_names.index(ROW_COLUMN), ROW_COLUMN, pa.array(rows)))
+        return ExchangeTable(table.append_column(ROW_COLUMN, pa.array(rows)))
 
     def with_column(self, name: str, values: pa.Array) -> ExchangeTable:
         i = self.table.schema.get_field_index(name)
-        return ExchangeTable(self.table.set_column(i, SCHEMA.field(name), values))
+        return ExchangeTable(self.table.set_column(i, self.table.schema.field(name), values))
+
+
+def python_values(column: pa.ChunkedArray) -> list:
+    """column.to_pylist(), several times faster: a dictionary's strings are made once, not per row."""
+    out: list = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            strings = chunk.dictionary.to_pylist() + [None]
+            codes = pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False)
+            out.extend([strings[c] for c in codes.tolist()])
+        elif pa.types.is_list(chunk.type) and not pc.sum(pc.list_value_length(chunk)).as_py():
+            out.extend([] if v else None for v in chunk.is_valid().to_numpy(zero_copy_only=False).tolist())
+        elif chunk.null_count == 0 and (pa.types.is_integer(chunk.type) or pa.types.is_boolean(chunk.type)):
+            out.extend(chunk.to_numpy(zero_copy_only=False).tolist())
+        else:
+            out.extend(chunk.to_pylist())
+    return out
 
 
 class ExchangeTableBuilder:
@@ -145,20 +169,17 @@ class ExchangeTableBuilder:
 
     def __init__(self) -> None:
         self.batches: list[pa.RecordBatch] = []
-        self.count = 0
 
     def add(self, exchanges: Sequence[Exchange]) -> None:
         if exchanges:
-            self.batches.append(batch_of(exchanges, self.count))
-            self.count += len(exchanges)
+            self.batches.append(batch_of(exchanges))
 
-    def mark(self) -> tuple[int, int]:
-        return len(self.batches), self.count
+    def mark(self) -> int:
+        return len(self.batches)
 
-    def truncate(self, mark: tuple[int, int]) -> None:
+    def truncate(self, mark: int) -> None:
         """Drop what was added since mark() (a long connection read in pieces is read again whole)."""
-        del self.batches[mark[0]:]
-        self.count = mark[1]
+        del self.batches[mark:]
 
     def finish(self) -> ExchangeTable:
         return ExchangeTable(pa.Table.from_batches(self.batches, schema=SCHEMA))

@@ -58,11 +58,13 @@ def command(archives: tuple[Path, ...], as_json: bool, only: str | None, top: in
 
 def _sections(db, sections, wanted: list[str] | None, as_json: bool, top: int, title: str = "") -> dict:
     """Run (and, for text, print) every section that applies; the JSON report of those run."""
+    from uetrace.analyze import heap
+    from uetrace.analyze.sections import done_with
+
     err = make_console(stderr=True)
     report = {}
-    for a in sections:
-        if (wanted and a.name not in wanted) or not a.applies(db):
-            continue
+    chosen = [a for a in sections if not (wanted and a.name not in wanted) and a.applies(db)]
+    for i, a in enumerate(chosen):
         with err.status(f"analyzing {a.name}...") if err.is_terminal else contextlib.nullcontext():
             result = a.run(db, a.report_params(top))
         if as_json:
@@ -71,6 +73,12 @@ def _sections(db, sections, wanted: list[str] | None, as_json: bool, top: int, t
             click.echo(f"== {a.name}{title} ==")
             click.echo(printable(a.render(result), keep_lines=True))
             click.echo()
+        del result
+        unused = done_with(db.cache, {b.name for b in chosen[:i + 1]}, {b.name for b in chosen[i + 1:]})
+        for key in unused:
+            del db.cache[key]
+        if unused:
+            heap.release()
     return report
 
 

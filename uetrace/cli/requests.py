@@ -125,8 +125,7 @@ def _json_rows(db, request_ids: np.ndarray) -> Iterator[dict]:
     """Each exchange's fields and what the correlation engine found for it (see analyze/correlate),
     one row at a time."""
     from uetrace.analyze import correlate
-    for r in correlate.correlate(db).requests.take(request_ids.tolist()):
-        yield {**r.exchange.to_dict(), **r.row()}
+    return correlate.correlate(db).json_rows(request_ids)
 
 
 def _when(e: Exchange) -> int:
