@@ -34,6 +34,10 @@ from uetrace.errors import BadInputError
 from uetrace.output_files import write_output
 
 ROW_GROUP_ROWS = 1 << 20
+# ...or this many bytes, whichever comes first: a row group of payloads is buffered whole before it is
+# written, and 1 M rows of them would not fit the archive's DuckDB memory limit (~128 MB row groups are
+# what engines read well).
+ROW_GROUP_BYTES = "64MB"
 # flows' per-packet helper view: net_packet holds the same rows.
 LEFT_OUT = frozenset({"net_observed"})
 WIDER = {"UTINYINT": "SMALLINT", "USMALLINT": "INTEGER", "UINTEGER": "BIGINT", "HUGEINT": "BIGINT"}
@@ -156,7 +160,8 @@ def _write_table(db: ArchiveDb, table: str, part_dir: Path, host: str, mode: int
     # COPY's target is a literal, never a parameter: the path is ours, escaped for a SQL string.
     path_sql = "'" + str(tmp).replace("'", "''") + "'"
     db.con.execute(f"COPY (SELECT {', '.join(select)} FROM {source or _quote(table)}) TO {path_sql} "
-                   f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})", params)
+                   f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
+                   f"ROW_GROUP_SIZE_BYTES '{ROW_GROUP_BYTES}')", params)
     os.chmod(tmp, mode)
     os.replace(tmp, target)
     meta = pq.ParquetFile(target).metadata
