@@ -26,7 +26,7 @@ from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.chunks import packed
 from uetrace.analyze.correlate import timeline
 
-PACKETS_PER_QUERY = 1_000_000  # packets read and summed at once (see _packets)
+PACKETS_PER_QUERY = 500_000  # packets read and summed at once (see _packets)
 BLOCKING_LOCK_FNS = ("LOCK_FN_LOCK", "LOCK_FN_TIMEDLOCK", "LOCK_FN_RDLOCK", "LOCK_FN_WRLOCK",
                      "LOCK_FN_TIMEDRDLOCK", "LOCK_FN_TIMEDWRLOCK")
 EOWNERDEAD = 130
@@ -197,7 +197,7 @@ def _packets(db: ArchiveDb, out: Columns, probes: Probes, w: _Windows) -> None:
     finally:
         db.con.unregister("_corr_conns")
     n = len(wconn)
-    counts, sizes, retxs = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    counts, sizes, retxs = np.zeros(n, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int32)
     # The packets of a group of connections at a time: their sequence windows in DuckDB and their
     # arrays here hold one group's packets, not every packet of the capture.
     per_conn = {c: n for c, _, _, n in rtts}
@@ -212,9 +212,9 @@ def _packets(db: ArchiveDb, out: Columns, probes: Probes, w: _Windows) -> None:
         counts[mine], sizes[mine], retxs[mine] = got, nbytes, r
         del code, ts, size, retx
     known = wconn >= 0
-    out["packets"] = (counts.astype(np.int32), known)
+    out["packets"] = (counts, known)
     out["packet_bytes"] = (sizes, known)
-    out["retransmits"] = (retxs.astype(np.int32), known)
+    out["retransmits"] = (retxs, known)
     syn = np.full(len(conns), -1, np.int64)
     synack = np.full(len(conns), -1, np.int64)
     for c, a, b, _ in rtts:

@@ -107,6 +107,10 @@ class CorrelationResult:
             r.server = self.table.span_of(s, self.ids)
         return r
 
+    def request_ids(self, rows: np.ndarray) -> np.ndarray:
+        """The request id of each exchange row of the http analysis (ExchangeTable.rows())."""
+        return self._rank[rows].astype(np.int64)
+
     def request_of_row(self, row: int) -> int | None:
         """The request id of the exchange at `row` of the http analysis (ExchangeTable.rows())."""
         rid = int(self._rank[row]) if 0 <= row < len(self._rank) else -1
@@ -175,9 +179,10 @@ class CorrelationResult:
         self.table.parent[row] = np.uint64(int(parent_span_id, 16))
         self.table.link[row] = LINKS.index(link)
 
-    def json_rows(self, request_ids: Sequence[int], chunk: int = 4096) -> Iterator[dict]:
+    def json_rows(self, request_ids: Sequence[int], chunk: int = 16384) -> Iterator[dict]:
         """`{**exchange.to_dict(), **request.row()}` of each request, in the order given, straight from
-        the columns (making the objects first cost ~8 times as much)."""
+        the columns (making the objects first cost ~8 times as much). A take from the many-chunk table
+        costs per call: 3.6 us a row in chunks of 4 K, 0.9 in chunks of 16 K."""
         ids = np.asarray(request_ids, dtype=np.int64)
         main = self.main_rows()
         t = self.table

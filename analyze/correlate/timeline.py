@@ -17,15 +17,25 @@ def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return uk, starts, ends
 
 
+# Windows looked up per pass: what a pass allocates per window (its key's group, the bounds found) is
+# bounded by this, not by the millions of spans of a big capture (~130 MB a call, before).
+WINDOWS_PER_PASS = 1 << 18
+
+
 def _per_key(wkey: np.ndarray, keys: np.ndarray):
-    """For each distinct window key present in `keys` (sorted): (window indices, start, end of its run)."""
+    """For each distinct window key present in `keys` (sorted): (window indices, start, end of its run),
+    a pass of WINDOWS_PER_PASS windows at a time."""
     uk, starts, ends = _groups(keys)
-    wk, inverse = np.unique(wkey, return_inverse=True)
-    pos = np.searchsorted(uk, wk)
-    for g, k in enumerate(wk.tolist()):
-        p = int(pos[g])
-        if p < len(uk) and uk[p] == k:
-            yield np.flatnonzero(inverse == g), int(starts[p]), int(ends[p])
+    for w0 in range(0, len(wkey), WINDOWS_PER_PASS):
+        wk, inverse = np.unique(wkey[w0:w0 + WINDOWS_PER_PASS], return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(wk) + 1))
+        pos = np.searchsorted(uk, wk)
+        for g, k in enumerate(wk.tolist()):
+            p = int(pos[g])
+            if p < len(uk) and uk[p] == k:
+                yield w0 + order[bounds[g]:bounds[g + 1]], int(starts[p]), int(ends[p])
 
 
 def points_in(keys: np.ndarray, ts: np.ndarray, values: list[np.ndarray], wkey: np.ndarray, ws: np.ndarray,

@@ -48,13 +48,18 @@ def echo_json_list(items: Iterable[object]) -> None:
     at once as Python objects. (JSON escapes newlines within strings, so each line can be indented.)"""
     first = True
     out = click.get_text_stream("stdout")
+    pending: list[str] = []  # written a few hundred rows at a time: a write per row cost as much as the row
     for item in items:
         text = _flat_item(item)
         if text is None:
             text = json.dumps(item, indent=1, default=str).replace("\n", "\n ")
-        out.write(("[\n" if first else ",\n") + " " + text)
+        pending.append(("[\n" if first else ",\n") + " " + text)
         first = False
-    out.write("[]\n" if first else "\n]\n")
+        if len(pending) >= 256:
+            out.write("".join(pending))
+            pending.clear()
+    pending.append("[]\n" if first else "\n]\n")
+    out.write("".join(pending))
     out.flush()
 
 

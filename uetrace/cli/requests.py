@@ -11,8 +11,6 @@ from uetrace.cli.options import Duration, archives_argument, format_option, json
 from uetrace.cli.output import echo_json_list, print_rows
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     import numpy as np
 
     from uetrace.analyze.http.exchange import Exchange
@@ -88,11 +86,13 @@ def command(archives: tuple[Path, ...], status: str | None, path_glob: str | Non
         t0 = db.info.start_ns or 0
         # Time order across connections (the parsers emit them connection by connection), which is
         # the order of request ids.
+        if as_json:
+            from uetrace.analyze import correlate
+            corr = correlate.correlate(db)
+            echo_json_list(corr.json_rows(np.sort(corr.request_ids(result.exchanges.rows()))))
+            return
         ids = _request_ids(db, result.exchanges.rows())
         by_time = np.argsort(ids, kind="stable")
-        if as_json:
-            echo_json_list(_json_rows(db, ids[by_time]))
-            return
         exchanges = list(result.exchanges.take(by_time))
         ids = ids[by_time].tolist()
     if not t0 and exchanges:
@@ -119,13 +119,6 @@ def _request_ids(db, rows: np.ndarray) -> np.ndarray:
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
     return rank[rows]
-
-
-def _json_rows(db, request_ids: np.ndarray) -> Iterator[dict]:
-    """Each exchange's fields and what the correlation engine found for it (see analyze/correlate),
-    one row at a time."""
-    from uetrace.analyze import correlate
-    return correlate.correlate(db).json_rows(request_ids)
 
 
 def _when(e: Exchange) -> int:
