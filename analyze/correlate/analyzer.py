@@ -39,7 +39,7 @@ def exchange_order(x: ExchangeTable) -> np.ndarray:
     """Time order (the order of request ids): first timestamp, then connection and stream; the rows
     of x in that order."""
     when = np.where(x.valid("start_ts"), x.ints("start_ts"), x.ints("end_ts"))
-    return np.lexsort((x.ints("stream_id"), x.ints("conn_id"), when, )).astype(np.int64)
+    return np.lexsort((x.ints("stream_id"), x.ints("conn_id"), when)).astype(np.int64)
 
 
 def correlate(db: ArchiveDb) -> CorrelationResult:
@@ -47,10 +47,9 @@ def correlate(db: ArchiveDb) -> CorrelationResult:
     cached = db.cache.get(_CACHE)
     if cached is not None:
         return cached
-    full = http.run(db, http.HttpParams())
-    x = full.exchanges
+    x = http.run(db, http.HttpParams()).exchanges
     order = exchange_order(x)
-    names, codes = full.endpoint_codes() if full.params.normalize_paths else endpoint_codes(x)
+    names, codes = endpoint_codes(x)  # as the http section names them
     ids = IdMaker(archive_key(db))
     notes: list[str] = []
     if "net" in ev_mod.recorded_sources(db):

@@ -7,8 +7,9 @@ activity, addresses): that is enough to pair the two ends of each connection and
 connections exactly as one whole load would, so conn ids and the order of the exchanges do not
 depend on the batch size. DuckDB then sorts the rows by (connection, socket, direction, time), a
 group of connections per query under a tighter memory limit (spilling to its temp_directory), and
-the rows come back a batch of connections at a time: a connection is never split, so memory is
-bounded by the batch size or by the biggest single connection, whichever is larger.
+the rows come back a batch of connections at a time: a batch never splits a connection, and a
+connection too long to hold whole is read in pieces cut where it is quiet (pieces.py), so memory is
+bounded by the batch or piece size.
 
 Rows of one stream with the same ts_enter and ts_exit come in DuckDB's order (a whole load kept the
 segments' order): two syscalls on one socket do not enter and return in the same nanoseconds.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -30,8 +30,6 @@ from uetrace.analyze.http import pieces
 from uetrace.analyze.http.connection import Connection, Ends, pair_ends
 from uetrace.analyze.http.stream_loading import RowRun, sockets_from_rows
 from uetrace.analyze.http.streams import EGRESS, INGRESS
-
-T = TypeVar("T")
 
 # Rows of one batch (connections are never split, so a batch holds at least one whole connection).
 DEFAULT_BATCH_ROWS = 50_000
@@ -115,9 +113,10 @@ def plan(con: duckdb.DuckDBPyConnection, table: str = "sock_data", source: str =
 
 def connection_batches(con: duckdb.DuckDBPyConnection, pairs: list[Pair], table: str = "sock_data",
                        source: str = "sock", enums: Enums = DEFAULT,
-                       batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[list[Connection]]:
+                       batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[list[Connection | pieces.PiecedConnection]]:
     """The planned connections with their streams, a batch at a time, in plan order. Each batch's
-    payloads are released when the caller lets go of it."""
+    payloads are released when the caller lets go of it. A connection of more than PIECE_ROWS rows
+    comes alone, as a PiecedConnection that loads its pieces (or itself whole) when asked."""
     if not pairs:
         return
     seq = [s for pair in pairs for s in pair if s is not None]
@@ -205,12 +204,12 @@ def _pieced(con: duckdb.DuckDBPyConnection, pair: Pair, first: int, meta: str, t
 
     def load(k: int | None) -> Connection:
         if k is None:
-            reader = con.sql(timed, params=[first, first + len(ends), 0, 2**63 - 1])
+            rel = con.sql(timed, params=[first, first + len(ends), 0, 2**63 - 1])
             runs = [RowRun(s, d, n) for s in ends for _, d, n in s.runs]
         else:
-            reader = con.sql(timed, params=[first, first + len(ends), bounds[k], bounds[k + 1]])
+            rel = con.sql(timed, params=[first, first + len(ends), bounds[k], bounds[k + 1]])
             runs = [RowRun(s, d, counts[k][(e, d)]) for e, s in enumerate(ends) for _, d, _ in s.runs]
-        tbl = reader.to_arrow_table()
+        tbl = rel.to_arrow_table()
         socks = sockets_from_rows(tbl, runs, source)
         del tbl
         a, b = pair
