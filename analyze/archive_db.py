@@ -53,7 +53,7 @@ class ArchiveDb:
         # tables), keyed by who computed them: an explicit place instead of attributes set on the handle.
         self.cache: dict[str, Any] = {}
         self._process_names: dict[int, str] | None = None
-        heap.fix_mmap_threshold()
+        heap.give_back_freed_memory()
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET enable_progress_bar = false")  # it would print to stdout mid-report
         # DuckDB's allocator keeps what a query freed for the next one: ~200 MB after the flows table of a

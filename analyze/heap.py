@@ -31,7 +31,7 @@ def _libc() -> ctypes.CDLL | None:
 
 
 @functools.lru_cache(maxsize=1)
-def fix_mmap_threshold() -> bool:
+def give_back_freed_memory() -> bool:
     """Stop glibc from raising its mmap threshold, and let Arrow allocate through it too (its default
     pool, mimalloc, keeps freed pages for reuse); once per process, False where there is no glibc."""
     libc = _libc()

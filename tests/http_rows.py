@@ -11,6 +11,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from uetrace.analyze.http import batches
+
 SNAPLEN = 4096
 SOCK_SCHEMA = pa.schema([
     ("cpu", pa.uint32()), ("ts_enter", pa.uint64()), ("ts_exit", pa.uint64()), ("sock_id", pa.uint64()),
@@ -108,3 +110,27 @@ def keepalive(conn: Conn, pairs: list[tuple[bytes, bytes, int]], t0: int = 10 * 
         t += delay
         conn.send(False, resp, t)
         t += MS
+
+
+class Loads:
+    """What connection_batches hands out: pieces loaded, whole connections loaded."""
+
+    def __init__(self, monkeypatch) -> None:  # pytest's fixture
+        self.pieces = self.wholes = 0
+        made = batches._pieced
+
+        def spy(*args, **kwargs):
+            pc = made(*args, **kwargs)
+            load = pc.load
+
+            def counted(k):
+                if k is None:
+                    self.wholes += 1
+                else:
+                    self.pieces += 1
+                return load(k)
+
+            pc.load = counted
+            return pc
+
+        monkeypatch.setattr(batches, "_pieced", spy)

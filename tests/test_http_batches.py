@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from helpers import need_program, run_fixture
-from http_rows import MS, Conn, keepalive, open_rows, request, response
+from http_rows import MS, Conn, Loads, keepalive, open_rows, request, response
 
 from uetrace.analyze.archive_db import open_archive_db
-from uetrace.analyze.http import analyze_http, batches, store_tables
+from uetrace.analyze.http import analyze_http, batches, pieces, store_tables
 from uetrace.analyze.http.batches import connection_batches, plan
 
 FIXTURE = Path(__file__).parent / "data" / "format1" / "http_keepalive.tar.zst"
@@ -26,9 +26,10 @@ def test_batched_equals_whole_on_the_format1_fixture():
         assert analyze_http(db.con, enums=db.enums, batch_rows=1).to_json() == whole.to_json()
 
 
-def test_batches_of_one_connection_equal_one_batch_on_a_real_capture(kernel, tmp_path, capture_run):
+def test_batches_and_pieces_equal_one_batch_on_a_real_capture(kernel, tmp_path, capture_run, monkeypatch):
     """nginx serving curl over three connections (one keep-alive, a 100 kB body with gaps), in a
-    system-wide capture: whatever else ran on the host is in it too."""
+    system-wide capture: whatever else ran on the host is in it too. Read a connection per batch, or
+    connections cut into pieces of a few rows (pieces.py): the same exchanges."""
     need_program("nginx")
     need_program("curl")
     out = tmp_path / "run.tar.zst"
@@ -55,6 +56,10 @@ def test_batches_of_one_connection_equal_one_batch_on_a_real_capture(kernel, tmp
         one = db.query("SELECT * FROM http_exchanges")
         store_tables(db.con, analyze_http(db.con, enums=db.enums, batch_rows=1))
         assert db.query("SELECT * FROM http_exchanges") == one
+        loads = Loads(monkeypatch)
+        monkeypatch.setattr(pieces, "PIECE_ROWS", 4)
+        assert analyze_http(db.con, enums=db.enums, batch_rows=WHOLE).to_json() == whole.to_json()
+        assert loads.pieces > loads.wholes  # some connection was read in pieces
 
 
 @pytest.mark.parametrize("sort_group_rows", [1, 40, batches.SORT_GROUP_ROWS])

@@ -1,42 +1,15 @@
 """Long connections read in pieces (analyze/http/pieces.py) give exactly what one whole read gives:
-cut between exchanges where both ends are quiet, every piece parsed perfectly, else read whole."""
+cut between exchanges where both ends are quiet, every piece parsed perfectly, else read whole. (A
+real capture read in pieces: tests/test_http_batches.py.)"""
 
 from __future__ import annotations
 
-import signal
-
 import pytest
-from helpers import need_program, run_fixture
-from http_rows import MS, Conn, keepalive, open_rows, request, response
+from http_rows import MS, Conn, Loads, keepalive, open_rows, request, response
 
-from uetrace.analyze.archive_db import open_archive_db
-from uetrace.analyze.http import analyze_http, batches, pieces
+from uetrace.analyze.http import analyze_http, pieces
 
 WHOLE = 10**9
-
-
-class Loads:
-    """What connection_batches hands out: pieces loaded, whole connections loaded."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.pieces = self.wholes = 0
-        made = batches._pieced
-
-        def spy(*args, **kwargs):
-            pc = made(*args, **kwargs)
-            load = pc.load
-
-            def counted(k):
-                if k is None:
-                    self.wholes += 1
-                else:
-                    self.pieces += 1
-                return load(k)
-
-            pc.load = counted
-            return pc
-
-        monkeypatch.setattr(batches, "_pieced", spy)
 
 
 def _as_tracepoints(rows: list[dict]) -> list[dict]:
@@ -103,27 +76,3 @@ def test_blocking_reads_timed_at_entry_are_never_cut(tmp_path, monkeypatch):
     monkeypatch.setattr(pieces, "PIECE_ROWS", 8)
     assert analyze_http(con, batch_rows=WHOLE).to_json() == whole.to_json()
     assert loads.pieces <= 1
-
-
-def test_pieces_of_a_real_capture_equal_the_whole(kernel, tmp_path, capture_run, monkeypatch):
-    """nginx serving curl (one keep-alive connection of several requests, a 100 kB body read in many
-    reads) captured on the socket tracepoints: cut into pieces of a few rows, the same exchanges."""
-    need_program("nginx")
-    need_program("curl")
-    out = tmp_path / "run.tar.zst"
-    run = capture_run(out, "-d", "60s", "--tracers", "sock,proc")
-    run.wait_attached()
-    try:
-        run_fixture("nginx_files.py", timeout=60)
-    finally:
-        run.signal(signal.SIGTERM)
-    rc, _, err = run.wait()
-    assert rc == 0, err
-    with open_archive_db(out) as db:
-        whole = analyze_http(db.con, enums=db.enums, batch_rows=WHOLE)
-        assert len(whole.exchanges) >= 3
-        loads = Loads(monkeypatch)
-        monkeypatch.setattr(pieces, "PIECE_ROWS", 4)
-        cut = analyze_http(db.con, enums=db.enums, batch_rows=WHOLE)
-        assert loads.pieces > loads.wholes  # some connection was read in pieces
-        assert cut.to_json() == whole.to_json()
