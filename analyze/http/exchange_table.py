@@ -121,7 +121,6 @@ class ExchangeTable(Sequence[Exchange]):
         col = self.table.column(name).combine_chunks() if self.table.num_rows else pa.array([], _STR)
         if not pa.types.is_dictionary(col.type):
             col = col.dictionary_encode()
-        col = col.unify_dictionaries() if isinstance(col, pa.ChunkedArray) else col
         return col.dictionary.to_pylist(), pc.fill_null(col.indices, -1).to_numpy().astype(np.int64)
 
     def rows(self) -> np.ndarray:
