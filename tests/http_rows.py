@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from uetrace.analyze.http import batches
+from uetrace.analyze.http import batches, long_connections
 
 SNAPLEN = 4096
 SOCK_SCHEMA = pa.schema([
@@ -113,24 +113,20 @@ def keepalive(conn: Conn, pairs: list[tuple[bytes, bytes, int]], t0: int = 10 * 
 
 
 class Loads:
-    """What connection_batches hands out: pieces loaded, whole connections loaded."""
+    """What connection_batches hands out: pieces of long connections, long connections loaded whole."""
 
     def __init__(self, monkeypatch) -> None:  # pytest's fixture
         self.pieces = self.wholes = 0
-        made = batches._pieced
+        whole, pieces = batches._whole, long_connections.LongConnections.pieces
 
-        def spy(*args, **kwargs):
-            pc = made(*args, **kwargs)
-            load = pc.load
+        def counted_whole(*args, **kwargs):
+            self.wholes += 1
+            return whole(*args, **kwargs)
 
-            def counted(k):
-                if k is None:
-                    self.wholes += 1
-                else:
-                    self.pieces += 1
-                return load(k)
+        def counted_pieces(cut):
+            for piece in pieces(cut):
+                self.pieces += 1
+                yield piece
 
-            pc.load = counted
-            return pc
-
-        monkeypatch.setattr(batches, "_pieced", spy)
+        monkeypatch.setattr(batches, "_whole", counted_whole)
+        monkeypatch.setattr(long_connections.LongConnections, "pieces", counted_pieces)

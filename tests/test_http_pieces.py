@@ -52,6 +52,25 @@ def test_pieces_equal_the_whole_connection(tmp_path, monkeypatch, capture_server
     assert cut.exchanges.table.to_pylist() == whole.exchanges.table.to_pylist()  # row numbers too
 
 
+
+def test_a_record_lost_at_one_end_still_leaves_later_cuts(tmp_path, monkeypatch):
+    """The client's read of one early response was lost: from then on the server has sent more than
+    the client read, at every instant. Cuts after the loss are still quiet (nothing more in flight),
+    so the connection is still read in pieces, and gives what the whole read gives."""
+    rows: list[dict] = []
+    _long(rows, 60)
+    rows = _as_tracepoints(rows)
+    client_reads = [r for r in rows if r["sock_id"] == 101 and r["direction"] == 1]
+    rows.remove(client_reads[3])
+    con = open_rows(tmp_path, rows)
+    whole = analyze_http(con, batch_rows=WHOLE)
+    assert len(whole.exchanges) == 60
+    loads = Loads(monkeypatch)
+    monkeypatch.setattr(pieces, "PIECE_ROWS", 16)
+    cut = analyze_http(con, batch_rows=WHOLE)
+    assert loads.pieces >= 6 and loads.wholes == 0
+    assert cut.to_json() == whole.to_json()
+
 def test_a_piece_that_does_not_parse_perfectly_reads_the_connection_whole(tmp_path, monkeypatch):
     rows: list[dict] = []
     _long(rows, 40, expect_at=20)

@@ -5,6 +5,10 @@ windows.py looks up to FAR_CLIENT_LOOKBACK_NS back for that write. Reading all r
 every exchange measured at the server costs (exchanges x rows per 10 s of the connection): on a busy
 keep-alive connection whose client lost records, gigabytes. Only rows from that write on can change a
 window (see narrowed_lo), so the rows are read from there.
+
+The join itself reads only the writes of the last RECENT_NS before the requests (row groups outside
+are skipped): on a busy connection the write is there. A request without one there is looked up over
+its whole lookback.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+# How far before a chunk's first request the join looks for each request's latest write.
+RECENT_NS = 1_000_000_000
+
 _NORM = "CASE WHEN starts_with({c}, '::ffff:') AND contains({c}, '.') THEN substr({c}, 8) ELSE {c} END"
 _KEYS = "d.lport = q.lport AND d.rport = q.rport AND d.laddr = q.laddr AND d.raddr = q.raddr AND d.tls = q.tls"
 _WRITES = f"""SELECT ts_enter, ts_exit, lport, rport, {_NORM.format(c='laddr')} AS laddr,
     {_NORM.format(c='raddr')} AS raddr, tls FROM ({{source}})
-    WHERE protocol = 6 AND bytes > 0 AND direction = {{egress}}"""
+    WHERE protocol = 6 AND bytes > 0 AND direction = {{egress}} AND {{within}}"""
 # The write with the greatest ts_enter <= start: the latest begun before the server had the request.
 _ASOF_SQL = f"SELECT q.q, d.ts_enter, d.ts_exit FROM _corr_far q ASOF JOIN ({_WRITES}) d ON {_KEYS} " \
             "AND d.ts_enter <= q.start"
 # Exactly what windows.py's rows give (ts_exit within the lookback): for the rare query whose latest
-# write returned before the lookback began (an older write may still have returned within it).
+# write is not recent, or returned before the lookback began (an older write may still have returned
+# within it).
 _RANGE_SQL = f"SELECT q.q, max(d.ts_enter) FROM _corr_far q JOIN ({_WRITES}) d ON {_KEYS} " \
              "AND d.ts_enter <= q.start AND d.ts_exit >= q.lo GROUP BY q.q"
 
@@ -50,18 +58,22 @@ def narrowed_lo(con: duckdb.DuckDBPyConnection, source: str, egress: int, cols: 
                       "rport": pa.array([cols["rport"][i] for i in idx], pa.int32()),
                       "start": pa.array(start, pa.int64()), "lo": pa.array(lo[idx], pa.int64())})
     found = dict.fromkeys(idx.tolist(), None)  # q -> fc_start, None: no such write
+    recent = f"ts_enter BETWEEN {int(start.min()) - RECENT_NS} AND {int(start.max())}"
     con.register("_corr_far", table)
     try:
-        redo = []
-        for q, ts_enter, ts_exit in con.execute(_ASOF_SQL.format(source=source, egress=egress)).fetchall():
+        redo = set(found)
+        for q, ts_enter, ts_exit in con.execute(_ASOF_SQL.format(source=source, egress=egress,
+                                                                 within=recent)).fetchall():
             if ts_exit is not None and ts_exit >= lo[q]:
                 found[q] = ts_enter
-            else:
-                redo.append(q)
+                redo.discard(q)
         if redo:
+            again = np.isin(idx, list(redo))
+            within = f"ts_exit >= {int(lo[idx[again]].min())} AND ts_enter <= {int(start[again].max())}"
             con.unregister("_corr_far")
-            con.register("_corr_far", table.filter(pa.array(np.isin(idx, redo))))
-            for q, ts_enter in con.execute(_RANGE_SQL.format(source=source, egress=egress)).fetchall():
+            con.register("_corr_far", table.filter(pa.array(again)))
+            for q, ts_enter in con.execute(_RANGE_SQL.format(source=source, egress=egress,
+                                                             within=within)).fetchall():
                 found[q] = ts_enter
     finally:
         con.unregister("_corr_far")

@@ -63,17 +63,20 @@ def split_addr(addr: str) -> tuple[str, int] | None:
 _NORM = "CASE WHEN starts_with({c}, '::ffff:') AND contains({c}, '.') THEN substr({c}, 8) ELSE {c} END"
 
 _COLS = "direction, ts_enter, ts_exit, pid, tid, payload, protocol, bytes, laddr, lport, raddr, rport"
-# A TLS exchange was parsed from the TLS tracer's plaintext: its ends' SSL calls time it and carry its
-# headers (the socket's bytes are ciphertext).
+# The rows of the chunk's sockets in its stretch of time, each socket's rows in time order. A TLS
+# exchange was parsed from the TLS tracer's plaintext: its ends' SSL calls time it and carry its
+# headers (the socket's bytes are ciphertext). `reach`: the latest ts_exit of the socket's rows so far,
+# for the first row whose syscall may still have been running at a window's start.
 _ROWS_SQL = f"""
-    SELECT q.q, d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid,
-           CASE WHEN (d.direction = {{egress}}) <> q.srv THEN d.payload END AS payload
-    FROM _corr_sides q JOIN ({{source}}) d
-      ON d.lport = q.lport AND d.rport = q.rport AND {_NORM.format(c='d.laddr')} = q.laddr
-         AND {_NORM.format(c='d.raddr')} = q.raddr AND d.tls = q.tls
-    WHERE d.protocol = 6 AND d.bytes > 0 AND d.ts_exit >= q.lo AND d.ts_enter <= q.hi
-      AND d.ts_exit >= {{lo}} AND d.ts_enter <= {{hi}}
-    ORDER BY q.q, d.ts_enter, d.ts_exit"""  # payload: of the request bytes only (the headers' side)
+    SELECT k.key, d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid,
+           max(d.ts_exit) OVER (PARTITION BY k.key ORDER BY d.ts_enter, d.ts_exit
+                                ROWS UNBOUNDED PRECEDING) AS reach,
+           CASE WHEN (d.direction = {{egress}}) <> k.srv THEN d.payload END AS payload
+    FROM _corr_keys k JOIN ({{source}}) d
+      ON d.lport = k.lport AND d.rport = k.rport AND {_NORM.format(c='d.laddr')} = k.laddr
+         AND {_NORM.format(c='d.raddr')} = k.raddr AND d.tls = k.tls
+    WHERE d.protocol = 6 AND d.bytes > 0 AND d.ts_exit >= {{lo}} AND d.ts_enter <= {{hi}}
+    ORDER BY k.key, d.ts_enter, d.ts_exit"""  # payload: of the request bytes only (the headers' side)
 
 
 def addresses(x: ExchangeTable, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -243,33 +246,66 @@ def _source(db: ArchiveDb) -> str | None:
 
 
 def _rows(db: ArchiveDb, source: str, cols: dict[str, np.ndarray], egress: int) -> tuple | None:
-    """The sock_data rows of the socket of each query in its time bounds, sorted by query: (q,
-    direction, ts_enter, ts_exit, pid, tid, (payloads, mask of those that may hold a traceparent))."""
+    """The sock_data rows of the socket of each query in its time bounds (ts_exit >= lo, ts_enter <=
+    hi), sorted by query, ts_enter, ts_exit: (q, direction, ts_enter, ts_exit, pid, tid, (payloads,
+    mask of those that may hold a traceparent)).
+
+    One read of the chunk's sockets, then each query's rows as a range of its socket's: a join of
+    every query with every row of its socket cost (queries x rows) on a busy keep-alive connection."""
     lo, hi = cols["lo"], cols["hi"]
-    table = pa.table({"q": pa.array(cols["q"], pa.int64()), "tls": pa.array(cols["tls"], pa.bool_()),
-                      "srv": pa.array(cols["srv"], pa.bool_()),
-                      "laddr": pa.array(cols["laddr"], pa.string()), "lport": pa.array(cols["lport"], pa.int32()),
-                      "raddr": pa.array(cols["raddr"], pa.string()), "rport": pa.array(cols["rport"], pa.int32()),
-                      "lo": pa.array(lo, pa.int64()), "hi": pa.array(hi, pa.int64())})
-    db.con.register("_corr_sides", table)
+    names = ("laddr", "lport", "raddr", "rport", "tls", "srv")
+    sockets: dict[tuple, int] = {}
+    key = np.array([sockets.setdefault(k, len(sockets)) for k in zip(*(cols[c].tolist() for c in names))],
+                   np.int64)
+    found = list(zip(*sockets)) if sockets else [[] for _ in names]
+    table = pa.table({"key": pa.array(range(len(sockets)), pa.int64()),
+                      "laddr": pa.array(found[0], pa.string()), "lport": pa.array(found[1], pa.int32()),
+                      "raddr": pa.array(found[2], pa.string()), "rport": pa.array(found[3], pa.int32()),
+                      "tls": pa.array(found[4], pa.bool_()), "srv": pa.array(found[5], pa.bool_())})
+    db.con.register("_corr_keys", table)
     try:
-        # The chunk's whole stretch as constants too: DuckDB skips the row groups outside it.
+        # The chunk's whole stretch as constants: DuckDB skips the row groups outside it.
         sql = _ROWS_SQL.format(source=source, lo=int(lo.min()), hi=int(hi.max()), egress=egress)
         got = db.con.sql(sql).to_arrow_table()
     except duckdb.Error:
         return None
     finally:
-        db.con.unregister("_corr_sides")
+        db.con.unregister("_corr_keys")
     if got.num_rows == 0:
         return None
-    arrays = [got.column(c).to_numpy().astype(np.int64) for c in ("q", "direction", "ts_enter", "ts_exit", "pid",
-                                                                    "tid")]
-    payload = got.column("payload")
+    r_key, direction, ts_enter, ts_exit, pid, tid, reach = (
+        got.column(c).to_numpy().astype(np.int64)
+        for c in ("key", "direction", "ts_enter", "ts_exit", "pid", "tid", "reach"))
+    q, row = _in_bounds(key, lo, hi, r_key, ts_enter, reach)
+    keep = ts_exit[row] >= lo[q]
+    q, row = q[keep], row[keep]
+    if not q.size:
+        return None
+    payload = got.column("payload").take(pa.array(row))
     # Only rows that may carry the header are turned into Python bytes (a cheap scan in Arrow).
     candidate = pc.fill_null(pc.match_substring(payload, "traceparent", ignore_case=True), False)
     mask = candidate.to_numpy(zero_copy_only=False).astype(bool)
     picked = payload.filter(candidate).to_pylist()
-    full: list[bytes] = [b""] * got.num_rows
+    full: list[bytes] = [b""] * len(row)
     for i, p in zip(np.flatnonzero(mask).tolist(), picked):
         full[i] = p or b""
-    return (*arrays, (full, mask))
+    return q, direction[row], ts_enter[row], ts_exit[row], pid[row], tid[row], (full, mask)
+
+
+def _in_bounds(key: np.ndarray, lo: np.ndarray, hi: np.ndarray, r_key: np.ndarray, ts_enter: np.ndarray,
+               reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query, row) for every row of the query's socket from the first whose socket had a syscall
+    still running at lo (reach >= lo) to the last begun by hi, in query then row order. Rows are
+    sorted by socket key, then ts_enter; reach rises along each socket's rows."""
+    # Times as ranks (equal times, equal ranks), so (key, time) packs into one sortable integer.
+    times = np.sort(np.concatenate([ts_enter, reach, lo, hi]))
+
+    def packed(k: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return (k << 32) | np.searchsorted(times, t)
+
+    first = np.searchsorted(packed(r_key, reach), packed(key, lo), side="left")
+    last = np.searchsorted(packed(r_key, ts_enter), packed(key, hi), side="right")
+    n = np.maximum(last - first, 0)
+    q = np.repeat(np.arange(len(key), dtype=np.int64), n)
+    offsets = np.repeat(np.cumsum(n) - n, n)
+    return q, np.repeat(first, n) + np.arange(q.size, dtype=np.int64) - offsets

@@ -17,6 +17,7 @@ segments' order): two syscalls on one socket do not enter and return in the same
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -28,7 +29,8 @@ from uetrace.analyze.chunks import packed
 from uetrace.analyze.enums import DEFAULT, Enums
 from uetrace.analyze.http import pieces
 from uetrace.analyze.http.connection import Connection, Ends, pair_ends
-from uetrace.analyze.http.stream_loading import RowRun, sockets_from_rows
+from uetrace.analyze.http.long_connections import LongConnection, LongConnections, Piece
+from uetrace.analyze.http.stream_loading import RowRun, RowSource, sockets_from_rows
 from uetrace.analyze.http.streams import EGRESS, INGRESS
 
 # Rows of one batch (connections are never split, so a batch holds at least one whole connection).
@@ -43,17 +45,22 @@ _META_SQL = "SELECT {key} AS k, laddr, lport, raddr, rport, direction, any_value
             "WHERE " + _WHERE + " AND direction IN ({dirs}) " \
             "GROUP BY ALL ORDER BY k, laddr, lport, raddr, rport, direction"
 _PLAN = "_uetrace_http_plan"
-_ROWS_SQL = "SELECT d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid, d.bytes, d.payload FROM {table} d " \
-            "JOIN " + _PLAN + " p ON p.k = {key} AND p.laddr IS NOT DISTINCT FROM d.laddr " \
-            "AND p.lport IS NOT DISTINCT FROM d.lport AND p.raddr IS NOT DISTINCT FROM d.raddr " \
-            "AND p.rport IS NOT DISTINCT FROM d.rport WHERE " + _WHERE + " AND d.direction IN ({dirs}) " \
-            "AND p.seq >= ? AND p.seq < ?{time} " \
+_JOIN_PLAN = "JOIN " + _PLAN + " p ON p.k = {key} AND p.laddr IS NOT DISTINCT FROM d.laddr " \
+             "AND p.lport IS NOT DISTINCT FROM d.lport AND p.raddr IS NOT DISTINCT FROM d.raddr " \
+             "AND p.rport IS NOT DISTINCT FROM d.rport "
+_ROWS = "d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid, d.bytes, d.payload"
+_ROWS_SQL = "SELECT " + _ROWS + " FROM {table} d " + _JOIN_PLAN + "WHERE " + _WHERE + \
+            " AND d.direction IN ({dirs}) AND p.seq >= ? AND p.seq < ?{time} " \
             "ORDER BY p.seq, d.direction, d.ts_enter, d.ts_exit"
-_PIECE_META_SQL = "SELECT p.seq, d.direction, d.ts_enter, d.bytes FROM {table} d " \
-            "JOIN " + _PLAN + " p ON p.k = {key} AND p.laddr IS NOT DISTINCT FROM d.laddr " \
-            "AND p.lport IS NOT DISTINCT FROM d.lport AND p.raddr IS NOT DISTINCT FROM d.raddr " \
-            "AND p.rport IS NOT DISTINCT FROM d.rport WHERE " + _WHERE + " AND d.direction IN ({dirs}) " \
-            "AND p.seq >= ? AND p.seq < ? ORDER BY d.ts_enter, d.ts_exit"
+# The long connections' rows (long_connections.py): their metadata, each connection's in time order;
+# then their pieces, each piece's rows as _ROWS_SQL sorts a connection's ({{lo}}, {{hi}}: the stretch).
+_LONG_META_SQL = "SELECT p.seq, d.direction, d.ts_enter, d.bytes FROM {table} d " + _JOIN_PLAN + \
+                 "JOIN _uetrace_http_long l ON l.seq = p.seq WHERE " + _WHERE + " AND d.direction IN ({dirs}) " \
+                 "ORDER BY l.conn, d.ts_enter, d.ts_exit"
+_PIECES_SQL = "SELECT " + _ROWS + " FROM {table} d " + _JOIN_PLAN + "JOIN _uetrace_http_ranges r " \
+              "ON r.seq = p.seq AND d.ts_enter >= r.lo AND d.ts_enter < r.hi WHERE " + _WHERE + \
+              " AND d.direction IN ({dirs}) AND d.ts_enter >= {{lo}} AND d.ts_enter < {{hi}} " \
+              "ORDER BY r.piece, p.seq, d.direction, d.ts_enter, d.ts_exit"
 
 
 @dataclass(slots=True)
@@ -112,11 +119,12 @@ def plan(con: duckdb.DuckDBPyConnection, table: str = "sock_data", source: str =
 
 
 def connection_batches(con: duckdb.DuckDBPyConnection, pairs: list[Pair], table: str = "sock_data",
-                       source: str = "sock", enums: Enums = DEFAULT,
-                       batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[list[Connection | pieces.PiecedConnection]]:
-    """The planned connections with their streams, a batch at a time, in plan order. Each batch's
-    payloads are released when the caller lets go of it. A connection of more than PIECE_ROWS rows
-    comes alone, as a PiecedConnection that loads its pieces (or itself whole) when asked."""
+                       source: str = "sock", enums: Enums = DEFAULT, batch_rows: int = DEFAULT_BATCH_ROWS
+                       ) -> Iterator[list[Connection | LongConnection | Piece]]:
+    """First the pieces of the connections of more than PIECE_ROWS rows that can be cut
+    (long_connections.py), each alone; then every planned connection with its streams, a batch at a
+    time, in plan order, a long connection as a LongConnection that loads it whole when asked. Each
+    batch's payloads are released when the caller lets go of it."""
     if not pairs:
         return
     seq = [s for pair in pairs for s in pair if s is not None]
@@ -138,24 +146,31 @@ def connection_batches(con: duckdb.DuckDBPyConnection, pairs: list[Pair], table:
     dirs = ", ".join(str(int(d)) for d in model)
     sql = _ROWS_SQL.format(table=table, key=_key(source), dirs=dirs, time="")
     timed = _ROWS_SQL.format(table=table, key=_key(source), dirs=dirs, time=" AND d.ts_enter >= ? AND d.ts_enter < ?")
-    meta = _PIECE_META_SQL.format(table=table, key=_key(source), dirs=dirs)
     # The sort holds payloads while Python holds a parsed batch beside it: under a tighter limit than
     # the connection's, put back when the rows are read.
     limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     try:
         con.execute(f"SET memory_limit = '{SORT_MEMORY_LIMIT}'")
+        starts = np.cumsum([0] + [_sockets(pair) for pair in pairs]).tolist()
+        long = {i: (pair, starts[i]) for i, pair in enumerate(pairs) if _rows(pair) > pieces.PIECE_ROWS}
+        cut = LongConnections(con, long,
+                              _LONG_META_SQL.format(table=table, key=_key(source), dirs=dirs),
+                              _PIECES_SQL.format(table=table, key=_key(source), dirs=dirs), model, source)
+        for piece in cut.pieces():
+            yield [piece]
         first = 0  # seq of the next socket
-        for segment in _segments(pairs):
-            if isinstance(segment, tuple):  # one long connection: in pieces
-                yield [_pieced(con, segment, first, meta, timed, model, source)]
-                first += _sockets(segment)
+        for segment in _segments(pairs, long):
+            if isinstance(segment, int):  # a long connection: whole when asked
+                pair = pairs[segment]
+                yield [LongConnection(segment, functools.partial(_whole, con, pair, first, timed, source))]
+                first += _sockets(pair)
                 continue
             for group in _sort_groups(_group(segment, batch_rows)):
                 n = sum(_sockets(pair) for batch in group for pair in batch)
                 reader = con.sql(sql, params=[first, first + n]).to_arrow_reader(_READ_ROWS)
                 first += n
                 try:
-                    rows = _RowSource(reader)
+                    rows = RowSource(reader)
                     for batch in group:
                         runs = [RowRun(s, d, n) for pair in batch for s in pair if s is not None for _, d, n in s.runs]
                         tbl = rows.take(sum(r.n for r in runs))
@@ -173,49 +188,30 @@ def _sockets(pair: Pair) -> int:
     return sum(1 for s in pair if s is not None)
 
 
-def _segments(pairs: list[Pair]) -> Iterator[list[Pair] | Pair]:
-    """Runs of consecutive connections read whole (lists), and each long connection alone (a tuple)."""
+def _segments(pairs: list[Pair], long: dict) -> Iterator[list[Pair] | int]:
+    """Runs of consecutive connections read whole (lists), and each long connection alone (its
+    position in pairs)."""
     run: list[Pair] = []
-    for pair in pairs:
-        if _rows(pair) > pieces.PIECE_ROWS:
+    for i, pair in enumerate(pairs):
+        if i in long:
             if run:
                 yield run
                 run = []
-            yield pair
+            yield i
         else:
             run.append(pair)
     if run:
         yield run
 
 
-def _pieced(con: duckdb.DuckDBPyConnection, pair: Pair, first: int, meta: str, timed: str, model: dict[int, int],
-            source: str) -> pieces.PiecedConnection:
-    """A long connection's cuts, from its rows' metadata; its pieces load when asked for."""
+def _whole(con: duckdb.DuckDBPyConnection, pair: Pair, first: int, timed: str, source: str) -> Connection:
+    """A long connection whole (its pieces did not all parse perfectly)."""
     ends = [s for s in pair if s is not None]
-    got = con.sql(meta, params=[first, first + len(ends)]).to_arrow_table()
-    to_model = np.zeros(max(model) + 1, np.int64)
-    to_model[list(model)] = list(model.values())
-    rows = pieces.Rows(got.column("seq").to_numpy() - first, to_model[got.column("direction").to_numpy()],
-                       got.column("ts_enter").to_numpy().astype(np.int64), got.column("bytes").to_numpy())
-    at = pieces.cuts(rows, len(ends))
-    counts = pieces.piece_counts(rows, at, [(e, d) for e, s in enumerate(ends) for _, d, _ in s.runs])
-    del got, rows
-    bounds = [0, *at, 2**63 - 1]
-
-    def load(k: int | None) -> Connection:
-        if k is None:
-            rel = con.sql(timed, params=[first, first + len(ends), 0, 2**63 - 1])
-            runs = [RowRun(s, d, n) for s in ends for _, d, n in s.runs]
-        else:
-            rel = con.sql(timed, params=[first, first + len(ends), bounds[k], bounds[k + 1]])
-            runs = [RowRun(s, d, counts[k][(e, d)]) for e, s in enumerate(ends) for _, d, _ in s.runs]
-        tbl = rel.to_arrow_table()
-        socks = sockets_from_rows(tbl, runs, source)
-        del tbl
-        a, b = pair
-        return Connection(socks[id(a)], socks[id(b)] if b is not None else None)
-
-    return pieces.PiecedConnection(load, len(at) + 1, tuple(s.nbytes if s is not None else 0 for s in pair))
+    tbl = con.sql(timed, params=[first, first + len(ends), 0, 2**63 - 1]).to_arrow_table()
+    socks = sockets_from_rows(tbl, [RowRun(s, d, n) for s in ends for _, d, n in s.runs], source)
+    del tbl
+    a, b = pair
+    return Connection(socks[id(a)], socks[id(b)] if b is not None else None)
 
 
 def _sort_groups(batches: Iterator[list[Pair]]) -> Iterator[list[list[Pair]]]:
@@ -232,31 +228,3 @@ def _group(pairs: list[Pair], batch_rows: int) -> Iterator[list[Pair]]:
 
 def _rows(pair: Pair) -> int:
     return sum(s.rows for s in pair if s is not None)
-
-
-class _RowSource:
-    """Exactly n rows at a time from a RecordBatchReader, whatever its batch size."""
-
-    def __init__(self, reader: pa.RecordBatchReader) -> None:
-        self.reader = reader
-        self.pending: list[pa.RecordBatch] = []
-        self.have = 0
-
-    def take(self, n: int) -> pa.Table:
-        while self.have < n:
-            b = self.reader.read_next_batch()  # StopIteration only if the rows changed under us
-            self.pending.append(b)
-            self.have += b.num_rows
-        out: list[pa.RecordBatch] = []
-        need = n
-        while need:
-            b = self.pending[0]
-            if b.num_rows <= need:
-                out.append(self.pending.pop(0))
-                need -= b.num_rows
-            else:
-                out.append(b.slice(0, need))
-                self.pending[0] = b.slice(need)
-                need = 0
-        self.have -= n
-        return pa.Table.from_batches(out, schema=self.reader.schema)

@@ -173,12 +173,8 @@ class ExchangeTableBuilder:
         if exchanges:
             self.batches.append(batch_of(exchanges))
 
-    def mark(self) -> int:
-        return len(self.batches)
-
-    def truncate(self, mark: int) -> None:
-        """Drop what was added since mark() (a long connection read in pieces is read again whole)."""
-        del self.batches[mark:]
+    def extend(self, other: ExchangeTableBuilder) -> None:
+        self.batches.extend(other.batches)
 
     def finish(self) -> ExchangeTable:
         return ExchangeTable(pa.Table.from_batches(self.batches, schema=SCHEMA))

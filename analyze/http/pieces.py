@@ -7,9 +7,10 @@ parsed as a connection of its own: memory is bounded by the piece, not by the co
 
 A cut is at the start of a write of the end that spoke first (the client's request, in HTTP/1)
 right after that end read (the previous response), and, when both ends were captured, where every
-byte either end sent before it had reached the other (equal byte counts each way): then both ends'
-streams break at the same byte, so a piece's offsets map across the ends as the whole's do. Rows go
-to the piece their ts_enter falls in.
+byte either end sent before it had reached the other, unless the other never read it (see _quiet):
+then both ends' streams break at the same byte, so a piece's offsets map across the ends. Rows go to
+the piece their ts_enter falls in. Which quiet points become cuts, and how the pieces are read:
+long_connections.py.
 
 Only HTTP/1 is read this way, and only when every piece parses perfectly: exchanges complete, no
 byte left over or skipped, no protocol switch or CONNECT (reconstruct.py checks). Then the pieces
@@ -19,16 +20,15 @@ but its position. Otherwise the connection is read whole, as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from uetrace.analyze.http.connection import Connection
 from uetrace.analyze.http.exchange import Exchange
 from uetrace.analyze.http.streams import EGRESS
 
-# A connection with more rows than this (both ends) is read in pieces of about this many rows.
+# A connection with more rows than this (both ends) is read in pieces; a query reads about this
+# many rows of pieces (long_connections.py).
 PIECE_ROWS = 200_000
 
 
@@ -43,16 +43,12 @@ class Rows:
     nbytes: np.ndarray
 
 
-def cuts(rows: Rows, ends: int, piece_rows: int | None = None) -> list[int]:
-    """Times to cut the connection at (each a ts_enter: rows at or after it go to the next piece), about
-    piece_rows (PIECE_ROWS) rows apart; none when no quiet point is found."""
-    piece_rows = piece_rows or PIECE_ROWS
-    n = len(rows.ts)
-    if n <= piece_rows:
-        return []
+def quiet_times(rows: Rows, ends: int) -> np.ndarray:
+    """The times the connection may be cut at (each a ts_enter: rows at or after it go to the next
+    piece), ascending; none when no quiet point is found."""
     speaker = _speaker(rows, ends)
     if speaker is None:
-        return []
+        return np.zeros(0, np.int64)
     mine = np.flatnonzero(rows.end == speaker)
     d = rows.direction[mine]
     first_dir = d[0]
@@ -60,13 +56,7 @@ def cuts(rows: Rows, ends: int, piece_rows: int | None = None) -> list[int]:
     turn = mine[1:][(d[1:] == first_dir) & (d[:-1] != first_dir)]
     if ends == 2:
         turn = turn[_quiet(rows, speaker, turn)]
-    out: list[int] = []
-    goal = piece_rows
-    for i in turn.tolist():  # turn is in row order: rows before a cut = its row index
-        if i >= goal and (not out or rows.ts[i] > out[-1]) and n - i > piece_rows // 4:
-            out.append(int(rows.ts[i]))
-            goal = i + piece_rows
-    return out
+    return np.unique(rows.ts[turn])
 
 
 def _speaker(rows: Rows, ends: int) -> int | None:
@@ -83,13 +73,23 @@ def _speaker(rows: Rows, ends: int) -> int | None:
 
 def _quiet(rows: Rows, speaker: int, turn: np.ndarray) -> np.ndarray:
     """Which candidate cuts have nothing in flight: each end had received, before the cut, every byte
-    the other had sent before it."""
+    the other had sent before it and that it ever received.
+
+    Bytes sent minus bytes received, before a cut, is what is in flight plus what the receiver never
+    read (a lost record, or a response still unread when the capture or the client stopped). That
+    second part only grows, so a cut is quiet where the difference is as low as at any later cut:
+    a lost record then costs its own piece's perfect parse, not every later cut of the connection.
+    A negative difference (bytes read before they were sent) means reads timed at their entry, as
+    the system-call hooks time a blocking read: then no instant is known quiet, and none is cut."""
     ok = np.ones(turn.size, bool)
     t = rows.ts[turn]
     for sender in (speaker, 1 - speaker):
         sent = (rows.end == sender) & (rows.direction == EGRESS)
         got = (rows.end == 1 - sender) & (rows.direction != EGRESS)
-        ok &= _bytes_before(rows, sent, t) == _bytes_before(rows, got, t)
+        unread = _bytes_before(rows, sent, t) - _bytes_before(rows, got, t)
+        if (unread < 0).any():
+            return np.zeros(turn.size, bool)
+        ok &= unread == np.minimum.accumulate(unread[::-1])[::-1]
     return ok
 
 
@@ -97,36 +97,6 @@ def _bytes_before(rows: Rows, mask: np.ndarray, t: np.ndarray) -> np.ndarray:
     ts = rows.ts[mask]
     total = np.concatenate(([0], np.cumsum(rows.nbytes[mask])))
     return total[np.searchsorted(ts, t, side="left")]
-
-
-def piece_counts(rows: Rows, at: list[int], keys: list[tuple[int, int]]) -> list[dict[tuple[int, int], int]]:
-    """Rows of each (end, direction) in each piece."""
-    bounds = np.array(at, np.int64)
-    out: list[dict[tuple[int, int], int]] = [{} for _ in range(len(at) + 1)]
-    for end, direction in keys:
-        ts = rows.ts[(rows.end == end) & (rows.direction == direction)]
-        edges = np.concatenate(([0], np.searchsorted(ts, bounds, side="left"), [ts.size]))
-        for k, c in enumerate(np.diff(edges).tolist()):
-            out[k][(end, direction)] = c
-    return out
-
-
-@dataclass
-class PiecedConnection:
-    """A connection too long to hold whole: its pieces, loaded one at a time, or the whole when a piece
-    does not parse perfectly. `nbytes`: bytes of each end over the whole connection (which end is
-    the one to read is decided on the whole, see reconstruct._choose_view)."""
-
-    load: Callable[[int | None], Connection]  # piece index, or None for the whole connection
-    count: int
-    nbytes: tuple[int, int]
-
-    def pieces(self) -> Iterator[Connection]:
-        for k in range(self.count):
-            yield self.load(k)
-
-    def whole(self) -> Connection:
-        return self.load(None)
 
 
 def perfect(exchanges: list[Exchange], request_bytes: int, response_bytes: int) -> bool:

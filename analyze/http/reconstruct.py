@@ -17,7 +17,7 @@ from uetrace.analyze.http.connection import Connection, Socket, View
 from uetrace.analyze.http.exchange import Exchange
 from uetrace.analyze.http.exchange_table import ExchangeTableBuilder
 from uetrace.analyze.http.filters import filter_result
-from uetrace.analyze.http.pieces import PiecedConnection
+from uetrace.analyze.http.long_connections import LongConnection, Piece
 from uetrace.analyze.http.result import HttpParams, HttpResult, TlsConnection
 
 
@@ -72,16 +72,24 @@ def _analyze(con: duckdb.DuckDBPyConnection, views: set[str], result: HttpResult
     for table_name, source, pairs, conn_ids, plaintext in (("tls_data", "tls", tls_pairs, tls_ids, True),
                                                            ("sock_data", "sock", sock_pairs, sock_ids, False)):
         i = 0
+        long = _LongParses(conn_ids, decrypted, plaintext)
         for batch in connection_batches(con, pairs, table_name, source, enums, batch_rows):
             found: list[Exchange] = []
             for conn in batch:
+                if isinstance(conn, Piece):
+                    long.parse(conn, roles)
+                    continue
                 conn_id = conn_ids[i]
                 i += 1
                 tls_only = conn_id in decrypted and not plaintext
-                if isinstance(conn, PiecedConnection):
+                if isinstance(conn, LongConnection):
                     table.add(found)
                     found = []
-                    _analyze_pieced(conn, conn_id, roles, result, table, plaintext, tls_only)
+                    parsed = long.take(conn.index)
+                    if parsed is not None:
+                        table.extend(parsed)
+                        continue
+                    _analyze_connection(conn.whole(), conn_id, roles, result, found, plaintext, tls_only)
                 else:
                     _analyze_connection(conn, conn_id, roles, result, found, plaintext, tls_only)
             table.add(found)  # as columns: the batch's objects go with it
@@ -111,40 +119,51 @@ def _conn_key(s: Socket | PlannedSocket) -> tuple:
     return tuple(sorted((s.local, s.remote)))
 
 
-def _analyze_pieced(pc: PiecedConnection, conn_id: int, roles: dict[int, bool], result: HttpResult,
-                    table: ExchangeTableBuilder, plaintext: bool, tls_only: bool) -> None:
-    """A long connection piece by piece (pieces.py) when it speaks HTTP/1 and every piece parses
-    perfectly; else whole, as any other connection."""
-    mark = table.mark()
-    if pc.count > 1 and _pieces_parsed(pc, conn_id, roles, table, plaintext, tls_only):
-        return
-    table.truncate(mark)
-    found: list[Exchange] = []
-    _analyze_connection(pc.whole(), conn_id, roles, result, found, plaintext, tls_only)
-    table.add(found)
+class _LongParses:
+    """The long connections' pieces parsed as they come (long_connections.py), each connection's
+    exchanges kept as columns until its place in the plan. A connection whose piece is not HTTP/1 or
+    does not parse perfectly is dropped: it is read whole at its place. Indexes are plan positions."""
 
+    def __init__(self, conn_ids: list[int], decrypted: set[int], plaintext: bool) -> None:
+        self.conn_ids, self.decrypted, self.plaintext = conn_ids, decrypted, plaintext
+        self.tables: dict[int, ExchangeTableBuilder] = {}
+        self.reading: dict[int, tuple[int, bool]] = {}  # index -> (end read, is it the client)
+        self.failed: set[int] = set()
 
-def _pieces_parsed(pc: PiecedConnection, conn_id: int, roles: dict[int, bool], table: ExchangeTableBuilder,
-                   plaintext: bool, tls_only: bool) -> bool:
-    """Whether every piece of pc parsed perfectly (their exchanges are then in table). The end read
-    and the roles are decided once, on the first piece and the whole connection's byte counts."""
-    try:
-        end = at_client = None
-        for conn in pc.pieces():
-            if end is None:
-                view = _choose_view(conn, roles, pc.nbytes)
-                if not _http1_only(view, plaintext, tls_only):
-                    return False
-                end, at_client = 0 if _same_end(view.conn.sock, conn.sock) else 1, view.at_client
-            else:
-                view = View.of(conn, conn.sock if end == 0 else conn.peer, at_client)  # type: ignore[arg-type]
-            exchanges, switch = http1.parse_exchanges(view, conn_id, tls=plaintext)
-            if switch is not None or not pieces.perfect(exchanges, view.requests.length, view.responses.length):
+    def parse(self, piece: Piece, roles: dict[int, bool]) -> None:
+        if piece.index in self.failed:
+            return
+        try:
+            ok = self._parse(piece, roles)
+        except Exception:  # the whole connection's parse says what went wrong
+            ok = False
+        if not ok:
+            self.failed.add(piece.index)
+            self.tables.pop(piece.index, None)
+            piece.drop(piece.index)
+
+    def _parse(self, piece: Piece, roles: dict[int, bool]) -> bool:
+        i, conn, plaintext = piece.index, piece.connection, self.plaintext
+        conn_id = self.conn_ids[i]
+        if i not in self.reading:  # the end to read and the roles: decided on the first piece
+            view = _choose_view(conn, roles, piece.nbytes)
+            if not _http1_only(view, plaintext, conn_id in self.decrypted and not plaintext):
                 return False
-            table.add(exchanges)
+            self.reading[i] = (0 if _same_end(view.conn.sock, conn.sock) else 1, view.at_client)
+        else:
+            end, at_client = self.reading[i]
+            view = View.of(conn, conn.sock if end == 0 else conn.peer, at_client)  # type: ignore[arg-type]
+        exchanges, switch = http1.parse_exchanges(view, conn_id, tls=plaintext)
+        if switch is not None or not pieces.perfect(exchanges, view.requests.length, view.responses.length):
+            return False
+        self.tables.setdefault(i, ExchangeTableBuilder()).add(exchanges)
         return True
-    except Exception:  # the whole connection's parse says what went wrong
-        return False
+
+    def take(self, index: int) -> ExchangeTableBuilder | None:
+        """The connection's exchanges, if it was read in pieces and every piece parsed perfectly."""
+        if index in self.failed:
+            return None
+        return self.tables.pop(index, None)
 
 
 def _same_end(a: Socket, b: Socket) -> bool:

@@ -106,3 +106,31 @@ def sockets_from_rows(tbl: pa.Table, runs: list[RowRun], source: str = "sock") -
                                 dirs.get(EGRESS) or empty_stream(EGRESS), dirs.get(INGRESS) or empty_stream(INGRESS),
                                 source)
     return sockets
+
+
+class RowSource:
+    """Exactly n rows at a time from a RecordBatchReader, whatever its batch size."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.reader = reader
+        self.pending: list[pa.RecordBatch] = []
+        self.have = 0
+
+    def take(self, n: int) -> pa.Table:
+        while self.have < n:
+            b = self.reader.read_next_batch()  # StopIteration only if the rows changed under us
+            self.pending.append(b)
+            self.have += b.num_rows
+        out: list[pa.RecordBatch] = []
+        need = n
+        while need:
+            b = self.pending[0]
+            if b.num_rows <= need:
+                out.append(self.pending.pop(0))
+                need -= b.num_rows
+            else:
+                out.append(b.slice(0, need))
+                self.pending[0] = b.slice(need)
+                need = 0
+        self.have -= n
+        return pa.Table.from_batches(out, schema=self.reader.schema)
