@@ -1,5 +1,6 @@
-"""The correlation's windows read in chunks of queries, with far clients' lookback narrowed by an ASOF
-join (analyze/correlate/lookback.py), are exactly the windows of one read of the whole lookback."""
+"""The correlation's windows read in chunks of queries, with far clients' lookback narrowed from the
+recent rows or by an ASOF join (analyze/correlate/lookback.py), are exactly the windows of one read
+of the whole lookback."""
 
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ def _windows(db: ArchiveDb) -> list[tuple]:
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 7])
-def test_chunked_narrowed_windows_equal_one_whole_read(tmp_path, monkeypatch, chunk):
+@pytest.mark.parametrize("recent", [windows.RECENT_NS, 1, 2 * MS])  # latest writes read, joined, or some of each
+def test_chunked_narrowed_windows_equal_one_whole_read(tmp_path, monkeypatch, chunk, recent):
+    monkeypatch.setattr(windows, "RECENT_NS", recent)
     rows: list[dict] = []
     _lossy_client(rows)
     db = _db(tmp_path, rows)
@@ -63,7 +66,7 @@ def test_chunked_narrowed_windows_equal_one_whole_read(tmp_path, monkeypatch, ch
             m.setattr(windows, "REQUESTS_PER_CHUNK", chunk)
             assert _windows(db) == got
         with monkeypatch.context() as m:  # the whole lookback, read at once: the windows as they were
-            m.setattr(windows, "narrowed_lo", lambda con, source, egress, cols, far: np.asarray(cols["lo"]))
+            m.setattr(windows, "_narrowed", lambda db, source, egress, cols, *_: np.asarray(cols["lo"]))
             m.setattr(windows, "REQUESTS_PER_CHUNK", 10**9)
             assert _windows(db) == got
     finally:

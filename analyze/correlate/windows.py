@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uetrace.analyze.archive_db import ArchiveDb
-from uetrace.analyze.correlate.lookback import narrowed_lo
+from uetrace.analyze.correlate.lookback import RECENT_NS, narrowed_lo
 from uetrace.analyze.correlate.objects import SERVER
 from uetrace.analyze.http.exchange_table import ExchangeTable
 
@@ -31,7 +31,7 @@ FAR_CLIENT_LOOKBACK_NS = 10_000_000_000
 # Request bytes kept per side to look for headers (a traceparent sits in the header block).
 HEAD_BYTES = 8192
 # Requests whose windows are found at once (one query for their rows).
-REQUESTS_PER_CHUNK = 10_000
+REQUESTS_PER_CHUNK = 50_000
 
 
 @dataclass
@@ -63,20 +63,17 @@ def split_addr(addr: str) -> tuple[str, int] | None:
 _NORM = "CASE WHEN starts_with({c}, '::ffff:') AND contains({c}, '.') THEN substr({c}, 8) ELSE {c} END"
 
 _COLS = "direction, ts_enter, ts_exit, pid, tid, payload, protocol, bytes, laddr, lport, raddr, rport"
-# The rows of the chunk's sockets in its stretch of time, each socket's rows in time order. A TLS
-# exchange was parsed from the TLS tracer's plaintext: its ends' SSL calls time it and carry its
-# headers (the socket's bytes are ciphertext). `reach`: the latest ts_exit of the socket's rows so far,
-# for the first row whose syscall may still have been running at a window's start.
+# The rows of the chunk's sockets in its stretch of time. A TLS exchange was parsed from the TLS
+# tracer's plaintext: its ends' SSL calls time it and carry its headers (the socket's bytes are
+# ciphertext). Sorted in numpy: DuckDB's sort would carry the payloads along.
 _ROWS_SQL = f"""
     SELECT k.key, d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid,
-           max(d.ts_exit) OVER (PARTITION BY k.key ORDER BY d.ts_enter, d.ts_exit
-                                ROWS UNBOUNDED PRECEDING) AS reach,
            CASE WHEN (d.direction = {{egress}}) <> k.srv THEN d.payload END AS payload
     FROM _corr_keys k JOIN ({{source}}) d
       ON d.lport = k.lport AND d.rport = k.rport AND {_NORM.format(c='d.laddr')} = k.laddr
          AND {_NORM.format(c='d.raddr')} = k.raddr AND d.tls = k.tls
-    WHERE d.protocol = 6 AND d.bytes > 0 AND d.ts_exit >= {{lo}} AND d.ts_enter <= {{hi}}
-    ORDER BY k.key, d.ts_enter, d.ts_exit"""  # payload: of the request bytes only (the headers' side)
+    WHERE d.protocol = 6 AND d.bytes > 0 AND d.ts_exit >= {{lo}} AND d.ts_enter <= {{hi}}"""
+# payload: of the request bytes only (the headers' side)
 
 
 def addresses(x: ExchangeTable, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,11 +168,6 @@ def _chunk(db: ArchiveDb, source: str | None, egress: int, reqs: _Requests, r0: 
         "raddr": pick(reqs.host, remote), "rport": pick(reqs.port, remote),
         "lo": np.maximum(np.where(~side_server & ~measured, start - FAR_CLIENT_LOOKBACK_NS, start), 0),
         "hi": end, "start": start, "tls": reqs.tls[req]}
-    if source is not None:
-        try:
-            cols["lo"] = narrowed_lo(db.con, source, egress, cols, ~side_server & ~measured)
-        except duckdb.Error:
-            source = None
     # Per query: its window, exactness and thread; the defaults hold when it has no rows (measured there:
     # its own times and the thread the parsers named).
     w_start, w_end = start.copy(), end.copy()
@@ -183,7 +175,7 @@ def _chunk(db: ArchiveDb, source: str | None, egress: int, reqs: _Requests, r0: 
     ok = measured.copy()
     t_pid, t_tid, t_ok = pick(reqs.pid, local), pick(reqs.tid, local), pick(reqs.tid_ok, local)
     heads: dict[int, bytes] = {}
-    got = _rows(db, source, cols, egress) if source is not None else None
+    got = _rows(db, source, cols, egress, ~side_server & ~measured) if source is not None else None
     if got is not None:
         q, direction, ts_enter, ts_exit, pid, tid, payload = got
         qs, first = np.unique(q, return_index=True)
@@ -245,67 +237,155 @@ def _source(db: ArchiveDb) -> str | None:
     return " UNION ALL ".join(sources) if sources else None
 
 
-def _rows(db: ArchiveDb, source: str, cols: dict[str, np.ndarray], egress: int) -> tuple | None:
-    """The sock_data rows of the socket of each query in its time bounds (ts_exit >= lo, ts_enter <=
-    hi), sorted by query, ts_enter, ts_exit: (q, direction, ts_enter, ts_exit, pid, tid, (payloads,
-    mask of those that may hold a traceparent)).
+def _rows(db: ArchiveDb, source: str, cols: dict[str, np.ndarray], egress: int, far: np.ndarray) -> tuple | None:
+    """The rows of the socket of each query in its time bounds (ts_exit >= lo, ts_enter <= hi), sorted
+    by query, ts_enter, ts_exit: (q, direction, ts_enter, ts_exit, pid, tid, (payloads, mask of those
+    that may hold a traceparent)). The lower bound of a far client's query (`far`) is first raised
+    to its latest request write (lookback.py).
 
     One read of the chunk's sockets, then each query's rows as a range of its socket's: a join of
-    every query with every row of its socket cost (queries x rows) on a busy keep-alive connection."""
-    lo, hi = cols["lo"], cols["hi"]
-    names = ("laddr", "lport", "raddr", "rport", "tls", "srv")
-    sockets: dict[tuple, int] = {}
-    key = np.array([sockets.setdefault(k, len(sockets)) for k in zip(*(cols[c].tolist() for c in names))],
-                   np.int64)
-    found = list(zip(*sockets)) if sockets else [[] for _ in names]
-    table = pa.table({"key": pa.array(range(len(sockets)), pa.int64()),
-                      "laddr": pa.array(found[0], pa.string()), "lport": pa.array(found[1], pa.int32()),
-                      "raddr": pa.array(found[2], pa.string()), "rport": pa.array(found[3], pa.int32()),
-                      "tls": pa.array(found[4], pa.bool_()), "srv": pa.array(found[5], pa.bool_())})
-    db.con.register("_corr_keys", table)
+    every query with every row of its socket cost (queries x rows) on a busy keep-alive connection.
+    The read reaches back RECENT_NS before the far clients' starts, where a busy connection's latest
+    write is; a query whose write is older is narrowed by SQL and read by a second read."""
+    key = _socket_keys(cols)
+    lo, hi, start = cols["lo"].astype(np.int64), cols["hi"].astype(np.int64), cols["start"].astype(np.int64)
+    reach_back = np.where(far, np.maximum(start - RECENT_NS, 0), lo)
+    bottom = int(reach_back.min())
     try:
-        # The chunk's whole stretch as constants: DuckDB skips the row groups outside it.
-        sql = _ROWS_SQL.format(source=source, lo=int(lo.min()), hi=int(hi.max()), egress=egress)
-        got = db.con.sql(sql).to_arrow_table()
+        got = _Fetched.read(db, source, cols, key, egress, bottom, int(hi.max()))
+        if far.any():
+            lo = _narrowed(db, source, egress, cols, far, got, key, bottom)
+        early = lo < bottom
+        parts = [] if got is None else [got.in_bounds(np.flatnonzero(~early), key, lo, hi)]
+        if early.any():
+            more = _Fetched.read(db, source, cols, key, egress, int(lo[early].min()), int(hi[early].max()))
+            if more is not None:
+                parts.append(more.in_bounds(np.flatnonzero(early), key, lo, hi))
     except duckdb.Error:
         return None
-    finally:
-        db.con.unregister("_corr_keys")
-    if got.num_rows == 0:
+    parts = [p for p in parts if p[0].size]
+    if not parts:
         return None
-    r_key, direction, ts_enter, ts_exit, pid, tid, reach = (
-        got.column(c).to_numpy().astype(np.int64)
-        for c in ("key", "direction", "ts_enter", "ts_exit", "pid", "tid", "reach"))
-    q, row = _in_bounds(key, lo, hi, r_key, ts_enter, reach)
-    keep = ts_exit[row] >= lo[q]
-    q, row = q[keep], row[keep]
-    if not q.size:
-        return None
-    payload = got.column("payload").take(pa.array(row))
-    # Only rows that may carry the header are turned into Python bytes (a cheap scan in Arrow).
-    candidate = pc.fill_null(pc.match_substring(payload, "traceparent", ignore_case=True), False)
-    mask = candidate.to_numpy(zero_copy_only=False).astype(bool)
-    picked = payload.filter(candidate).to_pylist()
-    full: list[bytes] = [b""] * len(row)
-    for i, p in zip(np.flatnonzero(mask).tolist(), picked):
-        full[i] = p or b""
-    return q, direction[row], ts_enter[row], ts_exit[row], pid[row], tid[row], (full, mask)
+    if len(parts) == 2:
+        by = np.argsort(np.concatenate([parts[0][0], parts[1][0]]), kind="stable")
+        out = tuple(np.concatenate([a, b])[by] for a, b in zip(parts[0][:6], parts[1][:6]))
+        full = [*parts[0][6][0], *parts[1][6][0]]
+        mask = np.concatenate([parts[0][6][1], parts[1][6][1]])[by]
+        return (*out, ([full[i] for i in by.tolist()], mask))
+    return parts[0]
 
 
-def _in_bounds(key: np.ndarray, lo: np.ndarray, hi: np.ndarray, r_key: np.ndarray, ts_enter: np.ndarray,
-               reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(query, row) for every row of the query's socket from the first whose socket had a syscall
-    still running at lo (reach >= lo) to the last begun by hi, in query then row order. Rows are
-    sorted by socket key, then ts_enter; reach rises along each socket's rows."""
-    # Times as ranks (equal times, equal ranks), so (key, time) packs into one sortable integer.
-    times = np.sort(np.concatenate([ts_enter, reach, lo, hi]))
+def _narrowed(db: ArchiveDb, source: str, egress: int, cols: dict[str, np.ndarray], far: np.ndarray,
+              got: _Fetched | None, key: np.ndarray, bottom: int) -> np.ndarray:
+    """cols["lo"] with the far clients' raised as lookback.narrowed_lo raises them: from the rows read
+    when the latest write is among them (begun at or after `bottom`, the read's start: no row left
+    out began later), else by lookback's SQL."""
+    lo = cols["lo"].astype(np.int64)
+    rest = far.copy()
+    if got is not None:
+        known, fc, fc_exit = got.latest_writes(key, cols["start"].astype(np.int64), egress)
+        ok = far & known & (fc >= bottom) & (fc_exit >= lo)
+        lo[ok] = np.maximum(lo[ok], fc[ok])
+        rest &= ~ok
+    if rest.any():
+        lo = narrowed_lo(db.con, source, egress, {**cols, "lo": lo}, rest)
+    return lo
 
-    def packed(k: np.ndarray, t: np.ndarray) -> np.ndarray:
-        return (k << 32) | np.searchsorted(times, t)
 
-    first = np.searchsorted(packed(r_key, reach), packed(key, lo), side="left")
-    last = np.searchsorted(packed(r_key, ts_enter), packed(key, hi), side="right")
-    n = np.maximum(last - first, 0)
-    q = np.repeat(np.arange(len(key), dtype=np.int64), n)
-    offsets = np.repeat(np.cumsum(n) - n, n)
-    return q, np.repeat(first, n) + np.arange(q.size, dtype=np.int64) - offsets
+def _socket_keys(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Each query's socket (and side), as a small integer."""
+    names = ("laddr", "lport", "raddr", "rport", "tls", "srv")
+    sockets: dict[tuple, int] = {}
+    return np.array([sockets.setdefault(k, len(sockets)) for k in zip(*(cols[c].tolist() for c in names))],
+                    np.int64)
+
+
+class _Fetched:
+    """The rows of the chunk's sockets in a stretch of time, sorted by socket key, ts_enter, ts_exit."""
+
+    def __init__(self, got: pa.Table) -> None:
+        key, ts_enter, ts_exit = (got.column(c).to_numpy().astype(np.int64) for c in ("key", "ts_enter", "ts_exit"))
+        order = np.lexsort((ts_exit, ts_enter, key))
+        self.key, self.ts_enter, self.ts_exit = key[order], ts_enter[order], ts_exit[order]
+        self.direction, self.pid, self.tid = (got.column(c).to_numpy().astype(np.int64)[order]
+                                              for c in ("direction", "pid", "tid"))
+        self.payload = got.column("payload").take(pa.array(order))
+        self.reach = _running_max(self.key, self.ts_exit)
+
+    @classmethod
+    def read(cls, db: ArchiveDb, source: str, cols: dict[str, np.ndarray], key: np.ndarray, egress: int,
+             lo: int, hi: int) -> _Fetched | None:
+        first = np.unique(key, return_index=True)[1]
+        table = pa.table({"key": pa.array(key[first], pa.int64()), "tls": pa.array(cols["tls"][first], pa.bool_()),
+                          "srv": pa.array(cols["srv"][first], pa.bool_()),
+                          "laddr": pa.array(cols["laddr"][first], pa.string()),
+                          "lport": pa.array(cols["lport"][first], pa.int32()),
+                          "raddr": pa.array(cols["raddr"][first], pa.string()),
+                          "rport": pa.array(cols["rport"][first], pa.int32())})
+        db.con.register("_corr_keys", table)
+        try:
+            # The stretch as constants: DuckDB skips the row groups outside it.
+            got = db.con.sql(_ROWS_SQL.format(source=source, lo=lo, hi=hi, egress=egress)).to_arrow_table()
+        finally:
+            db.con.unregister("_corr_keys")
+        return cls(got) if got.num_rows else None
+
+    def latest_writes(self, key: np.ndarray, start: np.ndarray, egress: int) -> tuple[np.ndarray, ...]:
+        """Per query, the latest write on its socket begun at or before start: whether there is one,
+        its ts_enter and its ts_exit."""
+        writes = np.flatnonzero(self.direction == egress)
+        if not writes.size:
+            return np.zeros(len(key), bool), np.zeros(len(key), np.int64), np.zeros(len(key), np.int64)
+        at = _search(self.key[writes], self.ts_enter[writes], key, start, "right") - 1
+        row = writes[np.maximum(at, 0)]
+        return (at >= 0) & (self.key[row] == key), self.ts_enter[row], self.ts_exit[row]
+
+    def in_bounds(self, queries: np.ndarray, key: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple:
+        """(q, direction, ts_enter, ts_exit, pid, tid, (payloads, traceparent mask)) of those queries'
+        rows, sorted by query then time: from the first row of the socket whose syscalls so far reach
+        lo (reach >= lo) to the last begun by hi, then those returned at or after lo."""
+        k, qlo, qhi = key[queries], lo[queries], hi[queries]
+        first = _search(self.key, self.reach, k, qlo, "left")
+        last = _search(self.key, self.ts_enter, k, qhi, "right")
+        n = np.maximum(last - first, 0)
+        at = np.repeat(np.arange(len(queries), dtype=np.int64), n)
+        row = np.repeat(first, n) + np.arange(at.size, dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+        keep = self.ts_exit[row] >= qlo[at]
+        at, row = at[keep], row[keep]
+        payload = self.payload.take(pa.array(row))
+        # Only rows that may carry the header are turned into Python bytes (a cheap scan in Arrow).
+        candidate = pc.fill_null(pc.match_substring(payload, "traceparent", ignore_case=True), False)
+        mask = candidate.to_numpy(zero_copy_only=False).astype(bool)
+        full: list[bytes] = [b""] * len(row)
+        for i, p in zip(np.flatnonzero(mask).tolist(), payload.filter(candidate).to_pylist()):
+            full[i] = p or b""
+        return (queries[at], self.direction[row], self.ts_enter[row], self.ts_exit[row], self.pid[row],
+                self.tid[row], (full, mask))
+
+
+def _search(r_key: np.ndarray, r_t: np.ndarray, q_key: np.ndarray, q_t: np.ndarray, side: str) -> np.ndarray:
+    """np.searchsorted over rows sorted by (key, t), for (key, t) pairs: times as ranks (equal times,
+    equal ranks), so a pair packs into one sortable integer."""
+    times = np.sort(np.concatenate([r_t, q_t]))
+    rows = (r_key << 32) | np.searchsorted(times, r_t)
+    return np.searchsorted(rows, (q_key << 32) | np.searchsorted(times, q_t), side=side)  # type: ignore[call-overload]
+
+
+def _running_max(key: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The greatest t so far within each key's rows (rows sorted by key)."""
+    if not t.size:
+        return t
+    base = int(t.min())
+    span = int(t.max()) - base + 1
+    if int(key.max()) * span < 2**62:  # each key lifted above the one before: one running max
+        lift = key * span
+        return np.maximum.accumulate(t - base + lift) - lift + base
+    out = t.copy()
+    for a, b in zip(*_runs(key)):
+        out[a:b] = np.maximum.accumulate(t[a:b])
+    return out
+
+
+def _runs(key: np.ndarray) -> tuple[list[int], list[int]]:
+    edges = np.flatnonzero(np.diff(key)) + 1
+    return [0, *edges.tolist()], [*edges.tolist(), len(key)]
