@@ -17,6 +17,7 @@ from uetrace.analyze.correlate.result import CorrelateParams, CorrelationResult
 from uetrace.analyze.correlate.span_table import SpanTable
 from uetrace.analyze.correlate.spans import IdMaker, TraceParent, link_table, parse_traceparent
 from uetrace.analyze.correlate.windows import SideWindows, side_windows, split_addr
+from uetrace.analyze.distinct import distinct_rows
 from uetrace.analyze.http.exchange_table import ExchangeTable
 from uetrace.analyze.http.result import endpoint_codes
 
@@ -78,7 +79,7 @@ def correlate(db: ArchiveDb) -> CorrelationResult:
 def _probes(x: ExchangeTable, order: np.ndarray, sw: SideWindows) -> ev_mod.Probes:
     """The windows with their connections, and whether each is its connection's first request."""
     (clients, ccode), (servers, scode) = x.strings("client"), x.strings("server")
-    pairs, inverse = np.unique(np.stack([ccode, scode], axis=1), axis=0, return_inverse=True)
+    pairs, inverse = distinct_rows([ccode, scode], [len(clients) + 1, len(servers) + 1])
     conns: list[tuple[str, int, str, int]] = []
     code = np.full(len(pairs), -1, np.int32)
     for k, (c, s) in enumerate(pairs.tolist()):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from uetrace.analyze.correlate.result import CorrelationResult, Request
+from uetrace.analyze.distinct import distinct_rows
 from uetrace.errors import BadInputError
 
 
@@ -29,7 +30,7 @@ def endpoint_requests(result: CorrelationResult, endpoint: str) -> list[Request]
         match |= result.endpoint_code == result.endpoint_names.index(want)
     if len(x):
         (methods, mcode), (paths, pcode) = x.strings("method"), x.strings("path")
-        pairs, inverse = np.unique(np.stack([mcode, pcode], axis=1), axis=0, return_inverse=True)
+        pairs, inverse = distinct_rows([mcode, pcode], [len(methods) + 1, len(paths) + 1])
         literal = np.array([f"{methods[m] if m >= 0 else ''} {(paths[p] if p >= 0 else '').split('?', 1)[0]}" == want
                             for m, p in pairs.tolist()])
         match |= literal[inverse.reshape(-1)][result.order]

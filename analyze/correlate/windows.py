@@ -24,7 +24,9 @@ import pyarrow.compute as pc
 from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.correlate.lookback import RECENT_NS, narrowed_lo
 from uetrace.analyze.correlate.objects import SERVER
+from uetrace.analyze.distinct import distinct_rows
 from uetrace.analyze.http.exchange_table import ExchangeTable
+from uetrace.analyze.read_ahead import read_ahead
 
 # How far before a server's first read a client's request write may have begun (measured at the server).
 FAR_CLIENT_LOOKBACK_NS = 10_000_000_000
@@ -93,6 +95,8 @@ class _Requests:
     end: np.ndarray
     host: tuple[np.ndarray, np.ndarray]  # (client, server)
     port: tuple[np.ndarray, np.ndarray]
+    address: tuple[np.ndarray, np.ndarray]  # dictionary codes of the "addr:port" strings, -1 for none
+    addresses: int  # codes are below this
     pid: tuple[np.ndarray, np.ndarray]
     tid: tuple[np.ndarray, np.ndarray]
     tid_ok: tuple[np.ndarray, np.ndarray]
@@ -111,9 +115,11 @@ class _Requests:
         st, en, st_ok, en_ok = col("start_ts"), col("end_ts"), has("start_ts"), has("end_ts")
         chost, cport, c_ok = (a[order] for a in addresses(x, "client"))
         shost, sport, s_ok = (a[order] for a in addresses(x, "server"))
+        (clients, ccode), (servers, scode) = x.strings("client"), x.strings("server")
         placed = (st_ok | en_ok) & c_ok & s_ok
         values, codes = x.strings("measured_at")
         return cls(np.where(st_ok, st, en), np.where(en_ok, en, st), (chost, shost), (cport, sport),
+                   (ccode[order], scode[order]), max(len(clients), len(servers)) + 1,
                    (col("client_pid"), col("server_pid")), (col("client_tid"), col("server_tid")),
                    (has("client_tid"), has("server_tid")),
                    (placed & has("client_pid"), placed & has("server_pid")),
@@ -131,11 +137,25 @@ def side_windows(db: ArchiveDb, x: ExchangeTable, order: np.ndarray) -> SideWind
     source = _source(db)
     parts: list[SideWindows] = []
     found = 0
-    for r0 in range(0, len(order), REQUESTS_PER_CHUNK):
-        part = _chunk(db, source, egress, reqs, r0, min(r0 + REQUESTS_PER_CHUNK, len(order)))
-        part.heads = {found + k: v for k, v in part.heads.items()}
-        found += len(part)
-        parts.append(part)
+    chunks = (_Queries.of(reqs, r0, min(r0 + REQUESTS_PER_CHUNK, len(order)))
+              for r0 in range(0, len(order), REQUESTS_PER_CHUNK))
+    cursor = db.con.cursor()  # the reads ahead's own: the chunk being worked on may query too
+    try:
+        def read(qs: _Queries) -> _Fetched | None:
+            if source is None or not len(qs):
+                return None
+            try:
+                return _Fetched.read(cursor, source, qs.cols, qs.key, egress, qs.bottom, int(qs.cols["hi"].max()))
+            except duckdb.Error:
+                return None
+
+        for qs, got in read_ahead(chunks, read):
+            part = _chunk(db, source, egress, qs, got)
+            part.heads = {found + k: v for k, v in part.heads.items()}
+            found += len(part)
+            parts.append(part)
+    finally:
+        cursor.close()
     if not parts:
         return _empty()
     heads = {k: v for p in parts for k, v in p.heads.items()}
@@ -143,41 +163,70 @@ def side_windows(db: ArchiveDb, x: ExchangeTable, order: np.ndarray) -> SideWind
                          ("index", "side", "pid", "tid", "start", "end", "exact")), heads)
 
 
-def _chunk(db: ArchiveDb, source: str | None, egress: int, reqs: _Requests, r0: int, r1: int) -> SideWindows:
-    """The windows of requests [r0, r1)."""
-    # Queries: one per exchange and captured side, in exchange order, client side first.
-    q_client = r0 + np.flatnonzero(reqs.captured[0][r0:r1])
-    q_server = r0 + np.flatnonzero(reqs.captured[1][r0:r1])
-    req = np.concatenate([q_client, q_server])
-    srv = np.concatenate([np.zeros(len(q_client), bool), np.ones(len(q_server), bool)])
-    by = np.lexsort((srv, req))
-    req, side_server = req[by], srv[by]
-    n = len(req)
+@dataclass
+class _Queries:
+    """A chunk's queries: one per exchange and captured side, in exchange order, client side first;
+    `cols` what the rows are matched on, `key` each query's socket, `far` the far clients' (whose lower
+    bound is narrowed), `bottom` where the first read of the rows begins."""
+
+    req: np.ndarray
+    side_server: np.ndarray
+    measured: np.ndarray
+    cols: dict[str, np.ndarray]
+    key: np.ndarray
+    far: np.ndarray
+    bottom: int
+
+    def __len__(self) -> int:
+        return len(self.req)
+
+    @classmethod
+    def of(cls, reqs: _Requests, r0: int, r1: int) -> _Queries:
+        q_client = r0 + np.flatnonzero(reqs.captured[0][r0:r1])
+        q_server = r0 + np.flatnonzero(reqs.captured[1][r0:r1])
+        req = np.concatenate([q_client, q_server])
+        srv = np.concatenate([np.zeros(len(q_client), bool), np.ones(len(q_server), bool)])
+        by = np.lexsort((srv, req))
+        req, side_server = req[by], srv[by]
+        measured = reqs.at_server[req] == side_server
+        start, end = reqs.start[req], reqs.end[req]
+        local = side_server.astype(np.int64)
+
+        def pick(pair: tuple[np.ndarray, np.ndarray], which: np.ndarray) -> np.ndarray:
+            return np.where(which == 1, pair[1][req], pair[0][req])
+
+        far = ~side_server & ~measured
+        cols: dict[str, np.ndarray] = {
+            "srv": side_server, "laddr": pick(reqs.host, local), "lport": pick(reqs.port, local),
+            "raddr": pick(reqs.host, 1 - local), "rport": pick(reqs.port, 1 - local),
+            "lo": np.maximum(np.where(far, start - FAR_CLIENT_LOOKBACK_NS, start), 0),
+            "hi": end, "start": start, "tls": reqs.tls[req],
+            "pid": pick(reqs.pid, local), "tid": pick(reqs.tid, local), "tid_ok": pick(reqs.tid_ok, local)}
+        n = reqs.addresses
+        key = distinct_rows([pick(reqs.address, local), pick(reqs.address, 1 - local), cols["tls"], side_server],
+                            [n, n, 2, 2])[1] if len(req) else np.zeros(0, np.int64)
+        reach_back = np.where(far, np.maximum(start - RECENT_NS, 0), cols["lo"])
+        return cls(req, side_server, measured, cols, key, far, int(reach_back.min()) if len(req) else 0)
+
+
+def _chunk(db: ArchiveDb, source: str | None, egress: int, qs: _Queries,
+           got: _Fetched | None) -> SideWindows:
+    """The windows of a chunk's queries, from the rows read for them (`got`, read ahead)."""
+    n = len(qs)
     if not n:
         return _empty()
-    measured = reqs.at_server[req] == side_server
-    start, end = reqs.start[req], reqs.end[req]
-    local, remote = side_server.astype(np.int64), 1 - side_server.astype(np.int64)
-
-    def pick(pair: tuple[np.ndarray, np.ndarray], which: np.ndarray) -> np.ndarray:
-        return np.where(which == 1, pair[1][req], pair[0][req])
-
-    cols: dict[str, np.ndarray] = {
-        "q": np.arange(n, dtype=np.int64), "srv": side_server,
-        "laddr": pick(reqs.host, local), "lport": pick(reqs.port, local),
-        "raddr": pick(reqs.host, remote), "rport": pick(reqs.port, remote),
-        "lo": np.maximum(np.where(~side_server & ~measured, start - FAR_CLIENT_LOOKBACK_NS, start), 0),
-        "hi": end, "start": start, "tls": reqs.tls[req]}
+    req, side_server, measured, cols = qs.req, qs.side_server, qs.measured, qs.cols
+    start, end = cols["start"], cols["hi"]
     # Per query: its window, exactness and thread; the defaults hold when it has no rows (measured there:
     # its own times and the thread the parsers named).
     w_start, w_end = start.copy(), end.copy()
     exact = np.ones(n, bool)
     ok = measured.copy()
-    t_pid, t_tid, t_ok = pick(reqs.pid, local), pick(reqs.tid, local), pick(reqs.tid_ok, local)
+    t_pid, t_tid, t_ok = cols["pid"].copy(), cols["tid"].copy(), cols["tid_ok"].copy()
     heads: dict[int, bytes] = {}
-    got = _rows(db, source, cols, egress, ~side_server & ~measured) if source is not None else None
-    if got is not None:
-        q, direction, ts_enter, ts_exit, pid, tid, payload = got
+    rows = _rows(db, source, qs, egress, got) if source is not None else None
+    if rows is not None:
+        q, direction, ts_enter, ts_exit, pid, tid, payload = rows
         qs, first = np.unique(q, return_index=True)
         srv = side_server[q]
         is_req = (direction == egress) != srv  # the request goes client -> server
@@ -237,28 +286,26 @@ def _source(db: ArchiveDb) -> str | None:
     return " UNION ALL ".join(sources) if sources else None
 
 
-def _rows(db: ArchiveDb, source: str, cols: dict[str, np.ndarray], egress: int, far: np.ndarray) -> tuple | None:
+def _rows(db: ArchiveDb, source: str, qs: _Queries, egress: int, got: _Fetched | None) -> tuple | None:
     """The rows of the socket of each query in its time bounds (ts_exit >= lo, ts_enter <= hi), sorted
     by query, ts_enter, ts_exit: (q, direction, ts_enter, ts_exit, pid, tid, (payloads, mask of those
-    that may hold a traceparent)). The lower bound of a far client's query (`far`) is first raised
-    to its latest request write (lookback.py).
+    that may hold a traceparent)). The lower bound of a far client's query is first raised to its
+    latest request write (lookback.py).
 
-    One read of the chunk's sockets, then each query's rows as a range of its socket's: a join of
-    every query with every row of its socket cost (queries x rows) on a busy keep-alive connection.
-    The read reaches back RECENT_NS before the far clients' starts, where a busy connection's latest
-    write is; a query whose write is older is narrowed by SQL and read by a second read."""
-    key = _socket_keys(cols)
-    lo, hi, start = cols["lo"].astype(np.int64), cols["hi"].astype(np.int64), cols["start"].astype(np.int64)
-    reach_back = np.where(far, np.maximum(start - RECENT_NS, 0), lo)
-    bottom = int(reach_back.min())
+    One read of the chunk's sockets (`got`, from qs.bottom on), then each query's rows as a range of
+    its socket's: a join of every query with every row of its socket cost (queries x rows) on a busy
+    keep-alive connection. The read reaches back RECENT_NS before the far clients' starts, where a
+    busy connection's latest write is; a query whose write is older is narrowed by SQL and read by a
+    second read."""
+    cols, key, bottom = qs.cols, qs.key, qs.bottom
+    lo, hi = cols["lo"].astype(np.int64), cols["hi"].astype(np.int64)
     try:
-        got = _Fetched.read(db, source, cols, key, egress, bottom, int(hi.max()))
-        if far.any():
-            lo = _narrowed(db, source, egress, cols, far, got, key, bottom)
+        if qs.far.any():
+            lo = _narrowed(db, source, egress, cols, qs.far, got, key, bottom)
         early = lo < bottom
         parts = [] if got is None else [got.in_bounds(np.flatnonzero(~early), key, lo, hi)]
         if early.any():
-            more = _Fetched.read(db, source, cols, key, egress, int(lo[early].min()), int(hi[early].max()))
+            more = _Fetched.read(db.con, source, cols, key, egress, int(lo[early].min()), int(hi[early].max()))
             if more is not None:
                 parts.append(more.in_bounds(np.flatnonzero(early), key, lo, hi))
     except duckdb.Error:
@@ -292,14 +339,6 @@ def _narrowed(db: ArchiveDb, source: str, egress: int, cols: dict[str, np.ndarra
     return lo
 
 
-def _socket_keys(cols: dict[str, np.ndarray]) -> np.ndarray:
-    """Each query's socket (and side), as a small integer."""
-    names = ("laddr", "lport", "raddr", "rport", "tls", "srv")
-    sockets: dict[tuple, int] = {}
-    return np.array([sockets.setdefault(k, len(sockets)) for k in zip(*(cols[c].tolist() for c in names))],
-                    np.int64)
-
-
 class _Fetched:
     """The rows of the chunk's sockets in a stretch of time, sorted by socket key, ts_enter, ts_exit."""
 
@@ -313,8 +352,8 @@ class _Fetched:
         self.reach = _running_max(self.key, self.ts_exit)
 
     @classmethod
-    def read(cls, db: ArchiveDb, source: str, cols: dict[str, np.ndarray], key: np.ndarray, egress: int,
-             lo: int, hi: int) -> _Fetched | None:
+    def read(cls, con: duckdb.DuckDBPyConnection, source: str, cols: dict[str, np.ndarray], key: np.ndarray,
+             egress: int, lo: int, hi: int) -> _Fetched | None:
         first = np.unique(key, return_index=True)[1]
         table = pa.table({"key": pa.array(key[first], pa.int64()), "tls": pa.array(cols["tls"][first], pa.bool_()),
                           "srv": pa.array(cols["srv"][first], pa.bool_()),
@@ -322,12 +361,12 @@ class _Fetched:
                           "lport": pa.array(cols["lport"][first], pa.int32()),
                           "raddr": pa.array(cols["raddr"][first], pa.string()),
                           "rport": pa.array(cols["rport"][first], pa.int32())})
-        db.con.register("_corr_keys", table)
+        con.register("_corr_keys", table)
         try:
             # The stretch as constants: DuckDB skips the row groups outside it.
-            got = db.con.sql(_ROWS_SQL.format(source=source, lo=lo, hi=hi, egress=egress)).to_arrow_table()
+            got = con.sql(_ROWS_SQL.format(source=source, lo=lo, hi=hi, egress=egress)).to_arrow_table()
         finally:
-            db.con.unregister("_corr_keys")
+            con.unregister("_corr_keys")
         return cls(got) if got.num_rows else None
 
     def latest_writes(self, key: np.ndarray, start: np.ndarray, egress: int) -> tuple[np.ndarray, ...]:

@@ -24,6 +24,7 @@ from uetrace.analyze.chunks import packed
 from uetrace.analyze.http import pieces
 from uetrace.analyze.http.connection import Connection
 from uetrace.analyze.http.stream_loading import RowRun, RowSource, sockets_from_rows
+from uetrace.analyze.read_ahead import read_ahead
 
 if TYPE_CHECKING:
     from uetrace.analyze.http.batches import Pair
@@ -129,20 +130,28 @@ class LongConnections:
 
     def pieces(self) -> Iterator[Piece]:
         """Every piece of the connections cut, each connection's in order, those of connections
-        dropped meanwhile left out."""
+        dropped meanwhile left out. The next group's rows are read while the caller parses this
+        group's pieces: DuckDB works on one core while Python parses on the other."""
         todo = sorted((hi, i, k) for i, c in self.cuts.items() for k, hi in enumerate([*c.times, _NEVER]))
 
-        def rows(item: tuple[int, int, int]) -> int:
-            _, i, k = item
-            return sum(r.n for r in self._piece_runs(i, k))
+        def groups() -> Iterator[list[tuple[int, int, int]]]:
+            nonlocal todo
+            while True:
+                group, todo = self._next_group(todo)
+                if not group:
+                    return
+                yield group
 
-        while todo:
-            todo = [t for t in todo if t[1] not in self.dropped]
-            if not todo:
-                return
-            group = next(packed(todo, rows, pieces.PIECE_ROWS))
-            todo = todo[len(group):]
-            yield from self._load(group)
+        for group, got in read_ahead(groups(), self._read):
+            yield from self._split(group, got)
+
+    def _next_group(self, todo: list[tuple[int, int, int]]) -> tuple[list[tuple[int, int, int]], list]:
+        """The next pieces to read together (about PIECE_ROWS rows), and those left after them."""
+        todo = [t for t in todo if t[1] not in self.dropped]
+        if not todo:
+            return [], []
+        group = next(packed(todo, lambda t: sum(r.n for r in self._piece_runs(t[1], t[2])), pieces.PIECE_ROWS))
+        return group, todo[len(group):]
 
     def _bounds(self, i: int, k: int) -> tuple[int, int]:
         times = self.cuts[i].times
@@ -151,7 +160,8 @@ class LongConnections:
     def _piece_runs(self, i: int, k: int) -> list[RowRun]:
         return self.cuts[i].runs(*self._bounds(i, k))
 
-    def _load(self, group: list[tuple[int, int, int]]) -> Iterator[Piece]:
+    def _read(self, group: list[tuple[int, int, int]]) -> pa.Table:
+        """The rows of a group of pieces, piece after piece, each sorted as a connection's rows."""
         ranges: dict[str, list[int]] = {"piece": [], "seq": [], "lo": [], "hi": []}
         for n, (_, i, k) in enumerate(group):
             cut = self.cuts[i]
@@ -163,21 +173,20 @@ class LongConnections:
         self.con.register("_uetrace_http_ranges", pa.table({k: pa.array(v, pa.int64()) for k, v in ranges.items()}))
         try:
             # The group's whole stretch as constants too: DuckDB skips the row groups outside it.
-            reader = self.con.sql(self.rows_sql.format(lo=lo, hi=hi)).to_arrow_reader(_READ_ROWS)
-            try:
-                rows = RowSource(reader)
-                for _, i, k in group:
-                    runs = self._piece_runs(i, k)
-                    tbl = rows.take(sum(r.n for r in runs))
-                    socks = sockets_from_rows(tbl, runs, self.source)
-                    del tbl
-                    a, b = self.cuts[i].pair
-                    yield Piece(i, Connection(socks[id(a)], socks[id(b)] if b is not None else None),
-                                (a.nbytes, b.nbytes if b is not None else 0), self.drop)
-            finally:
-                reader.close()
+            return self.con.sql(self.rows_sql.format(lo=lo, hi=hi)).to_arrow_table()
         finally:
             self.con.unregister("_uetrace_http_ranges")
+
+    def _split(self, group: list[tuple[int, int, int]], got: pa.Table) -> Iterator[Piece]:
+        at = 0
+        for _, i, k in group:
+            runs = self._piece_runs(i, k)
+            n = sum(r.n for r in runs)
+            socks = sockets_from_rows(got.slice(at, n), runs, self.source)
+            at += n
+            a, b = self.cuts[i].pair
+            yield Piece(i, Connection(socks[id(a)], socks[id(b)] if b is not None else None),
+                        (a.nbytes, b.nbytes if b is not None else 0), self.drop)
 
 
 def _ends(pair: Pair) -> int:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pyarrow.compute as pc
 
+from uetrace.analyze.distinct import distinct_rows
 from uetrace.analyze.http import tls
 from uetrace.analyze.http.anomalies import ConnectionAnomalies, by_connection
 from uetrace.analyze.http.exchange import Exchange
@@ -196,7 +197,7 @@ def endpoint_codes(x: ExchangeTable, normalize: bool = True) -> tuple[list[str],
     if not len(x):
         return [], np.zeros(0, np.int64)
     values, codes = zip(*(x.strings(c) for c in _KEY_COLUMNS))
-    keys, inverse = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)
+    keys, inverse = distinct_rows(codes, [len(v) + 1 for v in values])
     index: dict[str, int] = {}
     key_name = np.array([index.setdefault(endpoint_name(*(v[c] if c >= 0 else "" for v, c in zip(values, key)),
                                                         normalize=normalize), len(index)) for key in keys.tolist()],
