@@ -227,7 +227,8 @@ def _chunk(db: ArchiveDb, source: str | None, egress: int, qs: _Queries,
     rows = _rows(db, source, qs, egress, got) if source is not None else None
     if rows is not None:
         q, direction, ts_enter, ts_exit, pid, tid, payload = rows
-        qs, first = np.unique(q, return_index=True)
+        first = np.flatnonzero(np.concatenate(([True], q[1:] != q[:-1])))  # q is sorted
+        qs = q[first]
         srv = side_server[q]
         is_req = (direction == egress) != srv  # the request goes client -> server
         resp = ~is_req

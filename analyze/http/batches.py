@@ -52,11 +52,11 @@ _ROWS = "d.direction, d.ts_enter, d.ts_exit, d.pid, d.tid, d.bytes, d.payload"
 _ROWS_SQL = "SELECT " + _ROWS + " FROM {table} d " + _JOIN_PLAN + "WHERE " + _WHERE + \
             " AND d.direction IN ({dirs}) AND p.seq >= ? AND p.seq < ?{time} " \
             "ORDER BY p.seq, d.direction, d.ts_enter, d.ts_exit"
-# The long connections' rows (long_connections.py): their metadata, each connection's in time order;
+# The long connections' rows (long_connections.py): their metadata, each connection's in ts_enter order;
 # then their pieces, each piece's rows as _ROWS_SQL sorts a connection's ({{lo}}, {{hi}}: the stretch).
 _LONG_META_SQL = "SELECT p.seq, d.direction, d.ts_enter, d.bytes FROM {table} d " + _JOIN_PLAN + \
                  "JOIN _uetrace_http_long l ON l.seq = p.seq WHERE " + _WHERE + " AND d.direction IN ({dirs}) " \
-                 "ORDER BY l.conn, d.ts_enter, d.ts_exit"
+                 "ORDER BY l.conn, d.ts_enter"  # ts_exit too would double the sort's time
 _PIECES_SQL = "SELECT " + _ROWS + " FROM {table} d " + _JOIN_PLAN + "JOIN _uetrace_http_ranges r " \
               "ON r.seq = p.seq AND d.ts_enter >= r.lo AND d.ts_enter < r.hi WHERE " + _WHERE + \
               " AND d.direction IN ({dirs}) AND d.ts_enter >= {{lo}} AND d.ts_enter < {{hi}} " \

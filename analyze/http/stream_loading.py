@@ -53,7 +53,8 @@ def sockets_from_rows(tbl: pa.Table, runs: list[RowRun], source: str = "sock") -
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1])) if total else np.zeros(0, dtype=np.int64)
     # Rows whose payload is not exactly their size break the contiguous slice: short ones leave a gap,
     # over-long ones (malformed input) must be clipped. Only those get per-row handling.
-    odd = np.flatnonzero(paylen != sizes).tolist()
+    odd_rows = np.flatnonzero(paylen != sizes)
+    odd = odd_rows.tolist()
     rows = Rows(starts, tbl.column("ts_enter").to_numpy(), tbl.column("ts_exit").to_numpy(),
                 tbl.column("pid").to_numpy(), tbl.column("tid").to_numpy())
     # A stream needs the offsets and sizes of its first and last rows and of its odd rows only: a few
@@ -67,24 +68,19 @@ def sockets_from_rows(tbl: pa.Table, runs: list[RowRun], source: str = "sock") -
         if a == b:  # fully captured: one slice of the buffer
             return Stream(length, [0], [bytes(data[int(offsets[lo]):int(offsets[hi])])], rows, lo, hi, base,
                           direction)
-        if any(paylen[j] > sizes[j] for j in odd[a:b]):  # malformed rows: clip them one by one
+        these = odd_rows[a:b]
+        if (paylen[these] > sizes[these]).any():  # malformed rows: clip them one by one
             offs = offsets[lo:hi + 1].tolist()
             caps = [bytes(data[offs[j]:offs[j + 1]]) for j in range(hi - lo)]
             return assemble(rows, lo, hi, sizes[lo:hi].tolist(), caps, direction)
         # A short row ends a stretch (its uncaptured tail is the gap); the rows of one stretch are
-        # contiguous in the buffer, so each stretch is one slice.
-        offs = offsets[lo:hi + 1].tolist()  # offs[x - lo]: row x's first payload byte in the buffer
-        starts: list[int] = []
-        chunks: list[bytes] = []
-        i = lo
-        for j in odd[a:b]:
-            if offs[j + 1 - lo] > offs[i - lo]:
-                starts.append(rows.start[i] - base)
-                chunks.append(bytes(data[offs[i - lo]:offs[j + 1 - lo]]))
-            i = j + 1
-        if i < hi and offs[hi - lo] > offs[i - lo]:
-            starts.append(rows.start[i] - base)
-            chunks.append(bytes(data[offs[i - lo]:offs[hi - lo]]))
+        # contiguous in the buffer, so each stretch is one slice: rows [first, last) of each.
+        first = np.concatenate(([lo], these + 1))
+        last = np.concatenate((these + 1, [hi]))
+        keep = (first < last) & (offsets[last] > offsets[first])
+        first, last = first[keep], last[keep]
+        starts = (rows.start_np[first] - base).tolist()
+        chunks = [bytes(data[x:y]) for x, y in zip(offsets[first].tolist(), offsets[last].tolist())]
         if not chunks:
             starts, chunks = [0], [b""]
         return Stream(length, starts, chunks, rows, lo, hi, base, direction)
