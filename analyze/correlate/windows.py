@@ -404,8 +404,17 @@ class _Fetched:
 
 
 def _search(r_key: np.ndarray, r_t: np.ndarray, q_key: np.ndarray, q_t: np.ndarray, side: str) -> np.ndarray:
-    """np.searchsorted over rows sorted by (key, t), for (key, t) pairs: times as ranks (equal times,
-    equal ranks), so a pair packs into one sortable integer."""
+    """np.searchsorted over rows sorted by (key, t), for (key, t) pairs, each pair packed into one
+    sortable integer: key * span + t (the rows' times shifted to 1.., a query's clipped to one
+    below or above them, so it never reaches another key's)."""
+    if not r_t.size:
+        return np.zeros(len(q_t), np.int64)
+    base = int(r_t.min()) - 1
+    span = int(r_t.max()) - base + 2
+    if int(max(r_key.max(), q_key.max())) * span < 2**62:
+        rows = r_key * span + (r_t - base)
+        return np.searchsorted(rows, q_key * span + np.clip(q_t - base, 0, span - 1), side=side)  # type: ignore[call-overload]
+    # Times as ranks (equal times, equal ranks) then.
     times = np.sort(np.concatenate([r_t, q_t]))
     rows = (r_key << 32) | np.searchsorted(times, r_t)
     return np.searchsorted(rows, (q_key << 32) | np.searchsorted(times, q_t), side=side)  # type: ignore[call-overload]
