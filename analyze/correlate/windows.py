@@ -112,15 +112,20 @@ class _Requests:
         def has(name: str) -> np.ndarray:
             return x.valid(name)[order]
 
+        def col32(name: str) -> np.ndarray:  # pids and tids: below 2**22 (the kernel's pid_max)
+            return x.ints(name)[order].astype(np.int32)
+
         st, en, st_ok, en_ok = col("start_ts"), col("end_ts"), has("start_ts"), has("end_ts")
+        # 32-bit where the values fit: these arrays are held through the whole correlation.
         chost, cport, c_ok = (a[order] for a in addresses(x, "client"))
         shost, sport, s_ok = (a[order] for a in addresses(x, "server"))
+        cport, sport = cport.astype(np.int32), sport.astype(np.int32)
         (clients, ccode), (servers, scode) = x.strings("client"), x.strings("server")
         placed = (st_ok | en_ok) & c_ok & s_ok
         values, codes = x.strings("measured_at")
         return cls(np.where(st_ok, st, en), np.where(en_ok, en, st), (chost, shost), (cport, sport),
                    (ccode[order], scode[order]), max(len(clients), len(servers)) + 1,
-                   (col("client_pid"), col("server_pid")), (col("client_tid"), col("server_tid")),
+                   (col32("client_pid"), col32("server_pid")), (col32("client_tid"), col32("server_tid")),
                    (has("client_tid"), has("server_tid")),
                    (placed & has("client_pid"), placed & has("server_pid")),
                    np.array([v == SERVER for v in values] + [False])[codes][order],

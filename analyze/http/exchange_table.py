@@ -177,7 +177,11 @@ class ExchangeTableBuilder:
         self.batches.extend(other.batches)
 
     def finish(self) -> ExchangeTable:
-        return ExchangeTable(pa.Table.from_batches(self.batches, schema=SCHEMA))
+        """One table of one chunk: a take across the hundreds of batches a long capture makes (a
+        batch per piece of a long connection) cost 40 times as much, per chunk and column."""
+        table = pa.Table.from_batches(self.batches, schema=SCHEMA)
+        self.batches = []
+        return ExchangeTable(table.unify_dictionaries().combine_chunks() if table.column(0).num_chunks > 1 else table)
 
 
 def _bounds(s: slice, n: int) -> tuple[int, int]:
