@@ -7,9 +7,9 @@ activity, addresses): that is enough to pair the two ends of each connection and
 connections exactly as one whole load would, so conn ids and the order of the exchanges do not
 depend on the batch size. DuckDB then sorts the rows by (connection, socket, direction, time), a
 group of connections per query under a tighter memory limit (spilling to its temp_directory), and
-the rows come back a batch of connections at a time: a batch never splits a connection, and a
-connection too long to hold whole is read in pieces cut where it is quiet (pieces.py), so memory is
-bounded by the batch or piece size.
+the rows come back a batch of connections at a time: a batch never splits a connection, and the
+connections too long to hold whole are read first, in pieces cut where they are quiet, all of them
+together (long_connections.py), so memory is bounded by the batch or piece size.
 
 Rows of one stream with the same ts_enter and ts_exit come in DuckDB's order (a whole load kept the
 segments' order): two syscalls on one socket do not enter and return in the same nanoseconds.
