@@ -214,13 +214,13 @@ class _Queries:
         return cls(req, side_server, measured, cols, key, far, int(reach_back.min()) if len(req) else 0)
 
 
-def _chunk(db: ArchiveDb, source: str | None, egress: int, qs: _Queries,
+def _chunk(db: ArchiveDb, source: str | None, egress: int, chunk: _Queries,
            got: _Fetched | None) -> SideWindows:
     """The windows of a chunk's queries, from the rows read for them (`got`, read ahead)."""
-    n = len(qs)
+    n = len(chunk)
     if not n:
         return _empty()
-    req, side_server, measured, cols = qs.req, qs.side_server, qs.measured, qs.cols
+    req, side_server, measured, cols = chunk.req, chunk.side_server, chunk.measured, chunk.cols
     start, end = cols["start"], cols["hi"]
     # Per query: its window, exactness and thread; the defaults hold when it has no rows (measured there:
     # its own times and the thread the parsers named).
@@ -229,7 +229,7 @@ def _chunk(db: ArchiveDb, source: str | None, egress: int, qs: _Queries,
     ok = measured.copy()
     t_pid, t_tid, t_ok = cols["pid"].copy(), cols["tid"].copy(), cols["tid_ok"].copy()
     heads: dict[int, bytes] = {}
-    rows = _rows(db, source, qs, egress, got) if source is not None else None
+    rows = _rows(db, source, chunk, egress, got) if source is not None else None
     if rows is not None:
         q, direction, ts_enter, ts_exit, pid, tid, payload = rows
         first = np.flatnonzero(np.concatenate(([True], q[1:] != q[:-1])))  # q is sorted
@@ -292,22 +292,22 @@ def _source(db: ArchiveDb) -> str | None:
     return " UNION ALL ".join(sources) if sources else None
 
 
-def _rows(db: ArchiveDb, source: str, qs: _Queries, egress: int, got: _Fetched | None) -> tuple | None:
+def _rows(db: ArchiveDb, source: str, chunk: _Queries, egress: int, got: _Fetched | None) -> tuple | None:
     """The rows of the socket of each query in its time bounds (ts_exit >= lo, ts_enter <= hi), sorted
     by query, ts_enter, ts_exit: (q, direction, ts_enter, ts_exit, pid, tid, (payloads, mask of those
     that may hold a traceparent)). The lower bound of a far client's query is first raised to its
     latest request write (lookback.py).
 
-    One read of the chunk's sockets (`got`, from qs.bottom on), then each query's rows as a range of
+    One read of the chunk's sockets (`got`, from chunk.bottom on), then each query's rows as a range of
     its socket's: a join of every query with every row of its socket cost (queries x rows) on a busy
     keep-alive connection. The read reaches back RECENT_NS before the far clients' starts, where a
     busy connection's latest write is; a query whose write is older is narrowed by SQL and read by a
     second read."""
-    cols, key, bottom = qs.cols, qs.key, qs.bottom
+    cols, key, bottom = chunk.cols, chunk.key, chunk.bottom
     lo, hi = cols["lo"].astype(np.int64), cols["hi"].astype(np.int64)
     try:
-        if qs.far.any():
-            lo = _narrowed(db, source, egress, cols, qs.far, got, key, bottom)
+        if chunk.far.any():
+            lo = _narrowed(db, source, egress, cols, chunk.far, got, key, bottom)
         early = lo < bottom
         parts = [] if got is None else [got.in_bounds(np.flatnonzero(~early), key, lo, hi)]
         if early.any():

@@ -70,8 +70,8 @@ class _Cut:
 
 
 class LongConnections:
-    """The long connections of a plan: which can be cut (`cut`), then their pieces (`pieces()`).
-    A connection the caller `drop()`s is not read further (it will be read whole)."""
+    """The long connections of a plan: those with a quiet point to cut at (`cuts`), then their pieces
+    (`pieces()`). A connection the caller `drop()`s is not read further (it will be read whole)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, long: dict[int, tuple[Pair, int]], meta_sql: str,
                  rows_sql: str, model: dict[int, int], source: str) -> None:
@@ -80,10 +80,6 @@ class LongConnections:
         self.dropped: set[int] = set()
         if long:
             self._plan(long, meta_sql, model)
-
-    def cut(self, index: int) -> bool:
-        """Whether the connection is read in pieces (it has a quiet point to cut at)."""
-        return index in self.cuts
 
     def drop(self, index: int) -> None:
         self.dropped.add(index)
