@@ -6,9 +6,9 @@ every exchange measured at the server costs (exchanges x rows per 10 s of the co
 keep-alive connection whose client lost records, gigabytes. Only rows from that write on can change a
 window (see narrowed_lo), so the rows are read from there.
 
-The join itself reads only the writes of the last RECENT_NS before the requests (row groups outside
-are skipped): on a busy connection the write is there. A request without one there is looked up over
-its whole lookback.
+windows.py reads each chunk's rows from RECENT_NS before its requests and finds most of these writes
+there; the join is for the rest. It too reads only the writes of the last RECENT_NS first (row groups
+outside are skipped), then looks a request still without one up over its whole lookback.
 """
 
 from __future__ import annotations
