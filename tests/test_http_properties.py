@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from uetrace.analyze.http import HttpParams, analyze_http, http1, http2, store_tables, tls, websocket
 from uetrace.analyze.http.connection import Connection, Socket, View
+from uetrace.analyze.http.exchange_table import SCHEMA, ExchangeTable
 from uetrace.analyze.http.streams import EGRESS, INGRESS, stream_from_writes
 
 # No example database: the tests leave no files behind in the working tree.
@@ -161,6 +162,19 @@ def test_http1_truncated_never_raises_and_keeps_prefix(conv, cut):
     exs, _ = http1.parse_exchanges(view_of([reqs[:cut]], [resps[:cut]]), 0)
     done = [(e.method, e.path, e.status) for e in exs if e.complete]
     assert done == expect[:len(done)]
+
+
+@FAST
+@given(http1_conversation(), st.integers(0, 2000), st.integers(0, 2000), cuts, st.binary(max_size=40))
+def test_http1_columns_and_objects_agree(conv, req_cut, resp_cut, resp_cuts, junk):
+    """The record batch the reconstruction stores and the objects parse_exchanges gives are made from
+    the same columns: read back, the batch holds the same exchanges, be they incomplete, unanswered,
+    or (after junk that delays the first request) answers to requests the capture missed."""
+    reqs, resps, _ = conv
+    for c2s, s2c in (([reqs[:req_cut]], split(resps[:resp_cut], resp_cuts)), ([b"\0" + junk, b"\0", reqs], [resps])):
+        columns, _ = http1.parse_columns(view_of(c2s, s2c), 7, tls=True)
+        stored = ExchangeTable(pa.Table.from_batches([columns.batch()], schema=SCHEMA))
+        assert list(stored) == columns.objects()
 
 
 def _frame(t: int, flags: int, sid: int, payload: bytes) -> bytes:

@@ -2,9 +2,9 @@
 
 A busy capture has millions of exchanges. As Python objects they cost ~700 bytes each (a slotted
 dataclass of 31 fields, its ints and strings): 1.4 GB for two million, more than the whole analysis
-may take. The parsers still make Exchange objects, a connection batch at a time; each batch becomes
-Arrow columns at once (strings dictionary-encoded: a connection's addresses, a route's method and path
-repeat), ~100 bytes an exchange. Statistics, filters, ordering and the SQL tables work on the columns;
+may take. HTTP/1's parser gives a connection's exchanges as columns (ExchangeColumns), the other
+parsers Exchange objects, a connection batch at a time; either becomes Arrow columns at once (strings
+dictionary-encoded: a connection's addresses, a route's method and path repeat), ~100 bytes an exchange. Statistics, filters, ordering and the SQL tables work on the columns;
 `ExchangeTable` is a read-only sequence that makes an Exchange for an index on demand (the slowest
 ten, one request's story), so code that reads exchanges one by one still can, without holding them.
 
@@ -55,6 +55,58 @@ def batch_of(exchanges: Sequence[Exchange]) -> pa.RecordBatch:
         else:
             arrays.append(pa.array(values, _TYPES[name]))
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+
+class ExchangeColumns:
+    """Exchanges as columns, before they are a record batch: what a parser that works a connection
+    at a time gives without making an Exchange per message (HTTP/1's; objects and their transposition
+    cost more than the parse). A field's value is a list (None for null), a numpy array (a masked one
+    for nulls), or one value every row shares (a connection's addresses, its protocol, its end)."""
+
+    def __init__(self, n: int, values: dict[str, object]) -> None:
+        assert set(values) == set(FIELDS), "ExchangeColumns needs every Exchange field"
+        self.n, self.values = n, values
+
+    def __len__(self) -> int:
+        return self.n
+
+    def column(self, name: str) -> list:
+        """A field's values as a Python list, one per row."""
+        v = self.values[name]
+        if isinstance(v, np.ma.MaskedArray):
+            return [x if ok else None for x, ok in zip(v.data.tolist(), (~np.ma.getmaskarray(v)).tolist())]
+        if isinstance(v, np.ndarray):
+            return v.tolist()
+        if isinstance(v, list):
+            return v
+        if name == "anomalies":  # a list each, not one list shared
+            return [list(v) for _ in range(self.n)]  # type: ignore[call-overload]
+        return [v] * self.n
+
+    def batch(self) -> pa.RecordBatch:
+        arrays = []
+        for name in FIELDS:
+            v, t = self.values[name], _TYPES[name]
+            if isinstance(v, (list, np.ndarray)):
+                a = pa.array(v, pa.string() if name in _DICT else t)
+                arrays.append(a.dictionary_encode() if name in _DICT else a)
+            else:
+                arrays.append(_repeated(v, t, self.n))
+        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+    def objects(self) -> list[Exchange]:
+        return [Exchange(*row) for row in zip(*(self.column(name) for name in FIELDS))] if self.n else []
+
+
+def _repeated(value: object, t: pa.DataType, n: int) -> pa.Array:
+    """n times one value, built from offsets or codes: pa.repeat appends a list or string n times."""
+    if value is None:
+        return pa.nulls(n, t)
+    if t == _STR:
+        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value], pa.string()))
+    if pa.types.is_list(t) and not value:
+        return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], t.value_type))
+    return pa.repeat(pa.scalar(value, t), n)
 
 
 class ExchangeTable(Sequence[Exchange]):
@@ -164,21 +216,36 @@ def python_values(column: pa.ChunkedArray) -> list:
 
 
 class ExchangeTableBuilder:
-    """Exchanges appended a batch at a time (each batch becomes columns at once), then one table."""
+    """Exchanges appended as they come, objects or columns, then one table. Objects wait in a list
+    until flush() (or a batch of columns after them) makes them columns: a few connections' worth."""
 
     def __init__(self) -> None:
         self.batches: list[pa.RecordBatch] = []
+        self.pending: list[Exchange] = []
 
-    def add(self, exchanges: Sequence[Exchange]) -> None:
-        if exchanges:
-            self.batches.append(batch_of(exchanges))
+    def add(self, exchanges: Sequence[Exchange] | ExchangeColumns) -> None:
+        if isinstance(exchanges, ExchangeColumns):
+            if exchanges.n:
+                self.flush()
+                self.batches.append(exchanges.batch())
+        else:
+            self.pending.extend(exchanges)
+
+    def flush(self) -> None:
+        """The objects added so far as columns."""
+        if self.pending:
+            self.batches.append(batch_of(self.pending))
+            self.pending = []
 
     def extend(self, other: ExchangeTableBuilder) -> None:
+        self.flush()
+        other.flush()
         self.batches.extend(other.batches)
 
     def finish(self) -> ExchangeTable:
         """One table of one chunk: a take across the hundreds of batches a long capture makes (a
         batch per piece of a long connection) cost 40 times as much, per chunk and column."""
+        self.flush()
         table = pa.Table.from_batches(self.batches, schema=SCHEMA)
         self.batches = []
         return ExchangeTable(table.unify_dictionaries().combine_chunks() if table.column(0).num_chunks > 1 else table)

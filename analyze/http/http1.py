@@ -7,17 +7,21 @@ like a message when the framing was lost to a gap, and pairs each response with 
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from uetrace.analyze.http import anomalies as A
 from uetrace.analyze.http.connection import View
 from uetrace.analyze.http.exchange import Exchange
+from uetrace.analyze.http.exchange_table import ExchangeColumns
 from uetrace.analyze.http.http1_messages import REQUEST_LINE, STATUS_LINE, Message, parse_message, skip_empty_lines
 from uetrace.analyze.http.streams import Stream
 
 __all__ = ["Exchange", "Message", "Switch", "looks_like_requests", "looks_like_responses", "parse_exchanges",
-           "parse_message", "parse_requests"]
+           "parse_columns", "parse_message", "parse_requests"]
 _RESYNC_ROWS = 4096  # syscall boundaries tried before giving up on a stream
 
 
@@ -117,11 +121,21 @@ def _parse_requests(stream: Stream, pos: int) -> tuple[list[Message], bool]:
 
 
 def parse_exchanges(view: View, conn_id: int, tls: bool = False) -> tuple[list[Exchange], Switch | None]:
+    """parse_columns' exchanges as objects, and the switch with its exchange (the last one)."""
+    columns, switch = parse_columns(view, conn_id, tls)
+    out = columns.objects()
+    if switch is None:
+        return out, None
+    return out, Switch(switch[0], switch[1], switch[2], out[-1])
+
+
+def parse_columns(view: View, conn_id: int, tls: bool = False) -> tuple[ExchangeColumns, tuple[str, int, int] | None]:
     """Pair the connection's requests and responses in order. A response that started before the next
     unanswered request answers a request sent before the capture began; it is reported unpaired.
-    Stops at a protocol switch (101, CONNECT tunnel) and says where the new protocol begins. A CONNECT
-    the server declines lets the requests after it be read; one with no answer captured is taken as
-    a tunnel (its exchange carries the `tunnel` anomaly when bytes follow it)."""
+    Stops at a protocol switch (101, CONNECT tunnel) and says where the new protocol begins: (the
+    protocol, request offset, response offset); the switching exchange is the last. A CONNECT the
+    server declines lets the requests after it be read; one with no answer captured is taken as a
+    tunnel (its exchange carries the `tunnel` anomaly when bytes follow it)."""
     req_s, resp_s = view.requests, view.responses
     note = ""
     try:
@@ -182,69 +196,114 @@ def parse_exchanges(view: View, conn_id: int, tls: bool = False) -> tuple[list[E
             pos = nxt
     if switch is None:  # requests left unanswered within the capture
         pairs.extend((r, None) for r in reqs[i:])
-    out = _build(view, conn_id, pairs, tls, req_ts)
-    if note:
-        for ex in out:
-            ex.complete, ex.note = False, ex.note or note
+    out = _columns(view, conn_id, pairs, tls, req_ts)
+    if note and out.n:
+        out.values["complete"] = False
+        out.values["note"] = [n or note for n in out.column("note")]
+    tunnel = switch is not None and switch[0] == "tunnel"
     if switch is None:
         last = reqs[-1] if reqs else None
-        if last is not None and last.method == "CONNECT" and last.end < req_s.length and out:
-            out[-1].anomalies.append(A.TUNNEL)  # unanswered: what follows it is taken as tunnel data
+        tunnel = last is not None and last.method == "CONNECT" and last.end < req_s.length and out.n > 0
+        # (unanswered: what follows it is taken as tunnel data)
+    if tunnel:
+        anomalies = out.column("anomalies")
+        anomalies[-1].append(A.TUNNEL)
+        out.values["anomalies"] = anomalies
+    if switch is None:
         return out, None
     proto, req, msg = switch
-    if proto == "tunnel":
-        out[-1].anomalies.append(A.TUNNEL)
-    return out, Switch(proto, req.end, msg.end, out[-1])
+    return out, (proto, req.end, msg.end)
 
 
-def _build(view: View, conn_id: int, pairs: list[tuple[Message | None, Message | None]],
-           tls: bool, req_ts: list[int]) -> list[Exchange]:
-    """Exchanges from paired messages, with times and processes looked up for the whole connection
-    at once (per-message lookups dominated the profile). The requests in pairs are the parsed ones in
-    order, from the first, so `req_ts` (when each was first in hand) is their start times."""
+_START, _END = operator.attrgetter("start"), operator.attrgetter("end")
+_HEAD = operator.attrgetter("method", "path", "host", "version")
+_OK = operator.attrgetter("complete")
+_ANOMALIES = operator.attrgetter("anomalies")
+
+
+def _columns(view: View, conn_id: int, pairs: list[tuple[Message | None, Message | None]],
+             tls: bool, req_ts: list[int]) -> ExchangeColumns:
+    """Exchanges from paired messages as columns, times and processes looked up for the whole
+    connection at once. The requests in pairs are the parsed ones in order, from the first, so
+    `req_ts` (when each was first in hand) is their start times. A keep-alive connection's exchanges
+    are nearly all request-response pairs, complete, without anomalies: those rows cost a few list
+    and array operations each, the others are written row by row."""
     req_s, resp_s = view.requests, view.responses
-    client, server = view.client_addr, view.server_addr
-    measured_at = "client" if view.at_client else "server"
-    with_req = [r.start for r, _ in pairs if r is not None]
-    starts = iter(req_ts)
-    ends_at = [m.end - 1 for _, m in pairs if m is not None and m.end > m.start]
-    ends = iter(resp_s.done_ts_many(ends_at) if ends_at else [])
-    who_req = iter(zip(*view.who_many(req_s, with_req), strict=True))
-    orphans = [m.start for r, m in pairs if r is None and m is not None]
-    who_resp = iter(zip(*view.who_many(resp_s, orphans), strict=True))
-    out = []
-    for req, resp in pairs:
-        # One positional constructor call per exchange: keyword calls and attribute sets cost more.
-        start = end = latency = None
-        cpid = ctid = spid = stid = None
-        complete, note = True, ""
-        if req is not None:
-            start = next(starts)
-            cpid, ctid, spid, stid = next(who_req)
-        if resp is not None:
-            if resp.end > resp.start:
-                end = next(ends)
-            if req is None:
-                cpid, ctid, spid, stid = next(who_resp)
-        if start is not None and end is not None:
-            latency = end - start if end > start else 0
-        if req is None:
-            complete, note = False, "request not captured (sent before the capture began)"
-        elif resp is None:
-            complete, note = False, "no response captured"
-        elif not (req.complete and resp.complete):
-            complete = False
-            note = "request " + req.note if not req.complete else "response " + resp.note
-        version = (req or resp).version  # type: ignore[union-attr]
-        r = req or _NO_MESSAGE
-        out.append(Exchange(
-            _PROTOCOLS[version], conn_id, client, server, r.method, r.path, r.host,
-            resp.status if resp is not None else None, r.end - r.start,
-            resp.end - resp.start if resp is not None else 0, start, end, latency, cpid, ctid, spid, stid,
-            measured_at, complete, note, None, "", "", None, "", tls))
-        if r.anomalies or (resp is not None and resp.anomalies):
-            out[-1].anomalies = A.merged(r.anomalies, resp.anomalies if resp is not None else ())
+    n = len(pairs)
+    reqs = [r for r, _ in pairs]
+    resps = [m for _, m in pairs]
+    has_req = np.fromiter((r is not None for r in reqs), bool, n)
+    has_resp = np.fromiter((m is not None for m in resps), bool, n)
+    every_req, every_resp = bool(has_req.all()), bool(has_resp.all())
+    if not every_req:
+        reqs = [r if r is not None else _NO_MESSAGE for r in reqs]
+    if not every_resp:
+        resps = [m if m is not None else _NO_MESSAGE for m in resps]
+    r_start = np.fromiter(map(_START, reqs), np.int64, n)
+    m_start = np.fromiter(map(_START, resps), np.int64, n)
+    m_end = np.fromiter(map(_END, resps), np.int64, n)
+    methods, paths, hosts, versions = zip(*map(_HEAD, reqs)) if n else ((), (), (), ())
+    if not every_req:  # an unanswered response's version
+        versions = tuple(v if h else m.version for v, h, m in zip(versions, has_req.tolist(), resps))  # type: ignore[union-attr]
+    start = np.zeros(n, np.uint64)
+    start[has_req] = req_ts[:int(has_req.sum())]
+    has_end = has_resp & (m_end > m_start)
+    end = np.zeros(n, np.uint64)
+    if has_end.any():
+        end[has_end] = resp_s.done_ts_many((m_end[has_end] - 1).tolist())
+    timed = has_req & has_end
+    latency = np.where(end > start, end.astype(np.int64) - start.astype(np.int64), 0)
+    who = view.who_many(req_s, r_start[has_req].tolist())
+    if not every_req:  # a response without its request: its processes from where it was read
+        orphans = ~has_req & has_resp
+        who_resp = view.who_many(resp_s, m_start[orphans].tolist())
+        who = tuple(_merged(n, has_req, a, orphans, b) for a, b in zip(who, who_resp))  # type: ignore[assignment]
+    ok = has_req & has_resp
+    if ok.any():
+        ok[ok] = np.fromiter(map(_OK, (r for r, k in zip(reqs, ok.tolist()) if k)), bool) \
+            & np.fromiter(map(_OK, (m for m, k in zip(resps, ok.tolist()) if k)), bool)
+    complete: object = True
+    note: object = ""
+    if not ok.all():
+        complete, note = ok, [_note(r if h else None, m if k else None) if not c else ""
+                              for r, m, h, k, c in zip(reqs, resps, has_req.tolist(), has_resp.tolist(),
+                                                       ok.tolist())]
+    anomalies: object = ()
+    if any(map(_ANOMALIES, reqs)) or any(map(_ANOMALIES, resps)):
+        anomalies = [A.merged(r.anomalies, m.anomalies) if r.anomalies or m.anomalies else []
+                     for r, m in zip(reqs, resps)]
+    protocol: object = _PROTOCOLS[versions[0]] if n and versions.count(versions[0]) == n else \
+        [_PROTOCOLS[v] for v in versions]
+    return ExchangeColumns(n, {
+        "protocol": protocol, "conn_id": conn_id, "client": view.client_addr, "server": view.server_addr,
+        "method": list(methods), "path": list(paths), "host": list(hosts),
+        "status": np.ma.array([m.status for m in resps], mask=~has_resp) if not every_resp
+        else [m.status for m in resps],
+        "req_bytes": np.fromiter(map(_END, reqs), np.int64, n) - r_start, "resp_bytes": m_end - m_start,
+        "start_ts": start if every_req else np.ma.array(start, mask=~has_req),
+        "end_ts": np.ma.array(end, mask=~has_end), "latency_ns": np.ma.array(latency, mask=~timed),
+        "client_pid": who[0], "client_tid": who[1], "server_pid": who[2], "server_tid": who[3],
+        "measured_at": "client" if view.at_client else "server", "complete": complete, "note": note,
+        "stream_id": None, "grpc_service": "", "grpc_method": "", "grpc_status": None, "grpc_message": "",
+        "tls": tls, "client_comm": "", "server_comm": "", "anomalies": anomalies, "traceparent": ""})
+
+
+def _merged(n: int, a_rows: np.ndarray, a: list, b_rows: np.ndarray, b: list) -> list:
+    out: list = [None] * n
+    for i, v in zip(np.flatnonzero(a_rows).tolist(), a):
+        out[i] = v
+    for i, v in zip(np.flatnonzero(b_rows).tolist(), b):
+        out[i] = v
     return out
+
+
+def _note(req: Message | None, resp: Message | None) -> str:
+    """Why an exchange is incomplete."""
+    if req is None:
+        return "request not captured (sent before the capture began)"
+    if resp is None:
+        return "no response captured"
+    return "request " + req.note if not req.complete else "response " + resp.note
 
 
 _NO_MESSAGE = Message(0, 0, True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uetrace.analyze.http.exchange import Exchange
+from uetrace.analyze.http.exchange_table import ExchangeColumns
 from uetrace.analyze.http.streams import EGRESS
 
 # A connection with more rows than this (both ends) is read in pieces; a query reads about this
@@ -99,10 +99,11 @@ def _bytes_before(rows: Rows, mask: np.ndarray, t: np.ndarray) -> np.ndarray:
     return total[np.searchsorted(ts, t, side="left")]
 
 
-def perfect(exchanges: list[Exchange], request_bytes: int, response_bytes: int) -> bool:
+def perfect(exchanges: ExchangeColumns, request_bytes: int, response_bytes: int) -> bool:
     """Whether a piece's HTTP/1 exchanges account for every byte of its streams, each complete (no
     resync, leftover, unanswered request or response to a request before it), with no CONNECT: the
     parse of the whole connection would have found the same exchanges there."""
-    return (all(e.complete and e.method != "CONNECT" for e in exchanges)
-            and sum(e.req_bytes for e in exchanges) == request_bytes
-            and sum(e.resp_bytes for e in exchanges) == response_bytes)
+    v = exchanges.values
+    return (bool(np.all(v["complete"])) and "CONNECT" not in exchanges.column("method")  # type: ignore[call-overload]
+            and int(np.sum(v["req_bytes"])) == request_bytes  # type: ignore[call-overload]
+            and int(np.sum(v["resp_bytes"])) == response_bytes)  # type: ignore[call-overload]

@@ -14,7 +14,6 @@ from uetrace.analyze.enums import DEFAULT, Enums
 from uetrace.analyze.http import http1, http2, pieces, tls, websocket
 from uetrace.analyze.http.batches import DEFAULT_BATCH_ROWS, PlannedSocket, connection_batches, plan
 from uetrace.analyze.http.connection import Connection, Socket, View
-from uetrace.analyze.http.exchange import Exchange
 from uetrace.analyze.http.exchange_table import ExchangeTableBuilder
 from uetrace.analyze.http.filters import filter_result
 from uetrace.analyze.http.long_connections import LongConnection, Piece
@@ -74,7 +73,6 @@ def _analyze(con: duckdb.DuckDBPyConnection, views: set[str], result: HttpResult
         i = 0
         long = _LongParses(conn_ids, decrypted, plaintext)
         for batch in connection_batches(con, pairs, table_name, source, enums, batch_rows):
-            found: list[Exchange] = []
             for conn in batch:
                 if isinstance(conn, Piece):
                     long.parse(conn, roles)
@@ -83,16 +81,14 @@ def _analyze(con: duckdb.DuckDBPyConnection, views: set[str], result: HttpResult
                 i += 1
                 tls_only = conn_id in decrypted and not plaintext
                 if isinstance(conn, LongConnection):
-                    table.add(found)
-                    found = []
                     parsed = long.take(conn.index)
                     if parsed is not None:
                         table.extend(parsed)
                         continue
-                    _analyze_connection(conn.whole(), conn_id, roles, result, found, plaintext, tls_only)
+                    _analyze_connection(conn.whole(), conn_id, roles, result, table, plaintext, tls_only)
                 else:
-                    _analyze_connection(conn, conn_id, roles, result, found, plaintext, tls_only)
-            table.add(found)  # as columns: the batch's objects go with it
+                    _analyze_connection(conn, conn_id, roles, result, table, plaintext, tls_only)
+            table.flush()  # as columns: the batch's objects go with it
     result.exchanges = table.finish()
     for t in result.tls:
         t.decrypted = t.conn_id in decrypted
@@ -153,7 +149,7 @@ class _LongParses:
         else:
             end, at_client = self.reading[i]
             view = View.of(conn, conn.sock if end == 0 else conn.peer, at_client)  # type: ignore[arg-type]
-        exchanges, switch = http1.parse_exchanges(view, conn_id, tls=plaintext)
+        exchanges, switch = http1.parse_columns(view, conn_id, tls=plaintext)
         if switch is not None or not pieces.perfect(exchanges, view.requests.length, view.responses.length):
             return False
         self.tables.setdefault(i, ExchangeTableBuilder()).add(exchanges)
@@ -220,7 +216,7 @@ def _bytes(s: Socket) -> int:
 
 
 def _analyze_connection(conn: Connection, conn_id: int, roles: dict[int, bool], result: HttpResult,
-                        found: list[Exchange], plaintext: bool, tls_only: bool = False) -> None:
+                        found: ExchangeTableBuilder, plaintext: bool, tls_only: bool = False) -> None:
     """The connection's exchanges into `found`; its WebSocket sessions, TLS facts and notes into result."""
     try:
         view = _choose_view(conn, roles)
@@ -229,7 +225,7 @@ def _analyze_connection(conn: Connection, conn_id: int, roles: dict[int, bool], 
         result.notes.append(f"connection {conn_id}: unparsed ({type(e).__name__}: {e})")
 
 
-def _dispatch(view: View, conn_id: int, result: HttpResult, found: list[Exchange], plaintext: bool,
+def _dispatch(view: View, conn_id: int, result: HttpResult, found: ExchangeTableBuilder, plaintext: bool,
               tls_only: bool = False) -> None:
     """tls_only: the TLS tracer decrypted this connection, so its socket bytes are ciphertext whatever
     they look like; only a TLS handshake is taken from them."""
@@ -245,23 +241,26 @@ def _dispatch(view: View, conn_id: int, result: HttpResult, found: list[Exchange
         if tls_only:
             return
     if http2.starts_with_preface(req):
-        found.extend(http2.exchanges(view, conn_id, tls=plaintext))
+        found.add(http2.exchanges(view, conn_id, tls=plaintext))
         return
     if http1.looks_like_requests(req) or http1.looks_like_responses(resp):
-        exchanges, switch = http1.parse_exchanges(view, conn_id, tls=plaintext)
-        found.extend(exchanges)
-        if switch is None:
+        columns, switched = http1.parse_columns(view, conn_id, tls=plaintext)
+        if switched is None:
+            found.add(columns)
             return
+        exchanges = columns.objects()  # the switching exchange is noted and read on
+        found.add(exchanges)
+        switch = http1.Switch(*switched, exchanges[-1])
         if switch.protocol == "websocket":
             result.websockets.append(websocket.parse_session(switch.exchange, req, switch.request_end, resp,
                                                              switch.response_end))
         elif switch.protocol == "h2c":
-            found.extend(http2.exchanges(view, conn_id, switch.request_end, switch.response_end,
-                                                    tls=plaintext, upgrade=switch.exchange))
+            found.add(http2.exchanges(view, conn_id, switch.request_end, switch.response_end,
+                                      tls=plaintext, upgrade=switch.exchange))
         else:
             switch.exchange.note = switch.exchange.note or f"switched to {switch.protocol}: not decoded"
         return
     if http2.looks_like_frames(req) or http2.looks_like_frames(resp):
-        found.extend(http2.exchanges(view, conn_id, tls=plaintext))
+        found.add(http2.exchanges(view, conn_id, tls=plaintext))
         return
     result.unrecognized += 1
