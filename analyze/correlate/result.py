@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from uetrace.analyze.correlate.objects import (  # noqa: F401  (the result's parts, imported from here)
     CLIENT,
@@ -25,7 +26,7 @@ from uetrace.analyze.correlate.objects import (  # noqa: F401  (the result's par
     Span,
     Window,
 )
-from uetrace.analyze.correlate.span_table import EVIDENCE_FIELDS, LINKS, SIDES, SpanTable, hex16
+from uetrace.analyze.correlate.span_table import EVIDENCE_FIELDS, LINKS, SIDES, SpanTable
 from uetrace.analyze.http.exchange import Exchange
 from uetrace.analyze.http.exchange_table import FIELDS, ExchangeTable, python_values
 
@@ -181,7 +182,19 @@ class CorrelationResult:
 
     def json_rows(self, request_ids: Sequence[int], chunk: int = 16384) -> Iterator[dict]:
         """`{**exchange.to_dict(), **request.row()}` of each request, in the order given, straight from
-        the columns (making the objects first cost ~8 times as much), `chunk` rows at a time."""
+        the columns (making the objects first cost ~8 times as much), `chunk` rows at a time: the rows
+        of json_tables(), as dicts."""
+        for table in self.json_tables(request_ids, chunk):
+            columns = [python_values(c) for c in table.columns]
+            names = table.column_names
+            for values in zip(*columns):
+                yield dict(zip(names, values))
+
+    def json_tables(self, request_ids: Sequence[int], chunk: int = 16384) -> Iterator[pa.Table]:
+        """The rows of json_rows() as tables of `chunk` rows: a column per key, in the rows' key order
+        (the exchange's fields, then request_id, trace_id, span_id, parent_span_id and the evidence of
+        Request.row()), the same values (None as null). `trace requests --json` formats them a column
+        at a time (analyze/json_text.py): no Python object per row."""
         ids = np.asarray(request_ids, dtype=np.int64)
         main = self.main_rows()
         t = self.table
@@ -189,29 +202,45 @@ class CorrelationResult:
         for c0 in range(0, len(ids), chunk):
             part = ids[c0:c0 + chunk]
             sub = self.exchanges.table.take(pa.array(self.order[part]))
-            columns = [python_values(sub.column(name)) for name in FIELDS]
             rows = main[part]
             has = rows >= 0
             at = np.where(has, rows, 0)
-            span = [hex16(v) if h else None for v, h in zip(t.span[at].tolist(), has.tolist())]
-            parent = [hex16(v) if h and v else None for v, h in zip(t.parent[at].tolist(), has.tolist())]
-            trace = [t.trace_id(r, self.ids) if h else None for r, h in zip(at.tolist(), has.tolist())]
-            evidence = [self._evidence_column(name, at, has) for name in _ROW_EVIDENCE]
-            for values in zip(*columns, part.tolist(), trace, span, parent, *evidence):
-                yield dict(zip(keys, values))
+            parent = t.parent[at]
+            columns = [*(sub.column(name) for name in FIELDS), pa.chunked_array([pa.array(part, pa.int64())]),
+                       self._trace_id_column(at, has), _hex_column(has, t.span[at]),
+                       _hex_column(has & (parent != 0), parent),
+                       *(self._evidence_array(name, at, has) for name in _ROW_EVIDENCE)]
+            yield pa.table([c if isinstance(c, pa.ChunkedArray) else pa.chunked_array([c]) for c in columns],
+                           names=list(keys))
 
-    def _evidence_column(self, name: str, rows: np.ndarray, has: np.ndarray) -> list:
-        """An Evidence field of the spans at rows (None where has is False), as Evidence objects give it."""
+    def _trace_id_column(self, rows: np.ndarray, has: np.ndarray) -> pa.Array:
+        """SpanTable.trace_id of the spans at rows (null where has is False): generated ids computed
+        for all at once, the few set from elsewhere or from a traceparent by trace_id itself."""
+        t = self.table
+        special = has & t.trace_from_header[rows]
+        if t.trace_ids:
+            special |= has & np.isin(rows, np.fromiter(t.trace_ids, np.int64, len(t.trace_ids)))
+        if self.ids is None:  # no generated ids: trace_id says what it says for every row
+            special = has
+        out = _hex_column(has, *self.ids.trace_words(t.span[t.trace_root[rows]])) if self.ids is not None \
+            else pa.nulls(len(rows), pa.string())
+        if special.any():
+            texts = [t.trace_id(r, self.ids) for r in rows[special].tolist()]
+            out = pc.replace_with_mask(out, pa.array(special), pa.array(texts, pa.string()))
+        return out
+
+    def _evidence_array(self, name: str, rows: np.ndarray, has: np.ndarray) -> pa.Array:
+        """An Evidence field of the spans at rows (null where has is False), as Evidence objects give it."""
         t = self.table
         source = "cpu_samples" if name == "cpu_ms" else name
         if source not in t.evidence or (name == "cpu_ms" and not t.period_ns):
-            return [None] * len(rows)
+            return pa.nulls(len(rows))
         values, mask = t.evidence[source]
         ok = has if mask is None else has & mask[rows]
-        got = values[rows].tolist()
+        got = values[rows]
         if name == "cpu_ms":
-            got = [n * t.period_ns / 1e6 for n in got]
-        return [v if k else None for v, k in zip(got, ok.tolist())]
+            got = _cpu_ms(got, t.period_ns)
+        return pa.array(got, mask=~ok)
 
     def selected(self) -> Sequence[Request]:
         if self.params.request_id is None:
@@ -263,6 +292,30 @@ class RequestList(Sequence[Request]):
             for rid, e in zip(part.tolist(), res.exchanges.take(res.order[part])):
                 yield res.request(rid, e)
 
+
+def _cpu_ms(samples: np.ndarray, period_ns: int) -> np.ndarray | list:
+    """`n * period_ns / 1e6` of each sample count n, as Python computes it: the int product made a
+    float (correctly rounded, as numpy's int64 to float64 is) and divided by 1e6."""
+    if type(period_ns) is int and len(samples) and \
+            int(np.abs(samples.astype(np.int64)).max()) * period_ns < 2**63:
+        return (samples.astype(np.int64) * np.int64(period_ns)).astype(np.float64) / 1e6
+    return [n * period_ns / 1e6 for n in samples.tolist()]
+
+
+# Each byte's two hex digits, as the uint16 whose bytes in memory are those digits.
+_HEX_PAIRS = np.frombuffer("".join(f"{b:02x}" for b in range(256)).encode(), np.uint16)
+
+
+def _hex_column(valid: np.ndarray, *words: np.ndarray) -> pa.Array:
+    """Per row its 64-bit words as lowercase hex, 16 digits each, one after the other (hex16 of each,
+    joined); null where valid is False."""
+    n = len(valid)
+    width = 16 * len(words)
+    raw = np.stack(words, axis=1).astype(">u8").view(np.uint8)  # most significant byte first
+    digits = _HEX_PAIRS[raw]  # (n, 8 x words) uint16: the text of a row, in order
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    nulls = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digits), nulls)
 
 
 def from_requests(requests: Sequence[Request], params: CorrelateParams | None = None) -> CorrelationResult:

@@ -95,6 +95,14 @@ class IdMaker:
         lo = _mix((self._seeds[2] ^ x) + _GOLDEN & _MASK) or 1
         return f"{hi:016x}{lo:016x}"
 
+    def trace_words(self, root_span: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """trace_id of each root span id (uint64) as its two 64-bit halves, for all at once (the same
+        arithmetic modulo 2**64, in uint64)."""
+        with np.errstate(over="ignore"):
+            hi = _mix_np(np.uint64(self._seeds[1]) ^ root_span)
+            lo = _mix_np((np.uint64(self._seeds[2]) ^ root_span) + np.uint64(_GOLDEN))
+        return hi, np.where(lo == 0, np.uint64(1), lo)
+
 
 def link_table(t: SpanTable, ids: IdMaker) -> None:
     """Set the parent, link and trace root of every span of t (its ids and t.headers given); a

@@ -4,9 +4,10 @@ A busy capture has millions of exchanges. As Python objects they cost ~700 bytes
 dataclass of 31 fields, its ints and strings): 1.4 GB for two million, more than the whole analysis
 may take. HTTP/1's parser gives a connection's exchanges as columns (ExchangeColumns), the other
 parsers Exchange objects, a connection batch at a time; either becomes Arrow columns at once (strings
-dictionary-encoded: a connection's addresses, a route's method and path repeat), ~100 bytes an exchange. Statistics, filters, ordering and the SQL tables work on the columns;
-`ExchangeTable` is a read-only sequence that makes an Exchange for an index on demand (the slowest
-ten, one request's story), so code that reads exchanges one by one still can, without holding them.
+dictionary-encoded: a connection's addresses, a route's method and path repeat), ~100 bytes an
+exchange. Statistics, filters, ordering and the SQL tables work on the columns; `ExchangeTable` is a
+read-only sequence that makes an Exchange for an index on demand (the slowest ten, one request's
+story), so code that reads exchanges one by one still can, without holding them.
 
 `rows()` is each exchange's index in the whole (unfiltered) analysis: a filtered table keeps it (in a
 `row` column the whole table does without), so a row can be matched with what was computed for the

@@ -7,11 +7,15 @@ import json
 import math
 import sys
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, TextIO
 
 import click
 from rich.console import Console
 
 from uetrace.analyze.render import jsonable, printable, render_table, report_width
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -61,6 +65,39 @@ def echo_json_list(items: Iterable[object]) -> None:
     pending.append("[]\n" if first else "\n]\n")
     out.write("".join(pending))
     out.flush()
+
+
+def echo_json_tables(tables: Iterable[pa.Table | pa.RecordBatch]) -> None:
+    """echo_json_list of the tables' rows as dicts (a key per column, in the tables' column order),
+    byte for byte, formatted a column at a time (analyze/json_text.py: ~10 times faster than a dict per
+    row). Each table's text is made, written and dropped before the next table is read."""
+    from uetrace.analyze.json_text import json_item_blocks, text_bytes
+    out = click.get_text_stream("stdout")
+    first = True
+    for table in tables:
+        for block in json_item_blocks(table, ",\n "):  # rows after the first: after a comma
+            raw = text_bytes(block)
+            if not len(raw):
+                continue
+            if first:
+                out.write("[")
+                raw = raw[1:]
+                first = False
+            _write_ascii(out, raw)
+    out.write("[]\n" if first else "\n]\n")
+    out.flush()
+
+
+def _write_ascii(out: TextIO, raw: memoryview) -> None:
+    """ASCII text (JSON with ensure_ascii) as it is to a text stream's bytes, not decoded and encoded
+    again (half the time of making it), when the stream's encoding writes ASCII as ASCII."""
+    buffer = getattr(out, "buffer", None)
+    encoding = getattr(out, "encoding", None) or "ascii"
+    if buffer is not None and "[".encode(encoding) == b"[":
+        out.flush()
+        buffer.write(raw)
+    else:
+        out.write(bytes(raw).decode("ascii"))
 
 
 _encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from uetrace.cli.options import Duration, archives_argument, format_option, json_option
-from uetrace.cli.output import echo_json_list, print_rows
+from uetrace.cli.output import echo_json_tables, print_rows
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,7 +89,7 @@ def command(archives: tuple[Path, ...], status: str | None, path_glob: str | Non
         if as_json:
             from uetrace.analyze import correlate
             corr = correlate.correlate(db)
-            echo_json_list(corr.json_rows(np.sort(corr.request_ids(result.exchanges.rows()))))
+            echo_json_tables(corr.json_tables(np.sort(corr.request_ids(result.exchanges.rows()))))
             return
         ids = _request_ids(db, result.exchanges.rows())
         by_time = np.argsort(ids, kind="stable")
