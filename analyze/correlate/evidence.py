@@ -204,9 +204,11 @@ def _packets(db: ArchiveDb, out: Columns, probes: Probes, w: _Windows) -> None:
     for group in packed(range(len(conns)), lambda c: per_conn.get(c, 0), PACKETS_PER_QUERY):
         db.con.register("_corr_conns", table.take(pa.array(group, pa.int64())))
         try:
-            code, ts, size, retx = _arrays(db, _PACKETS_SQL)
+            code, ifindex, fwd, ts, seq, seg_len, size = _arrays(db, _PACKETS_SQL)
         finally:
             db.con.unregister("_corr_conns")
+        retx = retransmissions(code, ifindex, fwd, ts, seq, seg_len)
+        del ifindex, fwd, seq, seg_len
         mine = np.flatnonzero(np.isin(wconn, group))
         got, (nbytes, r) = timeline.points_in(code, ts, [size, retx], wconn[mine], w.s[mine], w.e[mine])
         counts[mine], sizes[mine], retxs[mine] = got, nbytes, r
@@ -227,26 +229,67 @@ def _packets(db: ArchiveDb, out: Columns, probes: Probes, w: _Windows) -> None:
     out["handshake_rtt_ms"] = ((sa - s) / 1e6, has)
 
 
-# The connection's packets (loopback: the egress copy only, see flows.py), each marked when it is a
-# retransmission: a segment starting below the highest sequence number already sent that way.
+# The connection's packets (loopback: the egress copy only, see flows.py), unsorted: which are
+# retransmissions is decided in numpy (retransmissions()), where DuckDB's two window functions over
+# every packet cost twice as much.
 _PACKETS_SQL = """
-    WITH pk AS (
-        SELECT c.code, p.ts::BIGINT AS ts, p.len::BIGINT AS len, p.ifindex, p.seq,
-               p.saddr = c.caddr AND p.sport = c.cport AS fwd,
-               CASE WHEN p.protocol = 6 THEN p.payload_len + (p.tcp_flags & 2 <> 0)::INT
-                                             + (p.tcp_flags & 1 <> 0)::INT ELSE 0 END AS seg_len
-        FROM net_observed p JOIN _corr_conns c
-          ON (p.saddr = c.caddr AND p.sport = c.cport AND p.daddr = c.saddr AND p.dport = c.sport)
-          OR (p.saddr = c.saddr AND p.sport = c.sport AND p.daddr = c.caddr AND p.dport = c.cport)),
-    rel AS (
-        SELECT *, ((seq::BIGINT - first_value(seq::BIGINT) OVER d) % 4294967296 + 4294967296) % 4294967296
-                  AS rel_seq
-        FROM pk WINDOW d AS (PARTITION BY code, ifindex, fwd ORDER BY ts, seq))
-    SELECT code, ts, len,
-           coalesce(seg_len > 0 AND rel_seq < max(rel_seq + seg_len) OVER (
-               PARTITION BY code, ifindex, fwd ORDER BY ts, seq
-               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false)::BIGINT AS retx
-    FROM rel"""
+    SELECT c.code, p.ifindex::BIGINT, (p.saddr = c.caddr AND p.sport = c.cport)::BIGINT AS fwd, p.ts::BIGINT,
+           p.seq::BIGINT, CASE WHEN p.protocol = 6 THEN p.payload_len + (p.tcp_flags & 2 <> 0)::INT
+                                                   + (p.tcp_flags & 1 <> 0)::INT ELSE 0 END AS seg_len,
+           p.len::BIGINT
+    FROM net_observed p JOIN _corr_conns c
+      ON (p.saddr = c.caddr AND p.sport = c.cport AND p.daddr = c.saddr AND p.dport = c.sport)
+      OR (p.saddr = c.saddr AND p.sport = c.sport AND p.daddr = c.caddr AND p.dport = c.cport)"""
+
+
+def retransmissions(code: np.ndarray, ifindex: np.ndarray, fwd: np.ndarray, ts: np.ndarray, seq: np.ndarray,
+                    seg_len: np.ndarray) -> np.ndarray:
+    """1 for each packet that is a retransmission, else 0: a segment (seg_len > 0) that starts below the
+    highest sequence number already sent in its direction (code, ifindex, fwd), in (ts, seq) order,
+    sequence numbers taken relative to that direction's first segment, modulo 2**32 (as flows.py
+    counts them per flow)."""
+    n = len(ts)
+    if not n:
+        return np.zeros(0, np.int64)
+    group = _dense(code) * 2 + fwd
+    if (ifindex != ifindex[0]).any():  # more than one interface (ifindex >= 0)
+        group = _dense(group * (int(ifindex.max()) + 1) + ifindex)
+    order = _order(group, ts, seq)
+    g, s, ln = group[order], seq[order], seg_len[order]
+    first = np.flatnonzero(np.concatenate(([True], g[1:] != g[:-1])))
+    rel = (s - np.repeat(s[first], np.diff(np.append(first, n)))) % 2**32
+    # A running max over all groups at once: each group's values lifted above every earlier group's.
+    lift = g * 2**34  # rel + seg_len < 2**33
+    reach = np.maximum.accumulate(rel + ln + lift)
+    before = np.concatenate(([-1], reach[:-1]))  # the highest sent before each packet (an earlier group's: below)
+    out = np.zeros(n, np.int64)
+    out[order] = ((ln > 0) & (rel + lift < before)).astype(np.int64)
+    return out
+
+
+def _dense(values: np.ndarray) -> np.ndarray:
+    """values (>= 0) as dense codes 0.. in the same order, without sorting them when they are small."""
+    if int(values.max()) < 4 * len(values):
+        present = np.zeros(int(values.max()) + 1, np.int64)
+        present[values] = 1
+        return (np.cumsum(present) - 1)[values]
+    return np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def _order(group: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """The order of the rows by (group: dense codes, ts, seq): one sort of a packed integer when
+    (group, ts) fits in 63 bits, seq looked at only when two rows of a group share a ts."""
+    t0 = int(ts.min())
+    span = int(ts.max()) - t0 + 1
+    if (int(group.max()) + 1) * span >= 2**63:
+        return np.lexsort((seq, ts, group))
+    key = group * span + (ts - t0)
+    order = np.argsort(key)
+    k = key[order]
+    if (k[1:] == k[:-1]).any():
+        return np.lexsort((seq, key))
+    return order
+
 
 _HANDSHAKE_SQL = """
     SELECT c.code, min(p.ts) FILTER (WHERE p.saddr = c.caddr AND p.tcp_flags & 18 = 2),
