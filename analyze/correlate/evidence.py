@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.chunks import packed
 from uetrace.analyze.correlate import timeline
+from uetrace.analyze.packed_sort import order_by
 
 PACKETS_PER_QUERY = 500_000  # packets read and summed at once (see _packets)
 BLOCKING_LOCK_FNS = ("LOCK_FN_LOCK", "LOCK_FN_TIMEDLOCK", "LOCK_FN_RDLOCK", "LOCK_FN_WRLOCK",
@@ -254,7 +255,7 @@ def retransmissions(code: np.ndarray, ifindex: np.ndarray, fwd: np.ndarray, ts: 
     group = _dense(code) * 2 + fwd
     if (ifindex != ifindex[0]).any():  # more than one interface (ifindex >= 0)
         group = _dense(group * (int(ifindex.max()) + 1) + ifindex)
-    order = _order(group, ts, seq)
+    order = order_by(group, ts, seq)
     g, s, ln = group[order], seq[order], seg_len[order]
     first = np.flatnonzero(np.concatenate(([True], g[1:] != g[:-1])))
     rel = (s - np.repeat(s[first], np.diff(np.append(first, n)))) % 2**32
@@ -274,21 +275,6 @@ def _dense(values: np.ndarray) -> np.ndarray:
         present[values] = 1
         return (np.cumsum(present) - 1)[values]
     return np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
-
-
-def _order(group: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
-    """The order of the rows by (group: dense codes, ts, seq): one sort of a packed integer when
-    (group, ts) fits in 63 bits, seq looked at only when two rows of a group share a ts."""
-    t0 = int(ts.min())
-    span = int(ts.max()) - t0 + 1
-    if (int(group.max()) + 1) * span >= 2**63:
-        return np.lexsort((seq, ts, group))
-    key = group * span + (ts - t0)
-    order = np.argsort(key)
-    k = key[order]
-    if (k[1:] == k[:-1]).any():
-        return np.lexsort((seq, key))
-    return order
 
 
 _HANDSHAKE_SQL = """

@@ -26,6 +26,7 @@ from uetrace.analyze.correlate.lookback import RECENT_NS, narrowed_lo
 from uetrace.analyze.correlate.objects import SERVER
 from uetrace.analyze.distinct import distinct_rows
 from uetrace.analyze.http.exchange_table import ExchangeTable
+from uetrace.analyze.packed_sort import order_by
 from uetrace.analyze.read_ahead import read_ahead
 
 # How far before a server's first read a client's request write may have begun (measured at the server).
@@ -350,7 +351,7 @@ class _Fetched:
 
     def __init__(self, got: pa.Table) -> None:
         key, ts_enter, ts_exit = (got.column(c).to_numpy().astype(np.int64) for c in ("key", "ts_enter", "ts_exit"))
-        order = np.lexsort((ts_exit, ts_enter, key))
+        order = order_by(key, ts_enter, ts_exit)
         self.key, self.ts_enter, self.ts_exit = key[order], ts_enter[order], ts_exit[order]
         self.direction, self.pid, self.tid = (got.column(c).to_numpy().astype(np.int64)[order]
                                               for c in ("direction", "pid", "tid"))
