@@ -9,7 +9,8 @@ flow closed. Plus bandwidth over time per interface and the top talkers.
 The "initiator" of a flow is the sender of its first SYN, or of its first packet
 when no SYN was captured. On a loopback interface every packet passes the TC
 egress hook and then the XDP ingress hook; only the egress copy is counted.
-Everything is SQL over the `net_packet` view; the result is the `flows` table.
+SQL over the `net_packet` view, but for the retransmissions (retransmissions.py, in numpy: a flow's
+segments in order, a group of flows at a time); the result is the `flows` table.
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from uetrace.analyze.analyzer import ResultRendering
 from uetrace.analyze.archive_db import ArchiveDb
+from uetrace.analyze.chunks import packed
 from uetrace.analyze.render import human_bytes
+from uetrace.analyze.retransmissions import retransmissions
 
 NAME = "flows"
 VIEWS: tuple[str, ...] = ("flows", "net_observed")
@@ -44,69 +51,72 @@ WHERE p.ip_version IN (4, 6)
   AND NOT (p.direction = {ingress} AND p.ifindex IN ({loopbacks}))
 """
 
-_FLOWS = """
-CREATE OR REPLACE TEMP TABLE flows AS
-WITH keyed AS (
-    SELECT *,
-           CASE WHEN from_lo THEN saddr ELSE daddr END AS lo_addr,
-           CASE WHEN from_lo THEN sport ELSE dport END AS lo_port,
-           CASE WHEN from_lo THEN daddr ELSE saddr END AS hi_addr,
-           CASE WHEN from_lo THEN dport ELSE sport END AS hi_port,
-           CASE WHEN protocol = 6 THEN payload_len
-                                     + CASE WHEN tcp_flags & 2 <> 0 THEN 1 ELSE 0 END
-                                     + CASE WHEN tcp_flags & 1 <> 0 THEN 1 ELSE 0 END END AS seg_len
-    FROM net_observed
-), initiator AS (
-    SELECT ifindex, ip_version, protocol, lo_addr, lo_port, hi_addr, hi_port,
-           coalesce(arg_min(from_lo, ts) FILTER (WHERE protocol = 6 AND tcp_flags & 18 = 2),
-                    arg_min(from_lo, ts)) AS init_from_lo
-    FROM keyed GROUP BY ALL
-), sided AS (
-    SELECT k.*, i.init_from_lo, (k.from_lo = i.init_from_lo) AS fwd
-    FROM keyed k JOIN initiator i USING (ifindex, ip_version, protocol, lo_addr, lo_port, hi_addr, hi_port)
-), seqd AS (
-    SELECT *,
-           -- sequence offset from the first segment of this direction, modulo 2^32
-           ((seq::BIGINT - first_value(seq::BIGINT) OVER dir) % 4294967296 + 4294967296) % 4294967296 AS rel_seq
-    FROM sided
-    WINDOW dir AS (PARTITION BY ifindex, ip_version, protocol, lo_addr, lo_port, hi_addr, hi_port, fwd
-                   ORDER BY ts, seq)
-), retx AS (
-    SELECT *,
-           max(rel_seq + seg_len) OVER (PARTITION BY ifindex, ip_version, protocol, lo_addr, lo_port, hi_addr,
-                                                     hi_port, fwd
-                                        ORDER BY ts, seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-               AS sent_until
-    FROM seqd
-)
-SELECT ifindex, ip_version, protocol,
-       CASE WHEN any_value(init_from_lo) THEN lo_addr ELSE hi_addr END AS init_addr,
-       CASE WHEN any_value(init_from_lo) THEN lo_port ELSE hi_port END AS init_port,
-       CASE WHEN any_value(init_from_lo) THEN hi_addr ELSE lo_addr END AS resp_addr,
-       CASE WHEN any_value(init_from_lo) THEN hi_port ELSE lo_port END AS resp_port,
-       count(*) FILTER (WHERE fwd) AS init_packets,
-       coalesce(sum(len) FILTER (WHERE fwd), 0)::UBIGINT AS init_bytes,
-       coalesce(sum(payload_len) FILTER (WHERE fwd), 0)::UBIGINT AS init_payload,
-       count(*) FILTER (WHERE NOT fwd) AS resp_packets,
-       coalesce(sum(len) FILTER (WHERE NOT fwd), 0)::UBIGINT AS resp_bytes,
-       coalesce(sum(payload_len) FILTER (WHERE NOT fwd), 0)::UBIGINT AS resp_payload,
-       min(ts) AS first_ts, max(ts) AS last_ts, max(ts) - min(ts) AS duration_ns,
-       min(ts) FILTER (WHERE fwd AND protocol = 6 AND tcp_flags & 18 = 2) AS syn_ts,
-       min(ts) FILTER (WHERE NOT fwd AND protocol = 6 AND tcp_flags & 18 = 18) AS synack_ts,
-       CASE WHEN synack_ts >= syn_ts THEN synack_ts - syn_ts END AS handshake_rtt_ns,
-       count(*) FILTER (WHERE tcp_flags & 4 <> 0) AS resets,
-       count(*) FILTER (WHERE tcp_flags & 1 <> 0) AS fins,
-       count(*) FILTER (WHERE seg_len > 0 AND rel_seq < sent_until) AS retransmissions,
-       bit_or(tcp_flags) AS tcp_flags,
-       CASE WHEN protocol <> 6 THEN ''
-            WHEN count(*) FILTER (WHERE tcp_flags & 4 <> 0) > 0 THEN 'rst'
-            WHEN count(*) FILTER (WHERE fwd AND tcp_flags & 1 <> 0) > 0
-             AND count(*) FILTER (WHERE NOT fwd AND tcp_flags & 1 <> 0) > 0 THEN 'fin'
-            WHEN count(*) FILTER (WHERE tcp_flags & 1 <> 0) > 0 THEN 'half-closed'
-            ELSE 'open' END AS close
-FROM retx
-GROUP BY ifindex, ip_version, protocol, lo_addr, lo_port, hi_addr, hi_port
+# The flows' packets keyed by their flow's 5-tuple read low address first, with the sequence space each
+# TCP segment takes (SYN and FIN count one).
+_KEYED = """
+CREATE OR REPLACE TEMP VIEW _flow_keyed AS
+SELECT *,
+       CASE WHEN from_lo THEN saddr ELSE daddr END AS lo_addr,
+       CASE WHEN from_lo THEN sport ELSE dport END AS lo_port,
+       CASE WHEN from_lo THEN daddr ELSE saddr END AS hi_addr,
+       CASE WHEN from_lo THEN dport ELSE sport END AS hi_port,
+       CASE WHEN protocol = 6 THEN payload_len
+                                 + CASE WHEN tcp_flags & 2 <> 0 THEN 1 ELSE 0 END
+                                 + CASE WHEN tcp_flags & 1 <> 0 THEN 1 ELSE 0 END END AS seg_len
+FROM net_observed
 """
+_FLOW = "ifindex, ip_version, protocol, lo_addr, lo_port, hi_addr, hi_port"
+# One row per flow, numbered: which side initiated it (the first SYN's sender, else the first packet's).
+_FLOW_IDS = f"""
+CREATE OR REPLACE TEMP TABLE _flow_ids AS
+SELECT {_FLOW},
+       coalesce(arg_min(from_lo, ts) FILTER (WHERE protocol = 6 AND tcp_flags & 18 = 2),
+                arg_min(from_lo, ts)) AS init_from_lo,
+       count(*) AS packets, (row_number() OVER () - 1)::BIGINT AS flow
+FROM _flow_keyed GROUP BY ALL
+"""
+_SIDED = f"""
+SELECT k.*, i.flow, i.init_from_lo, (k.from_lo = i.init_from_lo) AS fwd
+FROM _flow_keyed k JOIN _flow_ids i USING ({_FLOW})"""
+# The TCP segments of flows lo <= flow < hi, for retransmissions.py.
+_SEGMENTS = f"SELECT flow, fwd::BIGINT, ts::BIGINT, seq::BIGINT, seg_len::BIGINT FROM ({_SIDED}) " \
+            "WHERE protocol = 6 AND flow >= {lo} AND flow < {hi}"
+_FLOWS = f"""
+CREATE OR REPLACE TEMP TABLE flows AS
+WITH per_flow AS (
+    SELECT flow, {_FLOW},
+           CASE WHEN any_value(init_from_lo) THEN lo_addr ELSE hi_addr END AS init_addr,
+           CASE WHEN any_value(init_from_lo) THEN lo_port ELSE hi_port END AS init_port,
+           CASE WHEN any_value(init_from_lo) THEN hi_addr ELSE lo_addr END AS resp_addr,
+           CASE WHEN any_value(init_from_lo) THEN hi_port ELSE lo_port END AS resp_port,
+           count(*) FILTER (WHERE fwd) AS init_packets,
+           coalesce(sum(len) FILTER (WHERE fwd), 0)::UBIGINT AS init_bytes,
+           coalesce(sum(payload_len) FILTER (WHERE fwd), 0)::UBIGINT AS init_payload,
+           count(*) FILTER (WHERE NOT fwd) AS resp_packets,
+           coalesce(sum(len) FILTER (WHERE NOT fwd), 0)::UBIGINT AS resp_bytes,
+           coalesce(sum(payload_len) FILTER (WHERE NOT fwd), 0)::UBIGINT AS resp_payload,
+           min(ts) AS first_ts, max(ts) AS last_ts, max(ts) - min(ts) AS duration_ns,
+           min(ts) FILTER (WHERE fwd AND protocol = 6 AND tcp_flags & 18 = 2) AS syn_ts,
+           min(ts) FILTER (WHERE NOT fwd AND protocol = 6 AND tcp_flags & 18 = 18) AS synack_ts,
+           CASE WHEN synack_ts >= syn_ts THEN synack_ts - syn_ts END AS handshake_rtt_ns,
+           count(*) FILTER (WHERE tcp_flags & 4 <> 0) AS resets,
+           count(*) FILTER (WHERE tcp_flags & 1 <> 0) AS fins,
+           bit_or(tcp_flags) AS tcp_flags,
+           CASE WHEN protocol <> 6 THEN ''
+                WHEN count(*) FILTER (WHERE tcp_flags & 4 <> 0) > 0 THEN 'rst'
+                WHEN count(*) FILTER (WHERE fwd AND tcp_flags & 1 <> 0) > 0
+                 AND count(*) FILTER (WHERE NOT fwd AND tcp_flags & 1 <> 0) > 0 THEN 'fin'
+                WHEN count(*) FILTER (WHERE tcp_flags & 1 <> 0) > 0 THEN 'half-closed'
+                ELSE 'open' END AS close
+    FROM ({_SIDED}) GROUP BY flow, {_FLOW}
+)
+SELECT ifindex, ip_version, protocol, init_addr, init_port, resp_addr, resp_port, init_packets, init_bytes,
+       init_payload, resp_packets, resp_bytes, resp_payload, first_ts, last_ts, duration_ns, syn_ts, synack_ts,
+       handshake_rtt_ns, resets, fins, r.retransmissions, tcp_flags, close
+FROM per_flow JOIN _flow_retransmissions r USING (flow)
+"""
+# Packets read for the retransmissions at once (flows whole): bounded memory, whatever the capture.
+SEGMENTS_PER_QUERY = 4_000_000
 
 
 @dataclass
@@ -187,8 +197,26 @@ def _directions(cap: ArchiveDb) -> tuple[int, int]:
 def register_views(cap: ArchiveDb) -> None:
     if cap.cache.get("flows.views"):  # the views are built once per archive
         return
-    cap.con.execute(_OBSERVED.format(loopbacks=_loopbacks(cap), ingress=int(_directions(cap)[1])))
-    cap.con.execute(_FLOWS)
+    con = cap.con
+    con.execute(_OBSERVED.format(loopbacks=_loopbacks(cap), ingress=int(_directions(cap)[1])))
+    con.execute(_KEYED)
+    con.execute(_FLOW_IDS)
+    packets = np.array([n for n, in con.execute("SELECT packets FROM _flow_ids ORDER BY flow").fetchall()], np.int64)
+    retx = np.zeros(len(packets), np.int64)
+    for group in packed(range(len(packets)), lambda f: int(packets[f]), SEGMENTS_PER_QUERY):
+        lo, hi = group[0], group[-1] + 1
+        got = con.sql(_SEGMENTS.format(lo=int(lo), hi=int(hi))).to_arrow_table()
+        flow, fwd, ts, seq, seg_len = (pc.fill_null(c, 0).to_numpy().astype(np.int64, copy=False) for c in got.columns)
+        del got
+        hit = retransmissions(flow, np.zeros_like(flow), fwd, ts, seq, seg_len).astype(bool)
+        retx[lo:hi] += np.bincount(flow[hit] - lo, minlength=hi - lo)
+    counts = pa.table({"flow": np.arange(len(retx), dtype=np.int64), "retransmissions": retx})
+    con.register("_flow_retransmissions", counts)
+    try:
+        con.execute(_FLOWS)
+    finally:
+        con.unregister("_flow_retransmissions")
+    con.execute("DROP TABLE _flow_ids")
     cap.cache["flows.views"] = True
 
 

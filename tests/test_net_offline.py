@@ -94,7 +94,9 @@ def archive(tmp_path_factory):
     return path
 
 
-def test_tcp_flow_analysis(archive):
+@pytest.mark.parametrize("segments_per_query", [flows.SEGMENTS_PER_QUERY, 1])  # 1: a query per flow
+def test_tcp_flow_analysis(archive, monkeypatch, segments_per_query):
+    monkeypatch.setattr(flows, "SEGMENTS_PER_QUERY", segments_per_query)
     with open_archive_db(archive) as cap:
         res = flows.run(cap)
     tcp = [f for f in res.flows if f["proto"] == "tcp"]

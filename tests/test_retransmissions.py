@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from uetrace.analyze.correlate.evidence import retransmissions
+from uetrace.analyze.retransmissions import retransmissions
 
 # flows.py's definition, per packet: a segment starting below the highest sequence number already sent
 # in its direction, in (ts, seq) order, sequence numbers relative to the direction's first segment.
