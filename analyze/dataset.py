@@ -15,22 +15,18 @@ top bit). `_schema.json` lists tables, columns and captures.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from uetrace.analyze.archive_db import ArchiveDb, open_archive_db, segment_digest
+from uetrace.analyze.archive_db import ArchiveDb, segment_digest
 from uetrace.analyze.capture_identity import capture_identity
-from uetrace.analyze.query_views import add_query_views
+from uetrace.analyze.query_views import open_for_query
 from uetrace.analyze.stacks import samples
 from uetrace.analyze.stacks.folded import frame_name
 from uetrace.archive_format import SYMBOLS_DIR
@@ -46,7 +42,6 @@ ROW_GROUP_BYTES = "64MB"
 LEFT_OUT = frozenset({"net_observed"})
 WIDER = {"UTINYINT": "SMALLINT", "USMALLINT": "INTEGER", "UINTEGER": "BIGINT", "HUGEINT": "BIGINT"}
 SCHEMA_FILE = "_schema.json"
-W = TypeVar("W")
 
 
 @dataclass
@@ -58,9 +53,8 @@ class DatasetResult:
 
 def export_dataset(archives: Sequence[Path], out_dir: Path,
                    opener: Callable[[Path], ArchiveDb] | None = None, mode: int = 0o600) -> DatasetResult:
-    """Write each archive's tables into out_dir (files `mode`, folders 0700); returns what was written.
-    `opener` opens an archive; the derived tables are added here (query_views.add_query_views)."""
-    opener = opener or open_archive_db
+    """Write each archive's tables into out_dir (files `mode`, folders 0700); returns what was written."""
+    opener = opener or (lambda p: open_for_query(p, all_views=True))
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     schema = _read_schema(out_dir)
     result = DatasetResult(out_dir)
@@ -79,17 +73,14 @@ def export_dataset(archives: Sequence[Path], out_dir: Path,
             seen[key] = archive
             part = parts.get(ident.capture_id, 0)
             parts[ident.capture_id] = part + 1
+            _add_stack_profile(db)
             sources = _symbols_sources(db, carried.setdefault(ident.capture_id, set()))
-
-            write = functools.partial(_export_table, out_dir=out_dir, capture_id=ident.capture_id, host=ident.host,
-                                      mode=mode, part=part, sources=sources)
-            # The archive's own tables are written in the background while the derived ones are made
-            # (the HTTP reconstruction is Python, DuckDB's writes take the other core), then those.
-            written = _while_writing(db, _tables(db), write, functools.partial(_add_derived, db))
             for table in _tables(db):
-                if written.get(table) is None:
-                    continue
-                n, columns = written[table]  # type: ignore[misc]
+                source = sources.get(table, _quote(table))
+                if source is None:
+                    continue   # every segment of it was exported with an earlier part
+                n, columns = _write_table(db, table, out_dir / table / f"capture_id={ident.capture_id}",
+                                           ident.host, mode, part, source)
                 result.rows[table] = result.rows.get(table, 0) + n
                 schema["tables"][table] = {"columns": columns, "partitioned_by": ["capture_id"]}
             entry = {"capture_id": ident.capture_id, "host": ident.host, "archive": archive.name,
@@ -107,50 +98,14 @@ def export_dataset(archives: Sequence[Path], out_dir: Path,
     return result
 
 
-def _export_table(con: duckdb.DuckDBPyConnection, table: str, out_dir: Path, capture_id: str, host: str, mode: int,
-                  part: int, sources: dict[str, str | None]) -> tuple[int, list[dict]] | None:
-    """_write_table into the capture's partition; None when every segment of the table was exported
-    with an earlier part of the capture."""
-    source = sources.get(table, _quote(table))
-    if source is None:
-        return None
-    return _write_table(con, table, out_dir / table / f"capture_id={capture_id}", host, mode, part, source)
-
-
-def _add_derived(db: ArchiveDb) -> None:
-    add_query_views(db, all_views=True)
-    _add_stack_profile(db)
-
-
-def _while_writing(db: ArchiveDb, own: list[str], write: Callable[[duckdb.DuckDBPyConnection, str], W],
-                   derive: Callable[[], None]) -> dict[str, W]:
-    """write(cursor, table) of each of `own` in a thread, on a cursor of its own, while derive() runs
-    here; then write(db.con, table) of each table derive() added. The thread is waited for whatever
-    happens: the database must not close under it."""
-    cursor = db.con.cursor()
-    cursor.execute("SET enable_progress_bar = false")  # as on db.con: it would print mid-output
-    pool = ThreadPoolExecutor(1, thread_name_prefix="uetrace-export")
-    try:
-        background = pool.submit(lambda: {t: write(cursor, t) for t in own})
-        try:
-            derive()
-            added = {t: write(db.con, t) for t in _tables(db) if t not in own}
-        finally:
-            wait([background])
-        return {**background.result(), **added}
-    finally:
-        pool.shutdown()
-        cursor.close()
-
-
 def _tables(db: ArchiveDb) -> list[str]:
     names = [r[0] for r in db.query("SELECT table_name FROM information_schema.tables ORDER BY table_name")]
     return [n for n in names if n not in LEFT_OUT and not n.startswith("_")]
 
 
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
-    return con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
-                       "ORDER BY ordinal_position", [table]).fetchall()
+def _columns(db: ArchiveDb, table: str) -> list[tuple[str, str]]:
+    return db.query("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+                    "ORDER BY ordinal_position", [table])
 
 
 def _engine_type(column: str, dtype: str) -> str | None:
@@ -185,10 +140,10 @@ def _symbols_sources(db: ArchiveDb, carried: set[tuple[str, str]]) -> dict[str, 
     return out
 
 
-def _write_table(con: duckdb.DuckDBPyConnection, table: str, part_dir: Path, host: str, mode: int,
+def _write_table(db: ArchiveDb, table: str, part_dir: Path, host: str, mode: int,
                  part: int = 0, source: str | None = None) -> tuple[int, list[dict]]:
     """`source`: what to read (SQL) when not the whole table."""
-    cols = _columns(con, table)
+    cols = _columns(db, table)
     select = []
     for name, dtype in cols:
         cast = _engine_type(name, dtype)
@@ -204,7 +159,7 @@ def _write_table(con: duckdb.DuckDBPyConnection, table: str, part_dir: Path, hos
     params = [host] if "host" not in {c for c, _ in cols} else []
     # COPY's target is a literal, never a parameter: the path is ours, escaped for a SQL string.
     path_sql = "'" + str(tmp).replace("'", "''") + "'"
-    con.execute(f"COPY (SELECT {', '.join(select)} FROM {source or _quote(table)}) TO {path_sql} "
+    db.con.execute(f"COPY (SELECT {', '.join(select)} FROM {source or _quote(table)}) TO {path_sql} "
                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
                    f"ROW_GROUP_SIZE_BYTES '{ROW_GROUP_BYTES}')", params)
     os.chmod(tmp, mode)

@@ -133,13 +133,14 @@ def _export_perfetto(archive: Path, output: Path, force: bool, mode: int) -> str
 
 def _export_parquet(archives: tuple[Path, ...], output: Path, mode: int) -> None:
     from uetrace.analyze.dataset import export_dataset
+    from uetrace.analyze.query_views import open_for_query
     from uetrace.cli.reading import reading
 
     if output.exists() and not output.is_dir():
         raise BadInputError(f"{output}: not a folder")
 
     def opener(path: Path):
-        return reading(path)
+        return reading(path, opener=lambda p, limits: open_for_query(p, all_views=True, limits=limits))
 
     try:
         res = export_dataset(list(archives), output, opener=opener, mode=mode)
