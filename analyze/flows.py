@@ -116,7 +116,7 @@ SELECT ifindex, ip_version, protocol, init_addr, init_port, resp_addr, resp_port
 FROM per_flow JOIN _flow_retransmissions r USING (flow)
 """
 # Packets read for the retransmissions at once (flows whole): bounded memory, whatever the capture.
-SEGMENTS_PER_QUERY = 2_000_000  # ~130 bytes each while they are sorted
+SEGMENTS_PER_QUERY = 1_000_000  # ~130 bytes each while they are sorted
 
 
 @dataclass
