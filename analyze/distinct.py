@@ -1,4 +1,9 @@
-"""Distinct rows of small integer codes (dictionary codes of string columns), fast."""
+"""Distinct values and rows of integers, fast.
+
+np.unique of numpy 2.x finds the distinct values of an integer array by hashing when it is asked for
+nothing else: on millions of mostly distinct values (trace roots, timestamps) that took 2-3 s where
+sorting takes 0.03 s. sorted_unique sorts.
+"""
 
 from __future__ import annotations
 
@@ -22,3 +27,9 @@ def distinct_rows(codes: tuple[np.ndarray, ...] | list[np.ndarray], sizes: list[
     for i in range(len(codes) - 1, -1, -1):
         distinct, keys[:, i] = np.divmod(distinct, sizes[i])
     return keys - 1, inverse.reshape(-1)
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique(values) for an integer array: its distinct values, ascending."""
+    s = np.sort(values)
+    return s[np.concatenate(([True], s[1:] != s[:-1]))] if len(s) else s

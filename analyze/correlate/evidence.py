@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from uetrace.analyze.archive_db import ArchiveDb
 from uetrace.analyze.chunks import packed
 from uetrace.analyze.correlate import timeline
+from uetrace.analyze.distinct import sorted_unique
 from uetrace.analyze.retransmissions import retransmissions
 
 PACKETS_PER_QUERY = 500_000  # packets read and summed at once (see _packets)
@@ -87,7 +88,7 @@ def gather(db: ArchiveDb, probes: Probes, notes: list[str] | None = None) -> Col
     steps = {"cpu": lambda: _cpu(db, out, w), "offcpu": lambda: _offcpu(db, out, w),
              "lock": lambda: _locks(db, out, w), "alloc": lambda: _allocs(db, out, w),
              "net": lambda: _packets(db, out, probes, w)}
-    db.con.register("_corr_threads", pa.table({"pid": pa.array(np.unique(w.key >> 32), pa.int64())}))
+    db.con.register("_corr_threads", pa.table({"pid": pa.array(sorted_unique(w.key >> 32), pa.int64())}))
     try:
         for name in recorded_sources(db):
             try:

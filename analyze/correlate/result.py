@@ -27,6 +27,7 @@ from uetrace.analyze.correlate.objects import (  # noqa: F401  (the result's par
     Window,
 )
 from uetrace.analyze.correlate.span_table import EVIDENCE_FIELDS, LINKS, SIDES, SpanTable
+from uetrace.analyze.distinct import sorted_unique
 from uetrace.analyze.http.exchange import Exchange
 from uetrace.analyze.http.exchange_table import FIELDS, ExchangeTable, python_values
 
@@ -134,7 +135,7 @@ class CorrelationResult:
         t = self.table
         if t.trace_ids:  # set across captures: as strings
             return len({t.trace_id(row, self.ids) for row in range(len(t))})
-        roots = np.unique(t.trace_root)
+        roots = sorted_unique(t.trace_root)
         header = t.trace_from_header[roots]
         from_headers = {t.headers[int(t.request[r])].trace_id for r in roots[header].tolist()}
         return len(from_headers) + int((~header).sum())

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from uetrace.analyze.correlate.span_table import LINKS, SIDES, SpanTable, hex16
+from uetrace.analyze.distinct import sorted_unique
 
 if TYPE_CHECKING:
     from uetrace.analyze.correlate.objects import Request
@@ -197,7 +198,7 @@ def _trace_roots(t: SpanTable, parent_row: np.ndarray) -> None:
             break
         up = nxt
     if not stop[up].all():  # a loop
-        up = _roots_by_walking(header, parent_row, len(np.unique(t.span)))
+        up = _roots_by_walking(header, parent_row, len(sorted_unique(t.span)))
     t.trace_root, t.trace_from_header = up, header[up]
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from uetrace.analyze.distinct import sorted_unique
+
 
 def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """keys sorted: (distinct keys, start index, end index) of each run."""
@@ -67,7 +69,7 @@ def union(keys: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.nd
     order = np.lexsort((starts, keys))
     k, a, b = keys[order], starts[order], ends[order]
     out_k, out_a, out_b = [], [], []
-    for _, lo, hi in _per_key(np.unique(k), k):
+    for _, lo, hi in _per_key(sorted_unique(k), k):
         aa, bb = a[lo:hi], b[lo:hi]
         reach = np.maximum.accumulate(bb)
         new = np.ones(len(aa), bool)

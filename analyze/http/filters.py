@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pyarrow.compute as pc
 
+from uetrace.analyze.distinct import sorted_unique
 from uetrace.analyze.http.exchange_table import ExchangeTable
 from uetrace.analyze.http.result import HttpParams, HttpResult
 from uetrace.errors import BadInputError
@@ -62,7 +63,7 @@ def _matching(x: ExchangeTable, column: str, match) -> np.ndarray:
     """match(value) of an integer column, decided once per distinct value (None for nulls)."""
     values = x.column(column).to_numpy(zero_copy_only=False)
     valid = x.valid(column)
-    distinct = np.unique(values[valid].astype(np.int64)) if valid.any() else np.zeros(0, np.int64)
+    distinct = sorted_unique(values[valid].astype(np.int64)) if valid.any() else np.zeros(0, np.int64)
     hits = {int(v) for v in distinct if match(int(v))}
     out = np.zeros(len(x), bool)
     if hits:

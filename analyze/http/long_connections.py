@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from uetrace.analyze.chunks import packed
+from uetrace.analyze.distinct import sorted_unique
 from uetrace.analyze.http import pieces
 from uetrace.analyze.http.connection import Connection
 from uetrace.analyze.http.stream_loading import RowRun, RowSource, sockets_from_rows
@@ -118,7 +119,7 @@ class LongConnections:
         del every, all_ts
         for i, q in quiet.items():
             last = np.searchsorted(q, steps, side="right") - 1
-            times = np.unique(q[last[last >= 0]]).tolist()
+            times = sorted_unique(q[last[last >= 0]]).tolist()
             if times:
                 self.cuts[i].times = times
             else:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from uetrace.analyze.distinct import sorted_unique
 from uetrace.analyze.http.exchange_table import ExchangeColumns
 from uetrace.analyze.http.streams import EGRESS
 
@@ -56,7 +57,7 @@ def quiet_times(rows: Rows, ends: int) -> np.ndarray:
     turn = mine[1:][(d[1:] == first_dir) & (d[:-1] != first_dir)]
     if ends == 2:
         turn = turn[_quiet(rows, speaker, turn)]
-    return np.unique(rows.ts[turn])
+    return sorted_unique(rows.ts[turn])
 
 
 def _speaker(rows: Rows, ends: int) -> int | None:
