@@ -258,10 +258,8 @@ def _columns(view: View, conn_id: int, pairs: list[tuple[Message | None, Message
         orphans = ~has_req & has_resp
         who_resp = view.who_many(resp_s, m_start[orphans].tolist())
         who = tuple(_merged(n, has_req, a, orphans, b) for a, b in zip(who, who_resp))  # type: ignore[assignment]
-    ok = has_req & has_resp
-    if ok.any():
-        ok[ok] = np.fromiter(map(_OK, (r for r, k in zip(reqs, ok.tolist()) if k)), bool) \
-            & np.fromiter(map(_OK, (m for m, k in zip(resps, ok.tolist()) if k)), bool)
+    # (a missing message stands in as _NO_MESSAGE, complete: only the present ones decide)
+    ok = has_req & has_resp & np.fromiter(map(_OK, reqs), bool, n) & np.fromiter(map(_OK, resps), bool, n)
     complete: object = True
     note: object = ""
     if not ok.all():

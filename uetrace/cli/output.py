@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, TextIO
@@ -47,30 +46,11 @@ def echo_json(data: object) -> None:
     click.echo(json.dumps(data, indent=1, default=str))
 
 
-def echo_json_list(items: Iterable[object]) -> None:
-    """echo_json(list(items)), byte for byte, an item at a time: a big capture's rows never exist all
-    at once as Python objects. (JSON escapes newlines within strings, so each line can be indented.)"""
-    first = True
-    out = click.get_text_stream("stdout")
-    pending: list[str] = []  # written a few hundred rows at a time: a write per row cost as much as the row
-    for item in items:
-        text = _flat_item(item)
-        if text is None:
-            text = json.dumps(item, indent=1, default=str).replace("\n", "\n ")
-        pending.append(("[\n" if first else ",\n") + " " + text)
-        first = False
-        if len(pending) >= 256:
-            out.write("".join(pending))
-            pending.clear()
-    pending.append("[]\n" if first else "\n]\n")
-    out.write("".join(pending))
-    out.flush()
-
-
 def echo_json_tables(tables: Iterable[pa.Table | pa.RecordBatch]) -> None:
-    """echo_json_list of the tables' rows as dicts (a key per column, in the tables' column order),
-    byte for byte, formatted a column at a time (analyze/json_text.py: ~10 times faster than a dict per
-    row). Each table's text is made, written and dropped before the next table is read."""
+    """echo_json of the list of the tables' rows as dicts (a key per column, in the tables' column
+    order), byte for byte, formatted a column at a time (analyze/json_text.py: ~15 times faster than a
+    dict per row) and written as it is made: a big capture's rows never exist all at once as Python
+    objects, nor their whole text."""
     from uetrace.analyze.json_text import json_item_blocks, text_bytes
     out = click.get_text_stream("stdout")
     first = True
@@ -98,36 +78,3 @@ def _write_ascii(out: TextIO, raw: memoryview) -> None:
         buffer.write(raw)
     else:
         out.write(bytes(raw).decode("ascii"))
-
-
-_encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-_SCALARS = {str: _encode_str, int: int.__repr__, bool: lambda v: "true" if v else "false",
-            type(None): lambda v: "null"}
-_keys: dict[str, str] = {}  # a key as written, with its colon: rows repeat the same few dozen
-
-
-def _flat_item(item: object) -> str | None:
-    """json.dumps(item, indent=1).replace("\\n", "\\n ") for a dict of strings, ints, finite floats,
-    booleans, None and lists of strings (a row of `trace requests --json`), without the pure-Python
-    encoder that indent= selects (~5 times slower); None for anything else."""
-    if type(item) is not dict or not item:
-        return None
-    parts = []
-    for key, v in item.items():
-        k = _keys.get(key)
-        if k is None:
-            if type(key) is not str:
-                return None
-            k = _encode_str(key) + ": "
-            if len(_keys) < 4096:
-                _keys[key] = k
-        enc = _SCALARS.get(type(v))
-        if enc is not None:
-            parts.append(k + enc(v))
-        elif type(v) is float and math.isfinite(v):
-            parts.append(k + float.__repr__(v))
-        elif type(v) is list and all(type(x) is str for x in v):
-            parts.append(k + ("[\n   " + ",\n   ".join(map(_encode_str, v)) + "\n  ]" if v else "[]"))
-        else:
-            return None
-    return "{\n  " + ",\n  ".join(parts) + "\n }"
